@@ -1,0 +1,21 @@
+"""DPM-Solver samplers in sigma space, host-agnostic (torch only).
+
+Every entry of SAMPLERS is called k-diffusion style: `SAMPLERS[name](model, x, sigmas, extra_args=None,
+callback=None, disable=None, **options)` with `model(x, sigma[B], **extra_args) -> x0 estimate`.
+"""
+
+from .driver import NonFiniteModelOutput
+from .registry import SAMPLERS, SamplerEntry
+from .schedules import FLOW, VE, NoiseSchedule, RectifiedFlow, VarianceExploding, resolve_schedule
+
+__all__ = [
+    "FLOW",
+    "SAMPLERS",
+    "VE",
+    "NoiseSchedule",
+    "NonFiniteModelOutput",
+    "RectifiedFlow",
+    "SamplerEntry",
+    "VarianceExploding",
+    "resolve_schedule",
+]

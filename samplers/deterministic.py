@@ -1,0 +1,100 @@
+"""The deterministic DPM-Solver family as plans: singlestep, multistep and DPM-Solver-fast.
+
+Steps to sigma = 0 are the denoise x <- D; steps from alpha = 0 (flow sigma = 1) are the exact DDIM limit
+x <- sigma_t x + alpha_t D. Everything else is an exponential integrator in lambda (see coefficients.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .coefficients import Prediction
+from .plan import Plan, fast_orders, lower_order_caps, multistep_plan, singlestep_plan
+from .schedules import NoiseSchedule
+
+LOWER_ORDER_FINAL_BELOW = 15
+"""lower_order_final='auto' turns on for grids with fewer steps than this (see the README's benchmark)."""
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """Which member of the family: step structure, order and what the model output is expanded as."""
+
+    structure: Literal["singlestep", "multistep", "fast"]
+    order: int
+    prediction: Prediction
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        common = ("schedule", "thresholding", "threshold_quantile", "threshold_max")
+        if self.structure == "fast":
+            return (*common, "solver_type")
+        if self.order == 1:
+            return common
+        extra: tuple[str, ...] = ("solver_type", "lower_order_final")
+        if self.structure == "singlestep":
+            extra += ("r1",) if self.order == 2 else ("r1", "r2")
+        elif self.order == 3:
+            extra += ("third_order",)
+        return common + extra
+
+
+def wants_lower_order_final(setting: bool | None, n_steps: int) -> bool:
+    """Resolve lower_order_final: explicit True/False, or 'auto' (None) for grids shorter than the threshold."""
+    return n_steps < LOWER_ORDER_FINAL_BELOW if setting is None else setting
+
+
+def intermediate_fractions(order: int, r1: float | None, r2: float | None) -> list[float]:
+    """The r's of a singlestep step: 1/2 for order 2, (1/3, 2/3) for order 3 unless given."""
+    if order == 2:
+        return [0.5 if r1 is None else r1]
+    if order == 3:
+        first = 1.0 / 3.0 if r1 is None else r1
+        second = 2.0 / 3.0 if r2 is None else r2
+        if not first < second:
+            raise ValueError(f"options r1 < r2 are required for third order, got r1={first}, r2={second}")
+        return [first, second]
+    return []
+
+
+def build_plan(spec: SolverSpec, grid: list[float], schedule: NoiseSchedule, opts: dict[str, Any]) -> Plan:
+    """The plan of `spec` over a strictly decreasing grid with validated options."""
+    n_steps = len(grid) - 1
+    solver_type = opts.get("solver_type", "dpmsolver")
+    if spec.structure == "multistep":
+        low = wants_lower_order_final(opts.get("lower_order_final"), n_steps)
+        return multistep_plan(schedule, grid, spec.order, spec.prediction, solver_type,
+                              opts.get("third_order", "consistent"), low)
+    if spec.structure == "singlestep":
+        low = spec.order > 1 and wants_lower_order_final(opts.get("lower_order_final"), n_steps)
+        orders = [min(spec.order, cap) for cap in lower_order_caps(n_steps, low)]
+        inner = []
+        for order, s, t in zip(orders, grid[:-1], grid[1:], strict=True):
+            lam_s, lam_t = schedule.lambda_(s), schedule.lambda_(t)
+            fractions = intermediate_fractions(order, opts.get("r1"), opts.get("r2"))
+            inner.append([schedule.sigma_at(lam_s + r * (lam_t - lam_s)) for r in fractions])
+        return singlestep_plan(schedule, grid, orders, spec.prediction, solver_type, inner)
+    return _fast_plan(spec, grid, schedule, solver_type)
+
+
+def _fast_plan(spec: SolverSpec, grid: list[float], schedule: NoiseSchedule, solver_type: Any) -> Plan:
+    """DPM-Solver-fast: the order schedule for N = number of intervals, each step spanning `order` intervals
+    whose inner grid points are its intermediate points. A first interval from alpha = 0 and a final
+    interval to 0 are single first-order calls."""
+    ends_at_zero = grid[-1] == 0.0
+    body = grid[:-1] if ends_at_zero else grid
+    starts_at_pure_noise = len(body) > 1 and schedule.lambda_(body[0]) == -math.inf
+    lead = [1] if starts_at_pure_noise else []
+    orders = lead + fast_orders(len(body) - 1 - len(lead))
+    outer, inner, at = [body[0]], [], 0
+    for order in orders:
+        inner.append(body[at + 1:at + order])
+        at += order
+        outer.append(body[at])
+    if ends_at_zero:
+        outer.append(0.0)
+        orders.append(1)
+        inner.append([])
+    return singlestep_plan(schedule, outer, orders, spec.prediction, solver_type, inner)

@@ -1,0 +1,30 @@
+"""Dynamic thresholding of the data prediction (Imagen), for pixel-space models.
+
+Per sample: s = clamp(quantile(|x0|, p), 1, max_value); x0 <- clamp(x0, -s, s) / s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DynamicThreshold:
+    """Quantile `quantile` of |x0| per sample, bounded to [1, max_value], clips and rescales x0."""
+
+    quantile: float = 0.995
+    max_value: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.quantile <= 1.0:
+            raise ValueError(f"threshold_quantile must be in (0, 1], got {self.quantile}")
+        if not self.max_value >= 1.0:
+            raise ValueError(f"threshold_max must be >= 1, got {self.max_value}")
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        flat = x0.reshape(x0.shape[0], -1).abs()
+        s = torch.quantile(flat.float(), self.quantile, dim=1).to(x0.dtype)
+        s = s.clamp(min=1.0, max=self.max_value).reshape((-1,) + (1,) * (x0.dim() - 1))
+        return torch.maximum(torch.minimum(x0, s), -s) / s
