@@ -1,0 +1,332 @@
+"""Edge cases of the sampler contract: grids, dtypes, callbacks, model-call counts, errors, options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from samplers import SAMPLERS, NonFiniteModelOutput, grids
+from samplers.driver import _FiniteGuard
+
+NAMES = sorted(SAMPLERS)
+MU, STD = 0.5, 0.8
+
+
+def gaussian_model(schedule: str = "ve"):
+    """Exact denoiser of N(MU, STD^2) for x = alpha x0 + sigma eps; also counts calls and records sigmas."""
+
+    def model(x: torch.Tensor, sigma: torch.Tensor, **extra: object) -> torch.Tensor:
+        model.calls += 1
+        model.sigmas.append(float(sigma[0]))
+        model.dtypes.append(x.dtype)
+        model.extra.append(extra)
+        s = sigma.to(torch.float64).reshape(-1, *([1] * (x.dim() - 1)))
+        a = 1.0 - s if schedule == "flow" else torch.ones_like(s)
+        out = MU + a * STD**2 / (a**2 * STD**2 + s**2) * (x.to(torch.float64) - a * MU)
+        return out.to(x.dtype)
+
+    model.calls, model.sigmas, model.dtypes, model.extra = 0, [], [], []
+    return model
+
+
+def exact(x: torch.Tensor, s0: float, s1: float, schedule: str = "ve") -> torch.Tensor:
+    a0, a1 = (1 - s0, 1 - s1) if schedule == "flow" else (1.0, 1.0)
+    return a1 * MU + math.sqrt(a1**2 * STD**2 + s1**2) * (x - a0 * MU) / math.sqrt(a0**2 * STD**2 + s0**2)
+
+
+def start(n: int = 4, sigma: float = 14.6, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (MU + math.sqrt(STD**2 + sigma**2) * torch.randn(n, 3, 2, 2, generator=g, dtype=torch.float64)).to(dtype)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("sigmas", [torch.tensor([]), torch.tensor([3.0])])
+def test_short_grids_return_x(name: str, sigmas: torch.Tensor) -> None:
+    x = start()
+    model = gaussian_model()
+    out = SAMPLERS[name](model, x, sigmas, disable=True)
+    assert torch.equal(out, x) and model.calls == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    ("sigmas", "message"),
+    [
+        ([1.0, 2.0, 0.0], "non-increasing"),
+        ([2.0, -0.5], "non-negative"),
+        ([float("nan"), 1.0], "finite"),
+        ([float("inf"), 1.0, 0.0], "finite"),
+    ],
+)
+def test_bad_sigmas_raise_value_error_naming_the_problem(name: str, sigmas: list[float], message: str) -> None:
+    model = gaussian_model()
+    with pytest.raises(ValueError, match=message):
+        SAMPLERS[name](model, start(), torch.tensor(sigmas), disable=True)
+    assert model.calls == 0
+
+
+def test_two_dimensional_sigmas_and_flow_range_are_rejected() -> None:
+    with pytest.raises(ValueError, match="1-D"):
+        SAMPLERS["dpm_solver_pp_2m"](gaussian_model(), start(), torch.ones(2, 2), disable=True)
+    with pytest.raises(ValueError, match="flow"):
+        SAMPLERS["dpm_solver_pp_2m"](gaussian_model(), start(), torch.tensor([1.5, 0.5, 0.0]), schedule="flow",
+                                     disable=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nan_from_model_names_call_step_and_sigma(name: str) -> None:
+    sigmas = grids.karras(6, 0.03, 14.6)
+    inner = gaussian_model()
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        out = inner(x, sigma)
+        return out * float("nan") if inner.calls == 3 else out
+
+    with pytest.raises(NonFiniteModelOutput, match=r"model call 2 \(step \d, sigma=[0-9.]+\)"):
+        SAMPLERS[name](model, start(), sigmas, disable=True)
+    assert inner.calls == 3
+
+
+def test_deferred_finite_guard_reports_the_first_bad_call() -> None:
+    guard = _FiniteGuard(torch.device("cuda"), lambda call: f"call {call}")
+    assert not guard.immediate
+    for call, value in enumerate([1.0, 2.0, float("inf"), float("nan")]):
+        guard.check(torch.full((2,), value), call)
+    with pytest.raises(NonFiniteModelOutput, match="call 2"):
+        guard.finish()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grid_ending_at_zero_returns_the_last_denoised(name: str) -> None:
+    sigmas = grids.karras(5, 0.03, 14.6)
+    seen: list[dict] = []
+    out = SAMPLERS[name](gaussian_model(), start(), sigmas, callback=seen.append, disable=True)
+    assert seen[-1]["sigma"].item() == pytest.approx(0.03)
+    torch.testing.assert_close(out, seen[-1]["denoised"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("schedule", ["ve", "flow"])
+def test_grid_ending_above_zero_is_close_to_the_exact_solution(name: str, schedule: str) -> None:
+    s0, s1 = (14.6, 0.5) if schedule == "ve" else (0.95, 0.3)
+    sigmas = grids.uniform_lambda(12, s1, s0, schedule, append_zero=False)
+    x = start(sigma=s0)
+    out = SAMPLERS[name](gaussian_model(schedule), x, sigmas, schedule=schedule, disable=True)
+    err = (out - exact(x, s0, s1, schedule)).abs().max().item()
+    tolerance = 0.1 if SAMPLERS[name].spec.order == 1 else 0.03
+    assert err < tolerance * exact(x, s0, s1, schedule).abs().max().item()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if SAMPLERS[n].spec.structure == "singlestep"])
+def test_singlestep_split_sampling_equals_one_run(name: str) -> None:
+    sigmas = grids.karras(9, 0.03, 14.6)
+    opts = {"lower_order_final": False} if "lower_order_final" in SAMPLERS[name].defaults else {}
+    x = start()
+    full = SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, **opts)
+    half = SAMPLERS[name](gaussian_model(), x, sigmas[:5], disable=True, **opts)
+    rest = SAMPLERS[name](gaussian_model(), half, sigmas[4:], disable=True, **opts)
+    torch.testing.assert_close(rest, full, rtol=1e-12, atol=1e-12)
+
+
+def uniform_t_flow_grid(n: int, shift: float = 3.0, t_min: float = 0.02) -> torch.Tensor:
+    """Shifted flow grid uniform in t from t = 1 (sigma = 1 exactly) to t_min."""
+    return torch.tensor([grids.flow_shift(1 - (1 - t_min) * k / n, shift) for k in range(n + 1)], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_flow_grid_from_sigma_one_is_finite_and_converges(name: str) -> None:
+    x = start(sigma=1.0)
+    errors = []
+    for n in (20, 80):
+        sigmas = uniform_t_flow_grid(n)
+        model = gaussian_model("flow")
+        out = SAMPLERS[name](model, x, sigmas, schedule="flow", disable=True)
+        assert model.sigmas[0] == 1.0, "the first call must be at sigma = 1 exactly (no nudging)"
+        assert torch.isfinite(out).all()
+        errors.append((out - exact(x, 1.0, float(sigmas[-1]), "flow")).abs().max().item())
+    assert errors[1] < (0.35 if SAMPLERS[name].spec.order == 1 else 0.15) * errors[0]
+    assert errors[1] < (0.06 if SAMPLERS[name].spec.order == 1 else 0.02)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_first_flow_step_from_sigma_one_is_the_exact_ddim_limit(name: str) -> None:
+    x = start(sigma=1.0)
+    model = gaussian_model("flow")
+    out = SAMPLERS[name](model, x, torch.tensor([1.0, 0.6], dtype=torch.float64), schedule="flow", disable=True)
+    d = gaussian_model("flow")(x, torch.ones(x.shape[0], dtype=torch.float64))
+    torch.testing.assert_close(out, 0.6 * x + 0.4 * d, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_integrated_in_float32_and_returned_in_its_dtype(name: str, dtype: torch.dtype) -> None:
+    sigmas = grids.karras(8, 0.03, 14.6).to(torch.float32)
+    x = start(dtype=torch.float32)
+    model = gaussian_model()
+    out = SAMPLERS[name](model, x.to(dtype), sigmas, disable=True)
+    assert out.dtype == dtype and set(model.dtypes) == {dtype}
+    ref = SAMPLERS[name](gaussian_model(), x.to(dtype).float(), sigmas, disable=True)
+    tol = 1e-2 if dtype == torch.float16 else 6e-2
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+
+
+def expected_calls(name: str, n_intervals: int, low: bool) -> int:
+    """Model calls on a grid of n intervals ending at 0: the final interval is one denoise call."""
+    spec = SAMPLERS[name].spec
+    if spec.structure in ("multistep", "fast"):
+        return n_intervals
+    orders = [min(spec.order, n_intervals - i if low else spec.order) for i in range(n_intervals - 1)]
+    return sum(orders) + 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 20])
+def test_model_calls_are_counted_and_reported(name: str, n: int) -> None:
+    sigmas = grids.karras(n, 0.03, 14.6)
+    entry = SAMPLERS[name]
+    low = "lower_order_final" in entry.defaults and n < 15
+    seen: list[dict] = []
+    model = gaussian_model()
+    SAMPLERS[name](model, start(), sigmas, callback=seen.append, disable=True, extra_args={"token": 7})
+    assert model.calls == expected_calls(name, n, low) == entry.count_model_calls(sigmas) == len(seen)
+    assert [d["i"] for d in seen] == list(range(model.calls))
+    assert all({"x", "i", "sigma", "sigma_hat", "denoised"} <= set(d) for d in seen)
+    assert [d["sigma"].item() for d in seen] == pytest.approx(model.sigmas)
+    assert all(extra == {"token": 7} for extra in model.extra)
+
+
+def test_repeated_sigmas_are_no_ops() -> None:
+    sigmas = torch.tensor([14.6, 5.0, 5.0, 1.0, 0.3, 0.3, 0.0], dtype=torch.float64)
+    dedup = torch.tensor([14.6, 5.0, 1.0, 0.3, 0.0], dtype=torch.float64)
+    for name in NAMES:
+        x = start()
+        torch.testing.assert_close(SAMPLERS[name](gaussian_model(), x, sigmas, disable=True),
+                                   SAMPLERS[name](gaussian_model(), x, dedup, disable=True), rtol=0, atol=0)
+
+
+def test_dpm_solver_fast_order_schedule() -> None:
+    from samplers.plan import fast_orders
+
+    assert fast_orders(6) == [3, 2, 1]
+    assert fast_orders(7) == [3, 3, 1]
+    assert fast_orders(8) == [3, 3, 2]
+    assert fast_orders(9) == [3, 3, 2, 1]
+    for n in range(1, 40):
+        assert sum(fast_orders(n)) == n
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "error", "message"),
+    [
+        ("dpm_solver_pp_2m", {"bogus": 1}, TypeError, "bogus"),
+        ("dpm_solver_pp_2m", {"r1": 0.5}, TypeError, "r1"),
+        ("dpm_solver_1", {"solver_type": "taylor"}, TypeError, "solver_type"),
+        ("dpm_solver_pp_2m", {"solver_type": "heun"}, ValueError, "solver_type"),
+        ("dpm_solver_pp_3m", {"third_order": "exact"}, ValueError, "third_order"),
+        ("dpm_solver_2", {"r1": 1.5}, ValueError, "r1"),
+        ("dpm_solver_3", {"r1": 0.7, "r2": 0.4}, ValueError, "r1 < r2"),
+        ("dpm_solver_pp_2m", {"schedule": "vp"}, ValueError, "schedule"),
+        ("dpm_solver_pp_2m", {"schedule": object()}, ValueError, "alpha"),
+        ("dpm_solver_pp_2m", {"lower_order_final": "yes"}, ValueError, "lower_order_final"),
+        ("dpm_solver_pp_2m", {"thresholding": True, "threshold_quantile": 0.0}, ValueError, "threshold_quantile"),
+        ("dpm_solver_pp_2m", {"thresholding": True, "threshold_max": 0.5}, ValueError, "threshold_max"),
+    ],
+)
+def test_impossible_options_name_the_option(name: str, options: dict, error: type, message: str) -> None:
+    model = gaussian_model()
+    with pytest.raises(error, match=message):
+        SAMPLERS[name](model, start(), grids.karras(4, 0.03, 14.6), disable=True, **options)
+    assert model.calls == 0
+
+
+def test_sigmas_are_read_once_per_call() -> None:
+    class CountingTensor(torch.Tensor):
+        reads = 0
+
+        def tolist(self):  # type: ignore[override]
+            CountingTensor.reads += 1
+            return super().tolist()
+
+    for name in NAMES:
+        CountingTensor.reads = 0
+        sigmas = grids.karras(6, 0.03, 14.6).as_subclass(CountingTensor)
+        SAMPLERS[name](gaussian_model(), start(), sigmas, disable=True)
+        assert CountingTensor.reads == 1, name
+
+
+def test_progress_bar_unless_disabled(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm", reason="tqdm is the optional progress bar")
+    SAMPLERS["dpm_solver_pp_2m"](gaussian_model(), start(), grids.karras(5, 0.03, 14.6))
+    assert "5/5" in capsys.readouterr().err
+    SAMPLERS["dpm_solver_pp_2m"](gaussian_model(), start(), grids.karras(5, 0.03, 14.6), disable=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_exception_in_callback_stops_at_once() -> None:
+    model = gaussian_model()
+
+    def interrupt(payload: dict) -> None:
+        if payload["i"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SAMPLERS["dpm_solver_3"](model, start(), grids.karras(10, 0.03, 14.6), callback=interrupt, disable=True)
+    assert model.calls == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_under_inference_mode_deterministically_and_batch_independently(name: str) -> None:
+    sigmas = grids.karras(7, 0.03, 14.6)
+    x = start(n=5)
+    with torch.inference_mode():
+        a = SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, thresholding=True, threshold_max=2.0)
+        b = SAMPLERS[name](gaussian_model(), x[:1], sigmas, disable=True, thresholding=True, threshold_max=2.0)
+    torch.testing.assert_close(a[:1], b, rtol=1e-12, atol=1e-12)
+
+
+def test_thresholding_bounds_the_data_prediction() -> None:
+    def wild(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return 5.0 * torch.sign(x)
+
+    out = SAMPLERS["dpm_solver_pp_2m"](wild, start(), grids.karras(6, 0.03, 14.6), disable=True,
+                                        thresholding=True, threshold_quantile=0.9, threshold_max=1.0)
+    assert out.abs().max().item() <= 1.0 + 1e-12
+    free = SAMPLERS["dpm_solver_pp_2m"](wild, start(), grids.karras(6, 0.03, 14.6), disable=True)
+    assert free.abs().max().item() == pytest.approx(5.0)
+
+
+class ScaledVP:
+    """VP in its own scaling: alpha = sqrt(1 - sigma^2), a family given as an object."""
+
+    name = "vp"
+    sigma_max = 1.0
+
+    def alpha(self, sigma: float) -> float:
+        return math.sqrt(1.0 - sigma * sigma)
+
+    def lambda_(self, sigma: float) -> float:
+        return math.inf if sigma == 0 else (-math.inf if sigma == 1 else math.log(self.alpha(sigma) / sigma))
+
+    def sigma_at(self, lam: float) -> float:
+        return 1.0 / math.sqrt(1.0 + math.exp(2.0 * lam))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_schedule_object_gives_the_ve_result_rescaled(name: str) -> None:
+    """A VP model in VP scaling is the VE solver on sigma/alpha, times alpha: the updates are scale invariant."""
+    vp = ScaledVP()
+
+    def vp_model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = float(sigma[0])
+        a = vp.alpha(s)
+        return MU + a * STD**2 / (a * a * STD**2 + s * s) * (x - a * MU)
+
+    sigmas_vp = grids.uniform_lambda(9, 0.05, 0.999, vp, append_zero=True)
+    alphas = [vp.alpha(float(s)) for s in sigmas_vp]
+    sigmas_ve = torch.tensor([float(s) / a for s, a in zip(sigmas_vp, alphas, strict=True)], dtype=torch.float64)
+    x_vp = start(sigma=1.0)
+    out_vp = SAMPLERS[name](vp_model, x_vp, sigmas_vp, schedule=vp, disable=True)
+    out_ve = SAMPLERS[name](gaussian_model(), x_vp / alphas[0], sigmas_ve, disable=True)
+    torch.testing.assert_close(out_vp, out_ve * alphas[-1], rtol=1e-10, atol=1e-10)
