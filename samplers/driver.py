@@ -90,7 +90,7 @@ def run_plan(
                 guard.check(denoised, call)
                 entry = {"D": denoised}
                 if "eps" in plan.kinds[call]:
-                    entry["eps"] = (y - stage.alpha * denoised) / stage.sigma
+                    entry["eps"] = torch.add(y, denoised, alpha=-stage.alpha).mul_(1.0 / stage.sigma)
                 buffer[call] = entry
                 if callback is not None:
                     callback({"x": y, "i": call, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised,
