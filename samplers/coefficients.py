@@ -29,6 +29,8 @@ def phi(k: int, z: float) -> float:
         for n in range(1, _SERIES_TERMS):
             term *= z / (n + k)
             total += term
+            if abs(term) < 1e-17 * abs(total):
+                break
         return total
     value = math.exp(z)
     for j in range(k):

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .coefficients import Prediction
-from .plan import Plan, fast_orders, lower_order_caps, multistep_plan, singlestep_plan
+from .plan import Plan, fast_orders, multistep_plan, singlestep_plan, step_orders
 from .schedules import NoiseSchedule
 
-LOWER_ORDER_FINAL_BELOW = 15
-"""lower_order_final='auto' turns on for grids with fewer steps than this (see the README's benchmark)."""
+LOWER_ORDER_FINAL_BELOW = 5
+"""lower_order_final='auto' turns on for grids with fewer steps than this. The benchmark's defaults study
+(docs/bench.md) finds it lowers the error only below 5 steps: the final step to sigma = 0 is already the
+first-order denoise, and lowering the step before it costs 5-25% from 5 steps up."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,10 @@ def build_plan(spec: SolverSpec, grid: list[float], schedule: NoiseSchedule, opt
     if spec.structure == "multistep":
         low = wants_lower_order_final(opts.get("lower_order_final"), n_steps)
         return multistep_plan(schedule, grid, spec.order, spec.prediction, solver_type,
-                              opts.get("third_order", "consistent"), low)
+                              opts.get("third_order", "reference"), low)
     if spec.structure == "singlestep":
         low = spec.order > 1 and wants_lower_order_final(opts.get("lower_order_final"), n_steps)
-        orders = [min(spec.order, cap) for cap in lower_order_caps(n_steps, low)]
+        orders = step_orders(spec.order, n_steps, low)
         inner = []
         for order, s, t in zip(orders, grid[:-1], grid[1:], strict=True):
             lam_s, lam_t = schedule.lambda_(s), schedule.lambda_(t)

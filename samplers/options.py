@@ -47,26 +47,32 @@ def _number(value: Any) -> float:
 
 @dataclass(frozen=True)
 class Option:
-    """A named option: its default, a validator returning the normalised value, and a one-line doc."""
+    """A named option: its default, a validator returning the normalised value, a one-line doc, and the
+    allowed values when they form a finite set (for host UIs)."""
 
     name: str
     default: Any
     check: Callable[[Any], Any]
     doc: str
+    choices: tuple[Any, ...] | None = None
 
 
 OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("schedule", "ve", resolve_schedule,
            "model family: 've' (x = x0 + sigma*eps), 'flow' (x = (1-sigma)*x0 + sigma*eps) or a NoiseSchedule"),
     Option("solver_type", "dpmsolver", _choice("dpmsolver", "taylor"),
-           "derivative term of 2nd/3rd-order updates: 'dpmsolver' (phi_1/2 weight) or 'taylor' (exact phi_2)"),
+           "derivative term of 2nd/3rd-order updates: 'dpmsolver' (phi_1/2 weight) or 'taylor' (exact phi_2)",
+           ("dpmsolver", "taylor")),
     Option("r1", None, _fraction, "first intermediate point of a singlestep step, fraction of h in lambda"),
     Option("r2", None, _fraction, "second intermediate point of a 3rd-order singlestep step (r1 < r2 < 1)"),
     Option("lower_order_final", None, _auto_flag,
-           "lower the order on the last steps; None/'auto': on for grids with fewer than 15 steps"),
-    Option("third_order", "consistent", _choice("consistent", "reference"),
-           "3M update: 'consistent' (exact third-order weights) or 'reference' (official/diffusers, order 2)"),
-    Option("thresholding", False, _flag, "dynamic thresholding of the data prediction (pixel-space models)"),
+           "lower the order on the last steps; None/'auto': on for grids with fewer than 5 steps"),
+    Option("third_order", "reference", _choice("reference", "consistent"),
+           "3M update: 'reference' (official/diffusers, converges at order 2; more accurate below ~25 steps) or "
+           "'consistent' (exact third-order weights, order 3; more accurate above ~25 steps)",
+           ("reference", "consistent")),
+    Option("thresholding", False, _flag, "dynamic thresholding of the data prediction (pixel-space models)",
+           (False, True)),
     Option("threshold_quantile", 0.995, _number, "quantile p of |x0| per sample for dynamic thresholding"),
     Option("threshold_max", 1.0, _number, "upper bound of the dynamic threshold s (s is at least 1)"),
 ]}

@@ -116,9 +116,9 @@ def _exp_stage(
     return plan.combine(a, terms, t.sigma, t.alpha, step, evaluate=evaluate, commit=commit)
 
 
-def lower_order_caps(n_steps: int, enabled: bool) -> list[int]:
-    """Per-step order cap: with lower_order_final the last step is order 1, the one before at most 2, ..."""
-    return [n_steps - i if enabled else n_steps for i in range(n_steps)]
+def step_orders(order: int, n_steps: int, lower_order_final: bool) -> list[int]:
+    """Order of each step: `order`, or with lower_order_final the last step 1, the one before at most 2, ..."""
+    return [min(order, n_steps - i) if lower_order_final else order for i in range(n_steps)]
 
 
 def multistep_plan(
@@ -131,7 +131,7 @@ def multistep_plan(
     """
     plan = Plan()
     points = [Point.at(schedule, s) for s in grid]
-    caps = lower_order_caps(len(points) - 1, lower_order_final)
+    caps = step_orders(order, len(points) - 1, lower_order_final)
     history: list[tuple[int, float]] = []
     for i, (s, t) in enumerate(pairwise(points)):
         j = plan.evaluate(s.sigma, s.alpha, i)

@@ -25,6 +25,8 @@ class DynamicThreshold:
 
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         flat = x0.reshape(x0.shape[0], -1).abs()
-        s = torch.quantile(flat.float(), self.quantile, dim=1).to(x0.dtype)
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.float()
+        s = torch.quantile(flat, self.quantile, dim=1).to(x0.dtype)
         s = s.clamp(min=1.0, max=self.max_value).reshape((-1,) + (1,) * (x0.dim() - 1))
         return torch.maximum(torch.minimum(x0, s), -s) / s
