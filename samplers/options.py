@@ -69,7 +69,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "lower the order on the last steps; None/'auto': on for grids with fewer than 5 steps"),
     Option("third_order", "reference", _choice("reference", "consistent"),
            "3M update: 'reference' (official/diffusers, converges at order 2; more accurate below ~25 steps) or "
-           "'consistent' (exact third-order weights, order 3; more accurate above ~25 steps)",
+           "'consistent' (exact third-order weights: order 3 after the first-order warm-up step; more accurate "
+           "above ~25 steps)",
            ("reference", "consistent")),
     Option("thresholding", False, _flag, "dynamic thresholding of the data prediction (pixel-space models)",
            (False, True)),
