@@ -140,7 +140,7 @@ CONTROLS: tuple[Control, ...] = (
             "weight of the derivative term of 2nd/3rd-order updates: dpmsolver or taylor",
             choices=("dpmsolver", "taylor")),
     Control("lower_order_final", "Lower order final steps", "DPM-Solver lower order final", "choice",
-            "lower the order on the last steps (default: on below 5 steps)",
+            "lower the order on the last steps (default: on for multistep samplers below 5 steps)",
             choices=("on", "off"), convert=_on_off),
     Control("third_order", "3M update", "DPM-Solver third order", "choice",
             "reference: the official/diffusers update (default, better below ~25 steps); "

@@ -15,9 +15,9 @@ from .plan import Plan, fast_orders, multistep_plan, singlestep_plan, step_order
 from .schedules import NoiseSchedule
 
 LOWER_ORDER_FINAL_BELOW = 5
-"""lower_order_final='auto' turns on for grids with fewer steps than this. The benchmark's defaults study
-(docs/bench.md) finds it lowers the error only below 5 steps: the final step to sigma = 0 is already the
-first-order denoise, and lowering the step before it costs 5-25% from 5 steps up."""
+"""lower_order_final='auto' turns on for multistep grids with fewer steps than this, and never for singlestep
+samplers. The benchmark's defaults study (docs/bench.md) finds it helps multistep only at 4 steps or fewer
+(the final step to sigma = 0 is already the first-order denoise) and costs singlestep 1.2-2x at every length."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,12 @@ class SolverSpec:
         return common + extra
 
 
-def wants_lower_order_final(setting: bool | None, n_steps: int) -> bool:
-    """Resolve lower_order_final: explicit True/False, or 'auto' (None) for grids shorter than the threshold."""
-    return n_steps < LOWER_ORDER_FINAL_BELOW if setting is None else setting
+def wants_lower_order_final(setting: bool | None, n_steps: int, structure: str) -> bool:
+    """Resolve lower_order_final: explicit True/False, or 'auto' (None): multistep grids shorter than
+    LOWER_ORDER_FINAL_BELOW steps."""
+    if setting is not None:
+        return setting
+    return structure == "multistep" and n_steps < LOWER_ORDER_FINAL_BELOW
 
 
 def intermediate_fractions(order: int, r1: float | None, r2: float | None) -> list[float]:
@@ -66,11 +69,11 @@ def build_plan(spec: SolverSpec, grid: list[float], schedule: NoiseSchedule, opt
     n_steps = len(grid) - 1
     solver_type = opts.get("solver_type", "dpmsolver")
     if spec.structure == "multistep":
-        low = wants_lower_order_final(opts.get("lower_order_final"), n_steps)
+        low = wants_lower_order_final(opts.get("lower_order_final"), n_steps, spec.structure)
         return multistep_plan(schedule, grid, spec.order, spec.prediction, solver_type,
                               opts.get("third_order", "reference"), low)
     if spec.structure == "singlestep":
-        low = spec.order > 1 and wants_lower_order_final(opts.get("lower_order_final"), n_steps)
+        low = spec.order > 1 and wants_lower_order_final(opts.get("lower_order_final"), n_steps, spec.structure)
         orders = step_orders(spec.order, n_steps, low)
         inner = []
         for order, s, t in zip(orders, grid[:-1], grid[1:], strict=True):

@@ -66,7 +66,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("r1", None, _fraction, "first intermediate point of a singlestep step, fraction of h in lambda"),
     Option("r2", None, _fraction, "second intermediate point of a 3rd-order singlestep step (r1 < r2 < 1)"),
     Option("lower_order_final", None, _auto_flag,
-           "lower the order on the last steps; None/'auto': on for grids with fewer than 5 steps"),
+           "lower the order on the last steps; None/'auto': on for multistep grids of fewer than 5 steps"),
     Option("third_order", "reference", _choice("reference", "consistent"),
            "3M update: 'reference' (official/diffusers, converges at order 2; more accurate below ~25 steps) or "
            "'consistent' (exact third-order weights: order 3 after the first-order warm-up step; more accurate "

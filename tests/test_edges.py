@@ -187,7 +187,7 @@ def expected_calls(name: str, n_intervals: int, low: bool) -> int:
 def test_model_calls_are_counted_and_reported(name: str, n: int) -> None:
     sigmas = grids.karras(n, 0.03, 14.6)
     entry = SAMPLERS[name]
-    low = "lower_order_final" in entry.defaults and n < LOWER_ORDER_FINAL_BELOW
+    low = entry.spec.structure == "multistep" and n < LOWER_ORDER_FINAL_BELOW
     seen: list[dict] = []
     model = gaussian_model()
     SAMPLERS[name](model, start(), sigmas, callback=seen.append, disable=True, extra_args={"token": 7})
