@@ -1,0 +1,174 @@
+"""Command line of the benchmark: `python -m samplers.bench [--quick] [--json PATH] [--plot PATH] ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from .. import SAMPLERS
+from .accuracy import deterministic, run_accuracy
+from .cases import select_cases
+from .machine import machine_info
+from .measure import CaseRunner
+from .overhead import measure_overhead
+from .report import render
+from .study import current_threshold, lower_order_final_study, solver_type_study, third_order_study
+
+FULL = {"budgets": [4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50], "samples": 128, "study_steps": list(range(3, 31)),
+        "overhead_steps": 20, "overhead_repeats": 15, "overhead_target_s": 0.01, "overhead_max_s": 20.0}
+QUICK = {"budgets": [5, 10, 20], "samples": 32, "study_steps": [5, 10, 20],
+         "overhead_steps": 10, "overhead_repeats": 3, "overhead_target_s": 0.004, "overhead_max_s": 2.0}
+SECTIONS = ("accuracy", "study", "overhead")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m samplers.bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small subset (< 30 s): budgets 5,10,20, 32 samples")
+    p.add_argument("--json", metavar="PATH", help="write all results as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write the error-vs-NFE figure (PNG, needs matplotlib)")
+    p.add_argument("--plot-median", metavar="PATH",
+                   help="also write the figure of the median per-sample error (robust to outlier trajectories)")
+    p.add_argument("--samplers", type=_names, help="comma-separated registry names (default: all)")
+    p.add_argument("--problems", type=_names,
+                   help="comma-separated case names or shell patterns, e.g. 'flow_mixture/*,ve_mixture/karras'")
+    p.add_argument("--budgets", type=_ints, help="comma-separated NFE budgets")
+    p.add_argument("--samples", type=int, help="initial noises per problem")
+    p.add_argument("--study-steps", type=_ints, help="step counts of the lower_order_final study")
+    p.add_argument("--threads", type=_ints,
+                   help="torch thread counts for the overhead section (default: as is, plus 1 when that is more, "
+                   "except in --quick)")
+    p.add_argument("--device", default="cpu", help="device of the overhead section (default cpu)")
+    p.add_argument("--skip", type=_names, default=[], help=f"sections to skip, from {', '.join(SECTIONS)}")
+    return p
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread while the accuracy runs: their tensors are tiny (B x 16), and on a loaded machine
+    torch's thread pool makes each call 10-50x slower. The overhead section keeps the host's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the selected sections; returns the JSON-ready result (with the Markdown under 'markdown')."""
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("budgets", "samples", "study_steps"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    unknown = [s for s in args.skip if s not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"--skip: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    names = args.samplers or list(SAMPLERS)
+    missing = [n for n in names if n not in SAMPLERS]
+    if missing:
+        raise SystemExit(f"--samplers: unknown {', '.join(missing)}; registered: {', '.join(SAMPLERS)}")
+    chosen = {n: SAMPLERS[n] for n in names}
+    ode = deterministic(chosen)
+    cases = select_cases(args.problems)
+    t_start = time.perf_counter()
+    res: dict[str, Any] = {
+        "machine": machine_info(),
+        "config": {**cfg, "quick": bool(args.quick), "seed": "problems.SEED + 1 (Problem.prior_noise)",
+                   "dtype": "float64", "accuracy_threads": 1, "reference": "DOP853 in log sigma, rtol = atol = 1e-12"},
+        "samplers": {n: e.label for n, e in ode.items()},
+        "structures": {n: (e.spec.structure if e.spec is not None else "other") for n, e in ode.items()},
+        "skipped_stochastic": [n for n in chosen if n not in ode],
+        "cases": {c.name: {"problem": c.problem.name, "family": c.problem.family, "grid": c.grid_name,
+                           "schedule": c.schedule, "sigma_max": c.problem.sigma_max,
+                           "sigma_min": c.problem.sigma_min, "data_std": c.data_std, "dim": c.problem.dim}
+                  for c in cases},
+        "runtime_s": {},
+    }
+    runners = [CaseRunner(c, cfg["samples"]) for c in cases]
+    with single_thread():
+        if "accuracy" not in args.skip:
+            t = time.perf_counter()
+            _log(f"accuracy: {len(ode)} samplers x {len(cases)} problems x {len(cfg['budgets'])} budgets")
+            res["accuracy"] = run_accuracy(runners, ode, cfg["budgets"])
+            res["runtime_s"]["accuracy"] = time.perf_counter() - t
+        if "study" not in args.skip:
+            t = time.perf_counter()
+            _log("defaults study: third_order, lower_order_final, solver_type")
+            res["study"] = {
+                "third_order": third_order_study(runners, ode, cfg["budgets"]),
+                "lower_order_final": lower_order_final_study(runners, ode, cfg["study_steps"], cfg["budgets"]),
+                "solver_type": solver_type_study(runners, ode, cfg["budgets"]),
+                "current_lower_order_final_below": current_threshold(),
+            }
+            res["runtime_s"]["study"] = time.perf_counter() - t
+    res["reference_ode_solves"] = {r.case.name: r.refs.ode_solves for r in runners}
+    if "overhead" not in args.skip:
+        t = time.perf_counter()
+        host = torch.get_num_threads()
+        both = host > 1 and args.device == "cpu" and not args.quick
+        counts = args.threads or ([host, 1] if both else [host])
+        res["overhead"] = []
+        for threads in counts:
+            _log(f"overhead: per-call timing at 1x4x128x128 float32 on {args.device}, {threads} thread(s)")
+            res["overhead"].append(measure_overhead(
+                chosen, steps=cfg["overhead_steps"], repeats=cfg["overhead_repeats"],
+                target_s=cfg["overhead_target_s"], threads=threads, device=args.device, max_s=cfg["overhead_max_s"]))
+        res["runtime_s"]["overhead"] = time.perf_counter() - t
+    res["runtime_s"]["total"] = time.perf_counter() - t_start
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: prints the Markdown report; optional JSON and PNG outputs."""
+    args = parser().parse_args(argv)
+    res = run(args)
+    text = render(res)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(res, f, separators=(",", ":"), allow_nan=False)
+            f.write("\n")
+        _log(f"wrote {args.json}")
+    for path, median in ((args.plot, False), (args.plot_median, True)):
+        if path:
+            _figure(res, path, median)
+    return 0
+
+
+def _figure(res: dict[str, Any], path: str, median: bool) -> None:
+    if "accuracy" not in res:
+        _log("--plot needs the accuracy section; no figure written")
+        return
+    from .plot import write_plot
+
+    try:
+        write_plot(path, res["accuracy"], res["samplers"], res["structures"],
+                   {c: v["data_std"] for c, v in res["cases"].items()}, median=median)
+        _log(f"wrote {path}")
+    except ImportError as exc:
+        _log(f"--plot: matplotlib is not available ({exc}); no figure written")

@@ -1,0 +1,177 @@
+"""Errors of a sampler against the exact ODE solution on a benchmark case, at a given grid or NFE budget.
+
+The reference for a grid ending at 0 is the exact ODE solution (DOP853, tolerance 1e-12) to the grid's
+last nonzero sigma followed by the same final denoise D(x, sigma_last) every sampler ends with; so the
+error measures the solver, not the grid's truncation at sigma_min. References are cached per sigma_last
+and chained: a new one starts from the nearest cached state above it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..registry import SamplerEntry
+from .cases import Case
+from .problems import reference_solution
+
+DTYPE = torch.float64
+OVERSHOOT = 3
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One sampler run: grid intervals, actual model calls, RMSE and RMSE / data std (inf on failure).
+
+    `median_err` is the median over samples of each sample's RMS error: RMSE on these mixtures is often
+    dominated by the one or two trajectories that start near a boundary between components (where the flow
+    is most sensitive), the median shows the typical sample.
+    """
+
+    n_steps: int
+    nfe: int
+    rmse: float
+    rel_rmse: float
+    median_err: float = math.inf
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n_steps": self.n_steps, "nfe": self.nfe, "rmse": _json_float(self.rmse),
+                               "rel_rmse": _json_float(self.rel_rmse), "median_err": _json_float(self.median_err)}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def _json_float(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+class References:
+    """Exact flow of the case's initial batch, cached by sigma (descending chain from sigma_max)."""
+
+    def __init__(self, case: Case, x0: torch.Tensor) -> None:
+        self.case = case
+        self.sigmas: list[float] = [-case.problem.sigma_max]  # negated, ascending for bisect
+        self.states: list[torch.Tensor] = [x0]
+        self.targets: dict[tuple[float, bool], torch.Tensor] = {}
+        self.ode_solves = 0
+
+    def state_at(self, sigma: float) -> torch.Tensor:
+        """x(sigma) on the probability-flow ODE from the initial batch at sigma_max."""
+        key = -sigma
+        i = bisect.bisect_right(self.sigmas, key) - 1  # largest cached sigma >= sigma
+        if self.sigmas[i] == key:
+            return self.states[i]
+        if i < 0 or sigma <= 0:
+            raise ValueError(f"references exist for 0 < sigma <= {self.case.problem.sigma_max}, got {sigma}")
+        x = reference_solution(self.case.problem.model, self.states[i], -self.sigmas[i], sigma)
+        self.ode_solves += 1
+        self.sigmas.insert(i + 1, key)
+        self.states.insert(i + 1, x)
+        return x
+
+    def target(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """What an exact solver returns on this grid (ODE to the last nonzero sigma, then the final denoise)."""
+        values = sigmas.tolist()
+        ends_at_zero = values[-1] == 0.0
+        last = values[-2] if ends_at_zero else values[-1]
+        key = (last, ends_at_zero)
+        if key not in self.targets:
+            x = self.state_at(last)
+            if ends_at_zero:
+                s = torch.full((x.shape[0],), last, dtype=x.dtype)
+                with torch.no_grad():
+                    x = self.case.problem.model(x, s).to(DTYPE)
+            self.targets[key] = x
+        return self.targets[key]
+
+
+class CaseRunner:
+    """Runs samplers on one case with a fixed float64 batch of initial noises and measures their error."""
+
+    def __init__(self, case: Case, n_samples: int) -> None:
+        self.case = case
+        self.x0 = case.problem.prior_noise(n_samples, dtype=DTYPE)
+        self.refs = References(case, self.x0)
+        self.data_std = case.data_std
+        self._counts: dict[tuple[str, int, tuple[Any, ...]], int] = {}
+        self._runs: dict[tuple[str, int, tuple[Any, ...]], Measurement] = {}
+
+    def sigma_last(self, n: int) -> float:
+        """The last nonzero sigma of the n-interval grid (where the final denoise happens)."""
+        values = [v for v in self.case.grid(n).tolist() if v > 0]
+        return values[-1]
+
+    def options(self, entry: SamplerEntry, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The case's schedule plus `options` (each must be accepted by the sampler)."""
+        opts = {"schedule": self.case.schedule, **(options or {})}
+        unknown = set(opts) - set(entry.defaults)
+        if unknown:
+            raise ValueError(f"{entry.name} does not accept {sorted(unknown)}")
+        return opts
+
+    @staticmethod
+    def _key(entry: SamplerEntry, n: int, options: Mapping[str, Any] | None) -> tuple[str, int, tuple[Any, ...]]:
+        """Cache key; options equal to the sampler's defaults are dropped, so they share the default run."""
+        given = {k: v for k, v in (options or {}).items() if k not in entry.defaults or entry.defaults[k] != v}
+        return entry.name, n, tuple(sorted(given.items()))
+
+    def count(self, entry: SamplerEntry, n: int, options: Mapping[str, Any] | None = None) -> int:
+        """Model calls of `entry` on the n-interval grid (cached; runs no model)."""
+        key = self._key(entry, n, options)
+        if key not in self._counts:
+            self._counts[key] = entry.count_model_calls(self.case.grid(n), **self.options(entry, options))
+        return self._counts[key]
+
+    def fit(self, entry: SamplerEntry, budget: int, options: Mapping[str, Any] | None = None) -> int | None:
+        """Largest number of intervals whose model calls fit in `budget` (None if not even one interval).
+
+        Counts grow with n (every interval costs at least one call, so n <= budget); the scan stops after
+        OVERSHOOT consecutive grids over budget, which tolerates small non-monotonic steps (e.g. where
+        lower_order_final='auto' switches off) without building every plan up to n = budget.
+        """
+        best, over = None, 0
+        for n in range(1, budget + 1):
+            if self.count(entry, n, options) <= budget:
+                best, over = n, 0
+            else:
+                over += 1
+                if over >= OVERSHOOT:
+                    break
+        return best
+
+    def run(self, entry: SamplerEntry, n: int, options: Mapping[str, Any] | None = None) -> Measurement:
+        """Sample on the n-interval grid and compare with the reference of the same grid (cached)."""
+        key = self._key(entry, n, options)
+        if key in self._runs:
+            return self._runs[key]
+        sigmas = self.case.grid(n)
+        nfe = self.count(entry, n, options)
+        try:
+            with torch.no_grad():
+                out = entry(self.case.problem.model, self.x0.clone(), sigmas, disable=True,
+                            **self.options(entry, options))
+            ref = self.refs.target(sigmas)
+            sq = ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
+            rmse = float(torch.sqrt(sq.mean()))
+            median = float(sq.mean(1).sqrt().median())
+            error = None if math.isfinite(rmse) else "non-finite output"
+        except Exception as exc:  # a failing sampler is reported, not fatal to the benchmark
+            rmse, median, error = math.inf, math.inf, f"{type(exc).__name__}: {exc}"
+        if not math.isfinite(rmse):
+            rmse = median = math.inf
+        result = Measurement(n, nfe, rmse, rmse / self.data_std, median, error)
+        self._runs[key] = result
+        return result
+
+    def at_budget(self, entry: SamplerEntry, budget: int, options: Mapping[str, Any] | None = None
+                  ) -> Measurement | None:
+        """Run with the most intervals that fit the NFE budget (None when nothing fits)."""
+        n = self.fit(entry, budget, options)
+        return None if n is None else self.run(entry, n, options)

@@ -1,0 +1,133 @@
+"""Per-model-call sampler overhead with a trivial model, against a plain Euler loop timed the same way.
+
+overhead per call = (time of one sampling run - its model calls * time of one model call) / model calls.
+Runs are timed round-robin (every sampler, the Euler loop and the bare model once per repeat) so that load
+from other processes hits them alike; each number is the median over repeats of the mean over a batch of runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from .. import grids
+from ..registry import SamplerEntry
+
+SHAPE = (1, 4, 128, 128)
+MIN_REPEATS = 3
+
+
+def trivial_model(x: torch.Tensor, sigma: torch.Tensor, **extra_args: Any) -> torch.Tensor:
+    """D = x / 2: as cheap as a model can be, so the sampler's own arithmetic is what gets measured."""
+    return x * 0.5
+
+
+def euler_loop(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """The baseline: explicit Euler on dx/dsigma = (x - D) / sigma, one model call per interval."""
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * ones)
+        x = x + (x - denoised) / sigma * (sigma_next - sigma)
+    return x
+
+
+def _time_batch(fn: Callable[[], Any], number: int, sync: Callable[[], None],
+                clock: Callable[[], float] = time.perf_counter) -> float:
+    sync()
+    start = clock()
+    for _ in range(number):
+        fn()
+    sync()
+    return (clock() - start) / number
+
+
+def measure_overhead(entries: Mapping[str, SamplerEntry], steps: int = 20, repeats: int = 7,
+                     target_s: float = 0.02, seed: int = 0, threads: int | None = None,
+                     device: str = "cpu", max_s: float = 20.0) -> dict[str, Any]:
+    """Overhead in microseconds per model call for every entry and for the Euler loop, at SHAPE float32.
+
+    `threads` sets torch's intra-op threads for the measurement (None: as is); on CUDA every timed batch
+    ends with a synchronize. Repeats stop early (after MIN_REPEATS) once the timed loop has run `max_s`.
+    With one thread on CPU all work runs on the calling thread, so its CPU time (time.thread_time) is
+    timed instead of wall-clock time: that is immune to other processes sharing the cores. Otherwise
+    (several threads, or an accelerator) wall-clock time is the only honest clock.
+    """
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        result = _measure(entries, steps, repeats, target_s, seed, torch.device(device), max_s)
+    finally:
+        torch.set_num_threads(before)
+    return result
+
+
+def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, target_s: float, seed: int,
+             device: torch.device, max_s: float) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(SHAPE, generator=gen, dtype=torch.float32).to(device)
+    sigmas = grids.karras(steps, 0.029, 14.6).to(torch.float32).to(device)  # where a host keeps them
+    sigma_vec = torch.full((SHAPE[0],), 1.0, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    cpu_clock = device.type == "cpu" and torch.get_num_threads() == 1
+    clock = time.thread_time if cpu_clock else time.perf_counter
+
+    jobs: dict[str, tuple[Callable[[], Any], int]] = {
+        "model": (lambda: trivial_model(x, sigma_vec), 1),
+        "euler": (lambda: euler_loop(trivial_model, x, sigmas), steps),
+    }
+    for name, entry in entries.items():
+        nfe = entry.count_model_calls(sigmas)
+        jobs[name] = ((lambda e=entry: e(trivial_model, x, sigmas, disable=True)), nfe)
+    plan_jobs = {name: (lambda e=entry: e.plan(sigmas)) for name, entry in entries.items()}
+
+    numbers: dict[str, int] = {}
+    with torch.no_grad():
+        for name, (fn, _) in jobs.items():  # warm-up, then size each batch to about target_s
+            fn()
+            once = max(_time_batch(fn, 3, sync, clock), 1e-7)
+            numbers[name] = max(1, min(1000, int(target_s / once)))
+        for fn in plan_jobs.values():
+            fn()
+        samples: dict[str, list[float]] = {name: [] for name in jobs}
+        plan_samples: dict[str, list[float]] = {name: [] for name in plan_jobs}
+        started = time.perf_counter()
+        for done in range(repeats):
+            if done >= MIN_REPEATS and time.perf_counter() - started > max_s:
+                break  # a loaded machine: keep the section's runtime bounded
+            for name, (fn, _) in jobs.items():
+                samples[name].append(_time_batch(fn, numbers[name], sync, clock))
+            for name, fn in plan_jobs.items():
+                plan_samples[name].append(_time_batch(fn, 5, sync, clock))
+
+    model_s = statistics.median(samples["model"])
+
+    def row(name: str, calls: int) -> dict[str, Any]:
+        run_s = statistics.median(samples[name])
+        return {"nfe": calls, "run_ms": run_s * 1e3, "model_ms": calls * model_s * 1e3,
+                "overhead_us_per_call": (run_s - calls * model_s) / calls * 1e6,
+                "min_overhead_us_per_call": (min(samples[name]) - calls * min(samples["model"])) / calls * 1e6}
+
+    euler = row("euler", steps)
+    rows = {}
+    for name in entries:
+        r = row(name, jobs[name][1])
+        r["ratio_to_euler"] = r["overhead_us_per_call"] / euler["overhead_us_per_call"] \
+            if euler["overhead_us_per_call"] > 0 else None
+        r["min_ratio_to_euler"] = r["min_overhead_us_per_call"] / euler["min_overhead_us_per_call"] \
+            if euler["min_overhead_us_per_call"] > 0 else None
+        r["plan_us_per_run"] = statistics.median(plan_samples[name]) * 1e6
+        rows[name] = r
+    return {"shape": list(SHAPE), "dtype": "float32", "device": str(device), "threads": torch.get_num_threads(),
+            "clock": "thread CPU time" if cpu_clock else "wall clock", "grid": f"karras({steps}) 14.6 -> 0.029, then 0",
+            "steps": steps, "repeats": len(samples["model"]), "model_us_per_call": model_s * 1e6, "euler": euler,
+            "samplers": rows}

@@ -1,0 +1,301 @@
+"""Markdown rendering of benchmark results (everything printed is also in the JSON)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .study import geomean
+
+
+def fmt_err(v: float | None) -> str:
+    """An error with 3 significant digits, or 'fail'."""
+    return "fail" if v is None or not math.isfinite(v) else f"{v:.2e}"
+
+
+def fmt_ratio(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}" if 0.01 <= v < 100 else f"{v:.1e}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    """A Markdown table; align per column 'l' or 'r' (first column left, others right by default)."""
+    align = align or ["l", *["r"] * (len(header) - 1)]
+    sep = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def accuracy_section(res: dict[str, Any]) -> str:
+    budgets = res["config"]["budgets"]
+    labels = res["samplers"]
+    out = ["## Accuracy: RMSE against the exact ODE solution", "",
+           f"{res['config']['samples']} fixed float64 initial noises per problem; budget = max model calls, each "
+           "sampler runs the largest grid that fits (the actual NFE is shown in parentheses when lower). "
+           "Reference: DOP853 (tol 1e-12) to the grid's last nonzero sigma, then the same final denoise. "
+           "Best per column in **bold**.", ""]
+    for case, rows in res["accuracy"].items():
+        info = res["cases"][case]
+        out += [f"### {case}", "",
+                f"grid `{info['grid']}`, sigma {info['sigma_max']:g} -> {info['sigma_min']:.3g} then 0, schedule "
+                f"`{info['schedule']}`, data std {info['data_std']:.4f} (divide by it for relative RMSE)", ""]
+        lasts = sorted({c["sigma_last"] for cells in rows.values() for c in cells}, reverse=True)
+        if len(lasts) > 1:
+            out += [f"Note: on this grid the last nonzero sigma depends on the step count ({lasts[0]:.3g} down to "
+                    f"{lasts[-1]:.3g} here), so fewer steps also mean a shorter ODE before the final denoise: "
+                    "errors are exact per grid but need not fall monotonically with NFE.", ""]
+        best = {}
+        for b in budgets:
+            vals = [c["rmse"] for cells in rows.values() for c in cells if c["budget"] == b and c["rmse"] is not None]
+            best[b] = min(vals) if vals else None
+        body = []
+        for name, cells in rows.items():
+            by_budget = {c["budget"]: c for c in cells}
+            line = [labels[name]]
+            for b in budgets:
+                c = by_budget.get(b)
+                if c is None:
+                    line.append("—")
+                    continue
+                text = fmt_err(c["rmse"])
+                if c["rmse"] is not None and c["rmse"] == best[b]:
+                    text = f"**{text}**"
+                if c["nfe"] != b:
+                    text += f" ({c['nfe']})"
+                line.append(text)
+            body.append(line)
+        out += [table(["sampler", *[f"NFE {b}" for b in budgets]], body), ""]
+    out += _relative_summary(res)
+    out += _relative_summary(res, "median")
+    return "\n".join(out)
+
+
+def _relative_summary(res: dict[str, Any], stat: str = "rel_rmse") -> list[str]:
+    budgets = [b for b in (10, 20) if b in res["config"]["budgets"]]
+    if not budgets:
+        return []
+    cases = list(res["accuracy"])
+    if stat == "rel_rmse":
+        out = ["### Summary: RMSE / data std", ""]
+    else:
+        out = ["### Summary: median over samples of the per-sample RMS error / data std", "",
+               "RMSE on these mixtures is often dominated by one or two trajectories starting near a boundary "
+               "between components (where the flow is most sensitive); the median shows the typical sample.", ""]
+    header = ["sampler", *[f"{c} @{b}" for b in budgets for c in cases]]
+    body = []
+    names = list(res["samplers"])
+    best: dict[tuple[str, int], float] = {}
+    for c in cases:
+        for b in budgets:
+            vals = [_stat(x, stat, c, res) for n in names for x in res["accuracy"][c].get(n, [])
+                    if x["budget"] == b and _stat(x, stat, c, res) is not None]
+            if vals:
+                best[(c, b)] = min(vals)
+    for n in names:
+        line = [res["samplers"][n]]
+        for b in budgets:
+            for c in cases:
+                cell = next((x for x in res["accuracy"][c].get(n, []) if x["budget"] == b), None)
+                v = None if cell is None else _stat(cell, stat, c, res)
+                text = "—" if cell is None else fmt_err(v)
+                if v is not None and v == best.get((c, b)):
+                    text = f"**{text}**"
+                line.append(text)
+        body.append(line)
+    out += [table(header, body), ""]
+    winners = []
+    for b in budgets:
+        for c in cases:
+            if (c, b) in best:
+                w = [res["samplers"][n] for n in names for x in res["accuracy"][c].get(n, [])
+                     if x["budget"] == b and _stat(x, stat, c, res) == best[(c, b)]]
+                winners.append(f"- NFE {b}, {c}: {', '.join(w)} ({best[(c, b)]:.2e})")
+    return [*out, "Best per problem:", "", *winners, ""]
+
+
+def _stat(cell: dict[str, Any], stat: str, case: str, res: dict[str, Any]) -> float | None:
+    if stat == "rel_rmse":
+        return cell["rel_rmse"]
+    v = cell.get("median_err")
+    return None if v is None else v / res["cases"][case]["data_std"]
+
+
+def _bucket_lines(verdict: dict[str, Any], first: str, second: str) -> list[str]:
+    lines = []
+    for bucket, s in verdict.items():
+        if s["n"] == 0:
+            lines.append(f"- {bucket}: no data")
+            continue
+        w = s["wins"]
+        lines.append(f"- {bucket}: {first}/{second} error ratio (geometric mean) {fmt_ratio(s['geomean_ratio'])}; "
+                     f"{first} better in {w[first]}/{s['n']}, {second} in {w[second]}, ties {w['tie']} "
+                     f"-> **{s['winner']}**")
+    return lines
+
+
+def _median_line(verdict: dict[str, Any]) -> list[str]:
+    parts = [f"{bucket} {fmt_ratio(s['geomean_ratio'])} ({s['winner']})" for bucket, s in verdict.items() if s["n"]]
+    return [f"- median-sample error instead of RMSE: {'; '.join(parts)}"] if parts else []
+
+
+def _budget_table(s: dict[str, Any], labels: dict[str, str], budgets: Sequence[int]) -> str:
+    """Rows = samplers, columns = budgets (geometric-mean ratio over problems), then the winner per NFE bucket."""
+    if not s["by_sampler"]:
+        return "(no sampler has this option)"
+    buckets = list(next(iter(s["by_sampler"].values())))
+    body = []
+    for name, verdicts in s["by_sampler"].items():
+        cells = [fmt_ratio(geomean([r["ratio"] for r in s["rows"] if r["sampler"] == name and r["budget"] == b]))
+                 for b in budgets]
+        body.append([labels.get(name, name), *cells, *[verdicts[k]["winner"] or "—" for k in buckets]])
+    return table(["sampler", *[f"NFE {b}" for b in budgets], *buckets], body)
+
+
+def study_section(res: dict[str, Any]) -> str:
+    st = res["study"]
+    labels = res["samplers"]
+    out = ["## Defaults study", "",
+           "Each option is compared with all others at their defaults; cells are error ratios first/second "
+           "(< 1: the first setting is better). Ties: within 2%.", ""]
+    if "third_order" in st:
+        s = st["third_order"]
+        budgets = res["config"]["budgets"]
+        out += ["### (a) third_order: consistent vs reference (3M samplers)", "", "Verdict:", "",
+                *_bucket_lines(s["verdict"], "consistent", "reference"), *_median_line(s["verdict_median"]), ""]
+        for name, v in s["by_sampler"].items():
+            out += [f"{labels.get(name, name)}:", "", *_bucket_lines(v, "consistent", "reference"), ""]
+        body = []
+        for key in dict.fromkeys((r["case"], r["sampler"]) for r in s["rows"]):
+            cells = {r["budget"]: r["ratio"] for r in s["rows"] if (r["case"], r["sampler"]) == key}
+            body.append([f"{key[0]} · {labels.get(key[1], key[1])}", *[fmt_ratio(cells.get(b)) for b in budgets]])
+        out += ["Error ratio consistent/reference:", "", table(["case · sampler", *[f"NFE {b}" for b in budgets]],
+                                                                 body), ""]
+    if "lower_order_final" in st:
+        s = st["lower_order_final"]
+        steps = res["config"]["study_steps"]
+        samplers = list(next(iter(s["per_step"].values()))["samplers"]) if s["per_step"] else []
+        groups = list(s["verdict"])
+        out += ["### (b) lower_order_final: True vs False at equal step counts", "",
+                "Cells: geometric mean over problems of error(True)/error(False), with the number of problems "
+                "where True wins (within-2% ties excluded). For singlestep samplers True also uses fewer model "
+                "calls at the same step count.", "", "Verdict:", ""]
+        current = st.get("current_lower_order_final_below")
+        lo, hi = (min(steps), max(steps)) if steps else (0, 0)
+
+        def rule(t: int | None) -> str:
+            if t is None:
+                return "no data"
+            if t <= lo:
+                return f"never on within {lo}-{hi} steps (nothing measured below {lo})"
+            return f"on iff steps < {t}"
+
+        for g, v in s["verdict"].items():
+            m = s["verdict_median"][g]
+            out.append(f"- {g}: helps at steps {_ranges(v['helps_at'])}; hurts at {_ranges(v['hurts_at'])}; "
+                       f"best fitting rule: {rule(v['suggested_below'])}. By median-sample error: helps at "
+                       f"{_ranges(m['helps_at'])}, hurts at {_ranges(m['hurts_at'])}, "
+                       f"rule: {rule(m['suggested_below'])}")
+        out.append(f"- core's current threshold: on iff steps < {current}")
+        body = []
+        for n in steps:
+            ps = s["per_step"][str(n)]
+            line = [str(n)]
+            for name in samplers:
+                v = ps["samplers"][name]
+                line.append(f"{fmt_ratio(v['geomean_ratio'])} ({v['wins']['True']}/{v['n']})")
+            line += [fmt_ratio(ps["groups"][g]["geomean_ratio"]) for g in groups]
+            body.append(line)
+        out += ["", table(["steps", *[labels.get(n, n) for n in samplers], *groups], body), ""]
+        if "equal_nfe" in s:
+            e = s["equal_nfe"]
+            out += ["At equal NFE budgets (each setting runs the largest grid that fits):", ""]
+            for g, v in e["by_structure"].items():
+                out += [f"{g}:", "", *_bucket_lines(v, "True", "False"), ""]
+            out += [*_median_line(e["verdict_median"]), "",
+                    "Geometric mean over problems of error(True)/error(False) at equal NFE:", "",
+                    _budget_table(e, labels, res["config"]["budgets"]), ""]
+    if "solver_type" in st:
+        s = st["solver_type"]
+        budgets = res["config"]["budgets"]
+        out += ["### (c) solver_type: taylor vs dpmsolver", "", "Verdict:", "",
+                *_bucket_lines(s["verdict"], "taylor", "dpmsolver"), *_median_line(s["verdict_median"]), "",
+                "Geometric mean over problems of error(taylor)/error(dpmsolver); last columns: winner per bucket", "",
+                _budget_table(s, labels, budgets), ""]
+    return "\n".join(out)
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """[5, 6, 7, 10] -> '5-7, 10'; [] -> 'none'."""
+    if not values:
+        return "none"
+    parts, start, prev = [], values[0], values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(parts)
+
+
+def overhead_section(res: dict[str, Any]) -> str:
+    runs = res["overhead"]
+    labels = res["samplers"]
+    o = runs[0]
+    models = ", ".join(f"{r['model_us_per_call']:.1f} µs per call at {r['threads']} thread(s)" for r in runs)
+    out = ["## Overhead per model call", "",
+           f"Latent {'x'.join(map(str, o['shape']))} {o['dtype']} on {o['device']}, trivial model D = x/2 "
+           f"({models}), grid {o['grid']}, median (and min) of {o['repeats']} interleaved repeats, each the mean "
+           "of a batch of runs. "
+           "Overhead = (run time - NFE x model time) / NFE; x Euler = that over the plain Euler loop's; "
+           "plan = building the stage list, once per run (part of the overhead).", ""]
+    out += ["Clocks: " + ", ".join(f"{r['threads']} thread(s): {r.get('clock', 'wall clock')}" for r in runs)
+            + " (one thread runs all work on the calling thread, so its CPU time is immune to other load).", ""]
+    header = ["sampler", "NFE"]
+    for r in runs:
+        t = f"{r['threads']} thr"
+        header += [f"overhead µs/call ({t})", f"x Euler ({t})", f"min µs/call, x Euler ({t})"]
+    header.append("plan µs/run")
+    rows = [("euler", "Euler loop (reference)"), *[(n, labels.get(n, n)) for n in o["samplers"]]]
+    plan_run = next((r for r in runs if r.get("clock") == "thread CPU time"), o)  # plan building is pure Python
+    body = []
+    for key, label in rows:
+        first = o["euler"] if key == "euler" else o["samplers"][key]
+        line = [label, str(first["nfe"])]
+        for r in runs:
+            cell = r["euler"] if key == "euler" else r["samplers"][key]
+            ratio = "1.00" if key == "euler" else fmt_ratio(cell["ratio_to_euler"])
+            min_ratio = "1.00" if key == "euler" else fmt_ratio(cell.get("min_ratio_to_euler"))
+            line += [f"{cell['overhead_us_per_call']:.1f}", ratio,
+                     f"{cell['min_overhead_us_per_call']:.1f} ({min_ratio})"]
+        line.append("—" if key == "euler" else f"{plan_run['samplers'][key]['plan_us_per_run']:.0f}")
+        body.append(line)
+    out.append(table(header, body))
+    single = [r for r in runs if r["threads"] == 1]
+    loaded = [r for r in runs if single and r["threads"] > 1
+              and r["model_us_per_call"] > 3 * single[0]["model_us_per_call"]]
+    if loaded:
+        out += ["", f"Warning: the bare model call took {loaded[0]['model_us_per_call']:.0f} µs at "
+                f"{loaded[0]['threads']} threads vs {single[0]['model_us_per_call']:.0f} µs at 1 thread: the machine "
+                "was loaded, so the multi-threaded columns are unreliable; trust the 1-thread columns."]
+    return "\n".join([*out, ""])
+
+
+def render(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    cfg = res["config"]
+    head = ["# DPM-Solver sampler benchmark", "",
+            f"torch {m['torch']}, Python {m['python']}, {m['cpu']} ({m['cpu_count']} logical CPUs, "
+            f"{m['torch_threads']} torch threads){' — quick mode' if cfg['quick'] else ''}", ""]
+    parts = ["\n".join(head)]
+    if "accuracy" in res:
+        parts.append(accuracy_section(res))
+    if res.get("study"):
+        parts.append(study_section(res))
+    if "overhead" in res:
+        parts.append(overhead_section(res))
+    parts.append(f"Total benchmark time: {res['runtime_s']['total']:.1f} s "
+                 f"({', '.join(f'{k} {v:.1f} s' for k, v in res['runtime_s'].items() if k != 'total')}).\n")
+    return "\n".join(parts)

@@ -1,0 +1,116 @@
+"""The benchmark's --quick mode end to end, in-process: JSON, report, figure, and sanity of the numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from samplers import SAMPLERS
+from samplers.bench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    json_path, png_path = out / "bench.json", out / "plot.png"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--quick", "--json", str(json_path), "--plot", str(png_path)])
+    assert rc == 0
+    return json.loads(json_path.read_text()), buf.getvalue(), png_path
+
+
+def test_json_has_all_sections(quick: tuple[dict, str, Path]) -> None:
+    res, _, _ = quick
+    for key in ("machine", "config", "samplers", "cases", "accuracy", "study", "overhead", "runtime_s"):
+        assert key in res
+    for key in ("torch", "cpu", "torch_threads"):
+        assert key in res["machine"]
+    assert res["config"]["quick"] is True
+    assert set(res["study"]) >= {"third_order", "lower_order_final", "solver_type"}
+    assert len(res["cases"]) == 5
+    deterministic = {n for n, e in SAMPLERS.items() if not getattr(e, "stochastic", False)}
+    assert set(res["samplers"]) == deterministic
+    for rows in res["accuracy"].values():
+        assert set(rows) == deterministic
+
+
+def test_errors_finite_and_nfe_within_budget(quick: tuple[dict, str, Path]) -> None:
+    res, _, _ = quick
+    for case, rows in res["accuracy"].items():
+        for name, cells in rows.items():
+            assert cells, (case, name)
+            for c in cells:
+                assert c["nfe"] <= c["budget"]
+                assert c["rmse"] is not None and math.isfinite(c["rmse"]) and c["rmse"] > 0, (case, name, c)
+                assert c["rel_rmse"] == pytest.approx(c["rmse"] / res["cases"][case]["data_std"])
+                assert 0 < c["median_err"] <= c["rmse"] * math.sqrt(res["config"]["samples"])
+
+
+def test_second_order_error_decreases_with_nfe(quick: tuple[dict, str, Path]) -> None:
+    res, _, _ = quick
+    for case in ("ve_mixture/karras", "ve_mixture/exponential"):
+        errs = [c["rmse"] for c in res["accuracy"][case]["dpm_solver_pp_2m"]]
+        assert len(errs) >= 3
+        assert all(b < a for a, b in pairwise(errs)), (case, errs)
+        nfe = [c["nfe"] for c in res["accuracy"][case]["dpm_solver_pp_2m"]]
+        # second order: doubling NFE from 10 to 20 cuts the error by well over 2x
+        assert errs[-1] < errs[-2] / 2.5, (case, nfe, errs)
+
+
+def test_defaults_study_verdicts(quick: tuple[dict, str, Path]) -> None:
+    res, text, _ = quick
+    lof = res["study"]["lower_order_final"]
+    assert "all" in lof["verdict"] and "suggested_below" in lof["verdict"]["all"]
+    for study in ("third_order", "solver_type"):
+        verdict = res["study"][study]["verdict"]
+        assert set(verdict) == {"NFE<=10", "10<NFE<=25", "NFE>25"}
+    assert "## Defaults study" in text and "lower_order_final" in text
+
+
+def test_overhead_reported_against_euler(quick: tuple[dict, str, Path]) -> None:
+    res, text, _ = quick
+    runs = res["overhead"]
+    assert runs and all(r["shape"] == [1, 4, 128, 128] for r in runs)
+    for run in runs:
+        assert math.isfinite(run["euler"]["overhead_us_per_call"])
+        assert set(run["samplers"]) == set(SAMPLERS)
+        for row in run["samplers"].values():
+            assert row["nfe"] >= 10 and math.isfinite(row["overhead_us_per_call"])
+    assert "Euler loop (reference)" in text
+
+
+def test_report_tables_mark_best(quick: tuple[dict, str, Path]) -> None:
+    _, text, _ = quick
+    assert text.count("### ") >= 5
+    assert "**" in text and "| sampler |" in text
+
+
+def test_plot_written(quick: tuple[dict, str, Path]) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: --plot writes no figure")
+    _, _, png = quick
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_package_imports_only_torch() -> None:
+    code = ("import sys, samplers, samplers.bench.cli; "
+            "bad = [m for m in ('scipy', 'matplotlib') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_rejects_unknown_names() -> None:
+    with pytest.raises(SystemExit):
+        main(["--quick", "--samplers", "no_such_sampler", "--skip", "overhead"])
+    with pytest.raises(SystemExit):
+        main(["--quick", "--problems", "no_such_problem", "--skip", "overhead"])
