@@ -92,13 +92,12 @@ def make_sampler_function(entry: Any) -> SamplerFunction:
         first = float(sigmas[0]) if len(sigmas) else 0.0
         if "schedule" in accepted and sampler_family(model, first) == "flow":
             options["schedule"] = "flow"
-        if entry.stochastic:
-            if noise_sampler is not None and "noise_sampler" in accepted:
-                options["noise_sampler"] = noise_sampler
-            elif "seed" in accepted and "seed" not in options:
-                seed = batch_seed(p)
-                if seed is not None:
-                    options["seed"] = seed
+        if noise_sampler is not None and "noise_sampler" in accepted:
+            options["noise_sampler"] = noise_sampler
+        elif "seed" in accepted and "seed" not in options:  # also non-stochastic entries with a noisy option
+            seed = batch_seed(p)
+            if seed is not None:
+                options["seed"] = seed
         intervals = max(len(sigmas) - 1, 0)
         return entry(model, x, sigmas, extra_args=extra_args, callback=progress_callback(callback, intervals),
                      disable=disable, **options)

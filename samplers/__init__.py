@@ -4,7 +4,9 @@ Every entry of SAMPLERS is called k-diffusion style: `SAMPLERS[name](model, x, s
 callback=None, disable=None, **options)` with `model(x, sigma[B], **extra_args) -> x0 estimate`.
 """
 
+from .adaptive import AdaptiveStepLimit, ModelCallsUnknown
 from .driver import NonFiniteModelOutput
+from .noise import SeededNoise, initial_noise
 from .registry import SAMPLERS, SamplerEntry
 from .schedules import FLOW, VE, NoiseSchedule, RectifiedFlow, VarianceExploding, resolve_schedule
 
@@ -12,10 +14,14 @@ __all__ = [
     "FLOW",
     "SAMPLERS",
     "VE",
+    "AdaptiveStepLimit",
+    "ModelCallsUnknown",
     "NoiseSchedule",
     "NonFiniteModelOutput",
     "RectifiedFlow",
     "SamplerEntry",
+    "SeededNoise",
     "VarianceExploding",
+    "initial_noise",
     "resolve_schedule",
 ]

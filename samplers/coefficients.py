@@ -89,22 +89,45 @@ def exponential_step(
     prediction: Prediction,
     solver_type: SolverType = "taylor",
     third_order: ThirdOrder = "consistent",
+    eta: float = 0.0,
 ) -> tuple[float, list[float]]:
     """(a, [b_j]) with x_t = a x_s + sum_j b_j f_j, f_j the prediction at node_lambdas[j] (node 0 = lambda_s).
 
     Requires finite lambda_s and lambda_t; use `first_order_data_step` at sigma = 0 or alpha = 0.
+    `eta` > 0 (data prediction only) gives the deterministic part of the SDE step, see `sde_noise_std`.
     """
     h = lambda_t - lambda_s
     offsets = [(lam - lambda_s) / h for lam in node_lambdas]
     order = len(offsets)
+    kappa = 1.0 + eta
     if prediction == "data":
-        a, c, z = sigma_t / sigma_s, alpha_t, -h
+        a, c, z = sigma_t / sigma_s * math.exp(-eta * h), alpha_t * kappa, -kappa * h
     else:
+        if eta != 0.0:
+            raise ValueError("the SDE step (eta > 0) is written for data prediction only")
         a, c, z = alpha_t / alpha_s, -sigma_t, h
     weights = derivative_weights(order, z, solver_type, third_order)
     matrix = derivative_matrix(offsets)
     b = [c * h * sum(weights[k] * matrix[k][j] for k in range(order)) for j in range(order)]
     return a, b
+
+
+def sde_noise_std(sigma_t: float, h: float, eta: float) -> float:
+    """Standard deviation sigma_t sqrt(1 - e^(-2 eta h)) of the fresh noise of an SDE step of length h in lambda.
+
+    The SDE step with data prediction (eta >= 0, kappa = 1 + eta) is the exact solution of the linear SDE
+    whose drift pulls x/alpha towards D at rate kappa per unit lambda, given D(lambda) on the step:
+      x_t = (sigma_t/sigma_s) e^(-eta h) x_s + alpha_t int_0^h kappa e^(-kappa(h-u)) D(lambda_s+u) du
+            + sigma_t sqrt(1 - e^(-2 eta h)) z.
+    With D expanded as sum_k u^k/k! D^(k) the integral is alpha_t sum_k h kappa phi_(k+1)(-kappa h) g_k,
+    g_k = h^k D^(k): the ODE weights with phi_(k+1)(-h) replaced by kappa phi_(k+1)(-kappa h), which is what
+    `exponential_step(..., eta=eta)` returns. eta = 0 is the ODE step exactly.
+    """
+    if eta == 0.0 or sigma_t == 0.0:
+        return 0.0
+    if math.isinf(h):
+        return sigma_t
+    return sigma_t * math.sqrt(-math.expm1(-2.0 * eta * h))
 
 
 def first_order_data_step(alpha_s: float, sigma_s: float, alpha_t: float, sigma_t: float) -> tuple[float, float]:

@@ -1,17 +1,19 @@
-"""The one loop that runs a Plan: linear combinations of tensors, model calls, callbacks, checks.
+"""The one loop that runs a Plan: linear combinations of tensors, noise, model calls, callbacks, checks.
 
 The state is kept in at least float32 and returned in the input dtype. Sigmas reach the device once; the
 only host synchronisation is the final non-finite check on accelerators (CPU checks each call at no cost).
+`ModelCaller` is the model-call contract on its own, for loops that cannot be planned (the adaptive sampler).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import torch
 
-from .plan import Plan, Term
+from .plan import Plan, Stage, Term
 from .progress import progress_bar
 
 Model = Callable[..., torch.Tensor]
@@ -54,6 +56,86 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+class NoiseSource(Protocol):
+    """Where stochastic stages get their standard normals (see samplers/noise.py)."""
+
+    def prepare(self, increments: Iterable[tuple[float, float]] = (),
+                points: Iterable[tuple[float, int]] = ()) -> None: ...
+
+    def increment(self, sigma: float, sigma_next: float) -> torch.Tensor: ...
+
+    def langevin(self, sigma: float, iteration: int) -> torch.Tensor: ...
+
+
+class ModelCaller:
+    """The sampler contract around each model call, shared by the plan driver and the adaptive loop.
+
+    The model receives the input dtype and sigma[B]; its output is integrated in the working dtype (at least
+    float32), optionally transformed (thresholding), checked for NaN/inf (at once on CPU, deferred elsewhere),
+    reported to the callback and counted on the progress bar.
+    """
+
+    def __init__(self, model: Model, x: torch.Tensor, *, extra_args: dict[str, Any] | None,
+                 callback: Callback | None, bar: Any, total: int | None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 sigma_dtype: torch.dtype = torch.float32) -> None:
+        self.model = model
+        self.extra_args = {} if extra_args is None else extra_args
+        self.callback = callback
+        self.bar = bar
+        self.total = total
+        self.transform = transform
+        self.in_dtype = x.dtype
+        self.work = working_dtype(x.dtype)
+        self.s_in = x.new_ones([x.shape[0]], dtype=sigma_dtype)
+        self.sigma_dtype = sigma_dtype
+        self.device = x.device
+        self.calls: list[tuple[int, float]] = []
+        self.guard = _FiniteGuard(x.device, self.describe)
+
+    @property
+    def nfe(self) -> int:
+        return len(self.calls)
+
+    def describe(self, call: int) -> str:
+        step, sigma = self.calls[call]
+        return f"model call {call} (step {step}, sigma={sigma:.6g})"
+
+    def sigma_tensor(self, sigma: float) -> torch.Tensor:
+        """A 0-d sigma on the device (a host-to-device copy: plans make all of theirs at once instead)."""
+        return torch.tensor(sigma, dtype=self.sigma_dtype).to(self.device)
+
+    def evaluate(self, y: torch.Tensor, sigma: torch.Tensor, sigma_value: float, step: int) -> torch.Tensor:
+        """D(y, sigma) in the working dtype, checked; the caller must `notify` next."""
+        call = len(self.calls)
+        self.calls.append((step, sigma_value))
+        denoised = self.model(y.to(self.in_dtype), sigma * self.s_in, **self.extra_args).to(self.work)
+        if self.transform is not None:
+            denoised = self.transform(denoised)
+        self.guard.check(denoised, call)
+        return denoised
+
+    def notify(self, y: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor, step: int,
+               extra: dict[str, Any] | None = None) -> None:
+        """Callback for the latest call (payload keys x, i, sigma, sigma_hat, denoised, step, nfe, total, plus
+        `extra`), then one tick of the progress bar."""
+        if self.callback is not None:
+            call = len(self.calls) - 1
+            payload = {"x": y, "i": call, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised,
+                       "step": step, "nfe": call + 1, "total": self.total}
+            if extra:
+                payload.update(extra)
+            self.callback(payload)
+        self.bar.update(1)
+
+    def __call__(self, y: torch.Tensor, sigma: torch.Tensor, sigma_value: float, step: int,
+                 extra: dict[str, Any] | None = None) -> torch.Tensor:
+        """evaluate, then notify."""
+        denoised = self.evaluate(y, sigma, sigma_value, step)
+        self.notify(y, sigma, denoised, step, extra)
+        return denoised
+
+
 def run_plan(
     model: Model,
     x: torch.Tensor,
@@ -64,45 +146,64 @@ def run_plan(
     disable: bool | None = None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     sigma_dtype: torch.dtype = torch.float32,
+    noise: NoiseSource | None = None,
 ) -> torch.Tensor:
-    """Execute `plan` from state x; `transform` post-processes each data prediction (e.g. thresholding)."""
-    extra_args = {} if extra_args is None else extra_args
-    work = working_dtype(x.dtype)
+    """Execute `plan` from state x; `transform` post-processes each data prediction (e.g. thresholding).
+
+    Plans with noise or Langevin stages need `noise`; it is asked for every time the plan will draw at once
+    (`prepare`), so the loop stays free of host transfers.
+    """
+    if plan.stochastic:
+        if noise is None:
+            raise ValueError("this plan draws noise: pass a noise source")
+        noise.prepare(*plan.noise_times())
     evals = [stage for stage in plan.stages if stage.evaluate]
     sigma_values = torch.tensor([stage.sigma for stage in evals], dtype=sigma_dtype).to(x.device)
-    s_in = x.new_ones([x.shape[0]], dtype=sigma_dtype)
-
-    def describe(call: int) -> str:
-        return f"model call {call} (step {evals[call].step}, sigma={evals[call].sigma:.6g})"
-
-    guard = _FiniteGuard(x.device, describe)
-    state = x.to(work)
+    state = x.to(working_dtype(x.dtype))
     buffer: dict[int, dict[str, torch.Tensor]] = {}
-    call = -1
     with progress_bar(total=plan.nfe, disable=disable) as bar:
+        caller = ModelCaller(model, x, extra_args=extra_args, callback=callback, bar=bar, total=plan.nfe,
+                             transform=transform, sigma_dtype=sigma_dtype)
         for n, stage in enumerate(plan.stages):
-            y = _combine(state, stage.a, stage.terms, buffer)
+            if stage.langevin is not None:
+                assert noise is not None
+                y = _langevin(state, buffer[stage.langevin.index]["D"], stage, noise)
+            else:
+                y = _combine(state, stage.a, stage.terms, buffer)
+                if stage.noise is not None:
+                    assert noise is not None
+                    z = noise.increment(stage.noise.sigma_from, stage.noise.sigma_to)
+                    y = y + z * stage.noise.coef if y is state else y.add_(z, alpha=stage.noise.coef)
             if stage.evaluate:
-                call += 1
-                sigma = sigma_values[call]
-                denoised = model(y.to(x.dtype), sigma * s_in, **extra_args).to(work)
-                if transform is not None:
-                    denoised = transform(denoised)
-                guard.check(denoised, call)
+                call = caller.nfe
+                denoised = caller(y, sigma_values[call], stage.sigma, stage.step)
                 entry = {"D": denoised}
                 if "eps" in plan.kinds[call]:
                     entry["eps"] = torch.add(y, denoised, alpha=-stage.alpha).mul_(1.0 / stage.sigma)
                 buffer[call] = entry
-                if callback is not None:
-                    callback({"x": y, "i": call, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised,
-                              "step": stage.step, "nfe": call + 1, "total": plan.nfe})
-                bar.update(1)
             if stage.commit:
                 state = y
             for j in [j for j in buffer if plan.last_use[j] <= n]:
                 del buffer[j]
-    guard.finish()
+    caller.guard.finish()
     return state.to(x.dtype)
+
+
+def _langevin(x: torch.Tensor, denoised: torch.Tensor, stage: Stage, noise: NoiseSource) -> torch.Tensor:
+    """One Langevin move at the stage's sigma: x + e*score + s_noise*sqrt(2e)*z, score = (alpha D - x)/sigma^2.
+
+    e = 2 (snr sigma)^2 is Song et al.'s signal-to-noise step rule evaluated at the score norm sqrt(d)/sigma of
+    noise level sigma. A step fixed per level leaves p_sigma invariant up to the O(e) discretisation bias; the
+    rule's per-sample form (e from the current |score| and |z|) makes the step depend on x and z, which
+    inflates the variance (by ~30% on the 16-dimensional benchmark mixtures), and its batch form couples samples.
+    """
+    move = stage.langevin
+    assert move is not None
+    step = 2.0 * (move.snr * stage.sigma) ** 2
+    z = noise.langevin(stage.sigma, move.iteration)
+    y = torch.add(x, denoised, alpha=-stage.alpha).mul_(1.0 - step / stage.sigma**2)  # x + e*score - alpha D
+    y.add_(denoised, alpha=stage.alpha)
+    return y.add_(z, alpha=move.s_noise * math.sqrt(2.0 * step))
 
 
 def _combine(x: torch.Tensor, a: float, terms: tuple[Term, ...], buffer: dict[int, dict[str, torch.Tensor]]

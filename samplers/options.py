@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,57 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _non_negative(value: Any) -> float:
+    value = _number(value)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def _positive(value: Any) -> float:
+    value = _number(value)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(f"must be an integer {bound}, got {value!r}")
+        return value
+
+    return check
+
+
+def _theta(value: Any) -> float:
+    value = _number(value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"must be in (0, 1] (safety factor of the step-size update), got {value}")
+    return value
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer or None, got {value!r}")
+    return value
+
+
+def _noise_sampler(value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ValueError(f"must be None or a callable (sigma, sigma_next) -> tensor like x, got {value!r}")
+    return value
+
+
+def _info(value: Any) -> dict | None:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"must be None or a dict for the sampler to fill in, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     """A named option: its default, a validator returning the normalised value, a one-line doc, and the
@@ -76,11 +128,41 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            (False, True)),
     Option("threshold_quantile", 0.995, _number, "quantile p of |x0| per sample for dynamic thresholding"),
     Option("threshold_max", 1.0, _number, "upper bound of the dynamic threshold s (s is at least 1)"),
+    Option("eta", 1.0, _non_negative,
+           "SDE/ancestral samplers: rate of noise renewal per unit of half-log-SNR; a step of length h keeps the "
+           "fraction e^(-eta h) of the current noise and adds fresh noise of std sigma_t sqrt(1 - e^(-2 eta h)); "
+           "0 = the ODE sampler, 1 = the reverse-time SDE"),
+    Option("s_noise", 1.0, _non_negative, "scale of the fresh noise (1 keeps the marginals exact)"),
+    Option("noise_sampler", None, _noise_sampler,
+           "callable (sigma, sigma_next) -> standard normal tensor like x for each step's noise; default: the "
+           "seeded Brownian path of samplers/noise.py"),
+    Option("seed", None, _seed, "seed of the default noise; None: extra_args['seed'] (ComfyUI), else 0"),
+    Option("order", 3, _integer(2, 3),
+           "order: adaptive samplers: embedded pair 1/2 (2) or 2/3 (3); predictor-corrector: the multistep "
+           "predictor's order", (2, 3)),
+    Option("corrector", "unic", _choice("unic", "langevin", "none"),
+           "predictor-corrector: 'unic' (UniPC's corrector, reuses the next model call), 'langevin' "
+           "(corrector_steps Langevin moves, one model call each) or 'none'", ("unic", "langevin", "none")),
+    Option("corrector_steps", 1, _integer(1), "Langevin corrector: moves (model calls) per step"),
+    Option("snr", 0.16, _positive, "Langevin corrector: signal-to-noise ratio that sets the step size"),
+    Option("rtol", 0.05, _positive, "adaptive: relative error tolerance per step"),
+    Option("atol", 0.0078, _positive, "adaptive: absolute error tolerance per step (data units)"),
+    Option("h_init", 0.05, _positive, "adaptive: first step length in half-log-SNR"),
+    Option("theta", 0.9, _theta, "adaptive: safety factor of the step-size update"),
+    Option("controller", "standard", _choice("standard", "pid"),
+           "adaptive: step-size rule: 'standard' (DPM-Solver paper: h <- theta h E^(-1/k)) or 'pid' "
+           "(PID filter of the last three errors)", ("standard", "pid")),
+    Option("max_nfe", 1000, _integer(1), "adaptive: most model calls before giving up with an error"),
+    Option("info", None, _info, "adaptive: a dict the sampler fills in with nfe, accepted, rejected, ..."),
 ]}
 
 
 def parse_options(sampler: str, accepted: Iterable[str], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate `given` against the options `accepted` by `sampler`; fill in defaults."""
+    """Validate `given` against the options `accepted` by `sampler`; fill in defaults.
+
+    `accepted` may be a mapping {option: default} (a sampler's `defaults`), whose values then override the
+    options' global defaults."""
+    defaults = dict(accepted) if isinstance(accepted, Mapping) else {}
     accepted = tuple(accepted)
     unknown = sorted(set(given) - set(accepted))
     if unknown:
@@ -90,7 +172,7 @@ def parse_options(sampler: str, accepted: Iterable[str], given: Mapping[str, Any
     parsed: dict[str, Any] = {}
     for name in accepted:
         option = OPTIONS[name]
-        value = given.get(name, option.default)
+        value = given.get(name, defaults.get(name, option.default))
         try:
             parsed[name] = option.check(value)
         except (TypeError, ValueError) as err:

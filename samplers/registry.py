@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from .adaptive import ModelCallsUnknown, sample_adaptive
 from .deterministic import SolverSpec, build_plan
 from .driver import Callback, Model, run_plan
+from .noise import make_noise
 from .options import OPTIONS, parse_options
 from .plan import Plan
 from .sigmas import distinct, read_sigmas
@@ -46,13 +48,9 @@ class SamplerEntry:
         plan, opts = self._plan(sigmas, options)
         if plan is None:
             return x
-        transform = None
-        if opts["thresholding"]:
-            transform = DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
-        sigma_dtype = sigmas.dtype if isinstance(sigmas, torch.Tensor) and sigmas.is_floating_point() \
-            else torch.float32
+        noise = make_noise(opts, extra_args, x, opts["schedule"]) if plan.stochastic else None
         return run_plan(model, x, plan, extra_args=extra_args, callback=callback, disable=disable,
-                        transform=transform, sigma_dtype=sigma_dtype)
+                        transform=_transform(opts), sigma_dtype=_sigma_dtype(sigmas), noise=noise)
 
     def plan(self, sigmas: torch.Tensor, **options: Any) -> Plan | None:
         """The stages this sampler would run on `sigmas` (None when there is nothing to do)."""
@@ -75,10 +73,66 @@ class SamplerEntry:
         return build_plan(self.spec, grid, schedule, opts), opts
 
 
-def _entry(name: str, label: str, description: str, spec: SolverSpec) -> SamplerEntry:
-    defaults = MappingProxyType({o: OPTIONS[o].default for o in spec.options})
+def _transform(opts: Mapping[str, Any]) -> DynamicThreshold | None:
+    if opts["thresholding"]:
+        return DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
+    return None
+
+
+def _sigma_dtype(sigmas: Any) -> torch.dtype:
+    return sigmas.dtype if isinstance(sigmas, torch.Tensor) and sigmas.is_floating_point() else torch.float32
+
+
+@dataclass(frozen=True)
+class AdaptiveEntry(SamplerEntry):
+    """An adaptive-step sampler: it chooses its own steps between the grid's first and last nonzero sigma."""
+
+    def __call__(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        extra_args: dict[str, Any] | None = None,
+        callback: Callback | None = None,
+        disable: bool | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Integrate x from sigmas[0] to sigmas[-1] with adaptive steps (see samplers/adaptive.py)."""
+        assert self.spec is not None
+        grid, opts = self._grid(sigmas, options)
+        if len(grid) <= 1:
+            return x
+        return sample_adaptive(model, x, grid, opts["schedule"], self.spec.prediction, opts, name=self.name,
+                               extra_args=extra_args, callback=callback, disable=disable,
+                               transform=_transform(opts), sigma_dtype=_sigma_dtype(sigmas))
+
+    def plan(self, sigmas: torch.Tensor, **options: Any) -> Plan | None:
+        """Adaptive samplers have no plan: their steps depend on the model's outputs."""
+        raise ModelCallsUnknown(f"{self.name} chooses its steps while it runs: it has no plan")
+
+    def count_model_calls(self, sigmas: torch.Tensor, **options: Any) -> int:
+        """Raises ModelCallsUnknown: the count depends on the model's outputs. Pass `info={}` to the sampler to
+        read the count after a run (bounded by the max_nfe option)."""
+        _, opts = self._grid(sigmas, options)
+        raise ModelCallsUnknown(
+            f"{self.name} chooses its steps while it runs, so its model calls cannot be counted in advance (at "
+            f"most max_nfe={opts['max_nfe']}); pass info={{}} to the sampler to read nfe, accepted and rejected "
+            "steps after a run")
+
+    def _grid(self, sigmas: torch.Tensor, options: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+        opts = parse_options(self.name, self.defaults, options)
+        if opts["thresholding"]:
+            DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
+        return distinct(read_sigmas(sigmas, opts["schedule"])), opts
+
+
+def _entry(name: str, label: str, description: str, spec: SolverSpec, **defaults: Any) -> SamplerEntry:
+    table = MappingProxyType({o: defaults.get(o, OPTIONS[o].default) for o in spec.options})
+    stochastic = spec.noise != "none"
+    if spec.structure == "adaptive":
+        return AdaptiveEntry(name, label, description, spec.order, False, table, spec)
     calls = spec.order if spec.structure == "singlestep" else 1
-    return SamplerEntry(name, label, description, calls, False, defaults, spec)
+    return SamplerEntry(name, label, description, calls, stochastic, table, spec)
 
 
 def _register(entries: list[SamplerEntry]) -> Mapping[str, SamplerEntry]:
@@ -112,4 +166,23 @@ SAMPLERS: Mapping[str, SamplerEntry] = _register([
     _entry("dpm_solver_fast", "DPM-Solver-fast",
            "DPM-Solver-fast orders (3,...,3,2,1) laid over the grid: one model call per interval",
            SolverSpec("fast", 3, "noise")),
+    _entry("dpm_solver_pp_sde", "DPM-Solver++ SDE",
+           "singlestep second-order SDE, data prediction, 2 calls per step, seeded Brownian noise",
+           SolverSpec("singlestep", 2, "data", noise="sde")),
+    _entry("dpm_solver_pp_2m_sde", "DPM-Solver++ 2M SDE", "multistep second-order SDE, data prediction",
+           SolverSpec("multistep", 2, "data", noise="sde")),
+    _entry("dpm_solver_pp_3m_sde", "DPM-Solver++ 3M SDE", "multistep third-order SDE, data prediction",
+           SolverSpec("multistep", 3, "data", noise="sde")),
+    _entry("dpm_solver_pp_2s_ancestral", "DPM-Solver++ 2S ancestral",
+           "singlestep second order to sigma_down, then fresh noise (ancestral), 2 calls per step",
+           SolverSpec("singlestep", 2, "data", noise="ancestral")),
+    _entry("dpm_solver_adaptive", "DPM-Solver adaptive",
+           "adaptive step size, DPM-Solver-12/23 embedded pairs, noise prediction",
+           SolverSpec("adaptive", 3, "noise")),
+    _entry("dpm_solver_pp_adaptive", "DPM-Solver++ adaptive",
+           "adaptive step size, DPM-Solver++ 12/23 embedded pairs, data prediction",
+           SolverSpec("adaptive", 3, "data")),
+    _entry("dpm_solver_pp_pc", "DPM-Solver++ PC",
+           "DPM-Solver++ multistep predictor with a corrector: UniC (no extra calls) or Langevin",
+           SolverSpec("multistep", 3, "data", corrector=True)),
 ])

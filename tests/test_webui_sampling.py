@@ -175,8 +175,8 @@ def test_stochastic_entry_gets_the_webui_noise_sampler_and_per_image_seeds(flavo
     fake = register_fake(webui)
     data = webui.sd_samplers.all_samplers_map[fake.label]
     assert data.options["brownian_noise"] is True
-    assert all("brownian_noise" not in d.options for d in webui.sd_samplers.all_samplers
-               if d.options.get("dpmsolver_entry") in SAMPLERS)
+    assert all(("brownian_noise" in d.options) == SAMPLERS[d.options["dpmsolver_entry"]].stochastic
+               for d in webui.sd_samplers.all_samplers if d.options.get("dpmsolver_entry") in SAMPLERS)
     batch = job(webui, fake.label, {"eta": 0.5, "solver_type": "taylor"}, steps=5, batch_size=2, seed=100)
     batch_samples, infotext = webui.processing.process_images(batch)
     options = fake.received[-1]

@@ -13,19 +13,32 @@ from typing import Any
 import torch
 
 from .. import SAMPLERS
-from .accuracy import deterministic, run_accuracy
+from .accuracy import deterministic, run_accuracy, run_adaptive
 from .cases import select_cases
+from .distribution import run_distribution
 from .machine import machine_info
-from .measure import CaseRunner
+from .measure import QUICK_LADDER, RTOL_LADDER, CaseRunner, is_adaptive
+from .noisecost import measure_noise_cost
 from .overhead import measure_overhead
 from .report import render
-from .study import current_threshold, lower_order_final_study, solver_type_study, third_order_study
+from .study import (
+    corrector_study,
+    current_threshold,
+    lower_order_final_study,
+    pc_order_study,
+    solver_type_study,
+    third_order_study,
+)
 
 FULL = {"budgets": [4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50], "samples": 128, "study_steps": list(range(3, 31)),
-        "overhead_steps": 20, "overhead_repeats": 15, "overhead_target_s": 0.01, "overhead_max_s": 20.0}
-QUICK = {"budgets": [5, 10, 20], "samples": 32, "study_steps": [5, 10, 20],
-         "overhead_steps": 10, "overhead_repeats": 3, "overhead_target_s": 0.004, "overhead_max_s": 2.0}
-SECTIONS = ("accuracy", "study", "overhead")
+        "overhead_steps": 20, "overhead_repeats": 15, "overhead_target_s": 0.01, "overhead_max_s": 20.0,
+        "distribution_steps": [5, 10, 20, 50], "distribution_samples": 2048, "noise_batches": [1, 4],
+        "noise_repeats": 5, "adaptive_orders": [2, 3]}
+QUICK = {"budgets": [5, 10, 20, 40], "samples": 32, "study_steps": [5, 10, 20],
+         "overhead_steps": 10, "overhead_repeats": 3, "overhead_target_s": 0.004, "overhead_max_s": 2.0,
+         "distribution_steps": [10, 20], "distribution_samples": 256, "noise_batches": [1], "noise_repeats": 2,
+         "adaptive_orders": [3]}
+SECTIONS = ("accuracy", "study", "overhead", "adaptive", "distribution", "noise")
 
 
 def _ints(text: str) -> list[int]:
@@ -44,7 +57,7 @@ def _names(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m samplers.bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small subset (< 30 s): budgets 5,10,20, 32 samples")
+    p.add_argument("--quick", action="store_true", help="small subset (< 30 s): budgets 5,10,20,40, 32 samples")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write the error-vs-NFE figure (PNG, needs matplotlib)")
     p.add_argument("--plot-median", metavar="PATH",
@@ -101,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {**cfg, "quick": bool(args.quick), "seed": "problems.SEED + 1 (Problem.prior_noise)",
                    "dtype": "float64", "accuracy_threads": 1, "reference": "DOP853 in log sigma, rtol = atol = 1e-12"},
         "samplers": {n: e.label for n, e in ode.items()},
+        "labels": {n: e.label for n, e in chosen.items()},
         "structures": {n: (e.spec.structure if e.spec is not None else "other") for n, e in ode.items()},
         "skipped_stochastic": [n for n in chosen if n not in ode],
         "cases": {c.name: {"problem": c.problem.name, "family": c.problem.family, "grid": c.grid_name,
@@ -109,7 +123,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   for c in cases},
         "runtime_s": {},
     }
-    runners = [CaseRunner(c, cfg["samples"]) for c in cases]
+    rtols = QUICK_LADDER if args.quick else RTOL_LADDER
+    runners = [CaseRunner(c, cfg["samples"], rtols) for c in cases]
     with single_thread():
         if "accuracy" not in args.skip:
             t = time.perf_counter()
@@ -123,9 +138,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "third_order": third_order_study(runners, ode, cfg["budgets"]),
                 "lower_order_final": lower_order_final_study(runners, ode, cfg["study_steps"], cfg["budgets"]),
                 "solver_type": solver_type_study(runners, ode, cfg["budgets"]),
+                "corrector": corrector_study(runners, ode, cfg["budgets"]),
+                "pc_order": pc_order_study(runners, ode, cfg["budgets"]),
                 "current_lower_order_final_below": current_threshold(),
             }
             res["runtime_s"]["study"] = time.perf_counter() - t
+        adaptive = {n: e for n, e in ode.items() if is_adaptive(e)}
+        if "adaptive" not in args.skip and adaptive:
+            t = time.perf_counter()
+            _log(f"adaptive: {len(adaptive)} samplers, rtol ladder, orders {cfg['adaptive_orders']}, 2 controllers")
+            res["adaptive"] = run_adaptive(runners, adaptive, cfg["adaptive_orders"])
+            res["runtime_s"]["adaptive"] = time.perf_counter() - t
+        if "distribution" not in args.skip:
+            t = time.perf_counter()
+            _log(f"distribution: {cfg['distribution_samples']} samples, steps {cfg['distribution_steps']}")
+            res["distribution"] = run_distribution(chosen, cfg["distribution_steps"], cfg["distribution_samples"])
+            res["runtime_s"]["distribution"] = time.perf_counter() - t
+    if "noise" not in args.skip:
+        t = time.perf_counter()
+        _log("noise: seeded Brownian path vs torchsde vs randn, per step")
+        res["noise_cost"] = [measure_noise_cost(batch=b, repeats=cfg["noise_repeats"]) for b in cfg["noise_batches"]]
+        res["runtime_s"]["noise"] = time.perf_counter() - t
     res["reference_ode_solves"] = {r.case.name: r.refs.ode_solves for r in runners}
     if "overhead" not in args.skip:
         t = time.perf_counter()

@@ -22,6 +22,18 @@ from .problems import reference_solution
 
 DTYPE = torch.float64
 OVERSHOOT = 3
+ADAPTIVE_GRID = 20
+"""Adaptive samplers run on the case's 20-interval grid: only its first, second (flow from sigma = 1) and last
+nonzero sigma matter to them."""
+RTOL_LADDER = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4)
+QUICK_LADDER = (0.5, 0.1, 0.05, 0.01, 0.001)
+"""Tolerances an adaptive sampler is run at (atol = rtol * ATOL_PER_RTOL, the ratio of the defaults)."""
+ATOL_PER_RTOL = 0.0078 / 0.05
+
+
+def is_adaptive(entry: SamplerEntry) -> bool:
+    """Entries that choose their own steps (their model calls are known only after a run)."""
+    return entry.spec is not None and entry.spec.structure == "adaptive"
 
 
 @dataclass(frozen=True)
@@ -39,12 +51,18 @@ class Measurement:
     rel_rmse: float
     median_err: float = math.inf
     error: str | None = None
+    rtol: float | None = None
+    """Adaptive samplers: the tolerance of the run (n_steps then counts accepted steps)."""
+    rejected: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n_steps": self.n_steps, "nfe": self.nfe, "rmse": _json_float(self.rmse),
                                "rel_rmse": _json_float(self.rel_rmse), "median_err": _json_float(self.median_err)}
         if self.error is not None:
             out["error"] = self.error
+        if self.rtol is not None:
+            out["rtol"] = self.rtol
+            out["rejected"] = self.rejected
         return out
 
 
@@ -95,8 +113,9 @@ class References:
 class CaseRunner:
     """Runs samplers on one case with a fixed float64 batch of initial noises and measures their error."""
 
-    def __init__(self, case: Case, n_samples: int) -> None:
+    def __init__(self, case: Case, n_samples: int, rtols: tuple[float, ...] = RTOL_LADDER) -> None:
         self.case = case
+        self.rtols = rtols
         self.x0 = case.problem.prior_noise(n_samples, dtype=DTYPE)
         self.refs = References(case, self.x0)
         self.data_std = case.data_std
@@ -172,6 +191,36 @@ class CaseRunner:
 
     def at_budget(self, entry: SamplerEntry, budget: int, options: Mapping[str, Any] | None = None
                   ) -> Measurement | None:
-        """Run with the most intervals that fit the NFE budget (None when nothing fits)."""
+        """Run with the most intervals that fit the NFE budget (None when nothing fits). Adaptive samplers:
+        the tolerance of RTOL_LADDER whose run used the most model calls within the budget."""
+        if is_adaptive(entry):
+            fits = [m for m in self.ladder(entry, options) if m.nfe <= budget and math.isfinite(m.rmse)]
+            return max(fits, key=lambda m: (m.nfe, -m.rmse)) if fits else None
         n = self.fit(entry, budget, options)
         return None if n is None else self.run(entry, n, options)
+
+    def ladder(self, entry: SamplerEntry, options: Mapping[str, Any] | None = None) -> list[Measurement]:
+        """An adaptive sampler at every tolerance of the ladder (RTOL_LADDER unless given) on the ADAPTIVE_GRID grid."""
+        return [self.run_adaptive(entry, rtol, options) for rtol in self.rtols]
+
+    def run_adaptive(self, entry: SamplerEntry, rtol: float, options: Mapping[str, Any] | None = None
+                     ) -> Measurement:
+        """One adaptive run at rtol (atol in proportion); n_steps = accepted steps, nfe = model calls made."""
+        opts = {**(options or {}), "rtol": rtol, "atol": rtol * ATOL_PER_RTOL}
+        key = self._key(entry, -1, opts)
+        if key in self._runs:
+            return self._runs[key]
+        sigmas = self.case.grid(ADAPTIVE_GRID)
+        info: dict[str, Any] = {}
+        try:
+            with torch.no_grad():
+                out = entry(self.case.problem.model, self.x0.clone(), sigmas, disable=True, info=info,
+                            **self.options(entry, opts))
+            sq = ((out.to(DTYPE) - self.refs.target(sigmas)) ** 2).reshape(out.shape[0], -1)
+            rmse, median, error = float(torch.sqrt(sq.mean())), float(sq.mean(1).sqrt().median()), None
+        except Exception as exc:
+            rmse, median, error = math.inf, math.inf, f"{type(exc).__name__}: {exc}"
+        result = Measurement(int(info.get("accepted", 0)), int(info.get("nfe", 0)), rmse, rmse / self.data_std,
+                             median, error, rtol=rtol, rejected=int(info.get("rejected", 0)))
+        self._runs[key] = result
+        return result

@@ -16,6 +16,7 @@ import torch
 
 from .. import grids
 from ..registry import SamplerEntry
+from .measure import is_adaptive
 
 SHAPE = (1, 4, 128, 128)
 MIN_REPEATS = 3
@@ -34,6 +35,16 @@ def euler_loop(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torc
         denoised = model(x, sigma * ones)
         x = x + (x - denoised) / sigma * (sigma_next - sigma)
     return x
+
+
+def _model_calls(entry: SamplerEntry, x: torch.Tensor, sigmas: torch.Tensor) -> int:
+    """The entry's model calls on this grid: counted from its plan, or (adaptive) from one run's `info`."""
+    if not is_adaptive(entry):
+        return entry.count_model_calls(sigmas)
+    info: dict[str, Any] = {}
+    with torch.no_grad():
+        entry(trivial_model, x, sigmas, disable=True, info=info)
+    return int(info["nfe"])
 
 
 def _time_batch(fn: Callable[[], Any], number: int, sync: Callable[[], None],
@@ -86,15 +97,16 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
         "euler": (lambda: euler_loop(trivial_model, x, sigmas), steps),
     }
     for name, entry in entries.items():
-        nfe = entry.count_model_calls(sigmas)
-        jobs[name] = ((lambda e=entry: e(trivial_model, x, sigmas, disable=True)), nfe)
-    plan_jobs = {name: (lambda e=entry: e.plan(sigmas)) for name, entry in entries.items()}
+        jobs[name] = ((lambda e=entry: e(trivial_model, x, sigmas, disable=True)), _model_calls(entry, x, sigmas))
+    plan_jobs = {name: (lambda e=entry: e.plan(sigmas)) for name, entry in entries.items()
+                 if not is_adaptive(entry)}
 
     numbers: dict[str, int] = {}
     with torch.no_grad():
         for name, (fn, _) in jobs.items():  # warm-up, then size each batch to about target_s
-            fn()
-            once = max(_time_batch(fn, 3, sync, clock), 1e-7)
+            once = _time_batch(fn, 1, sync, clock)
+            if once < target_s:  # fast jobs: a better estimate of one run before sizing the batch
+                once = max(_time_batch(fn, 3, sync, clock), 1e-7)
             numbers[name] = max(1, min(1000, int(target_s / once)))
         for fn in plan_jobs.values():
             fn()
@@ -125,7 +137,7 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
             if euler["overhead_us_per_call"] > 0 else None
         r["min_ratio_to_euler"] = r["min_overhead_us_per_call"] / euler["min_overhead_us_per_call"] \
             if euler["min_overhead_us_per_call"] > 0 else None
-        r["plan_us_per_run"] = statistics.median(plan_samples[name]) * 1e6
+        r["plan_us_per_run"] = statistics.median(plan_samples[name]) * 1e6 if name in plan_samples else None
         rows[name] = r
     return {"shape": list(SHAPE), "dtype": "float32", "device": str(device), "threads": torch.get_num_threads(),
             "clock": "thread CPU time" if cpu_clock else "wall clock", "grid": f"karras({steps}) 14.6 -> 0.029, then 0",

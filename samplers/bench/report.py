@@ -34,7 +34,9 @@ def accuracy_section(res: dict[str, Any]) -> str:
            f"{res['config']['samples']} fixed float64 initial noises per problem; budget = max model calls, each "
            "sampler runs the largest grid that fits (the actual NFE is shown in parentheses when lower). "
            "Reference: DOP853 (tol 1e-12) to the grid's last nonzero sigma, then the same final denoise. "
-           "Best per column in **bold**.", ""]
+           "Best per column in **bold**. Adaptive samplers choose their own steps (between the ends of the "
+           "20-step grid): each cell is the tolerance of the ladder whose run used the most model calls within the "
+           "budget, with the calls it used in parentheses.", ""]
     for case, rows in res["accuracy"].items():
         info = res["cases"][case]
         out += [f"### {case}", "",
@@ -222,6 +224,15 @@ def study_section(res: dict[str, Any]) -> str:
                 *_bucket_lines(s["verdict"], "taylor", "dpmsolver"), *_median_line(s["verdict_median"]), "",
                 "Geometric mean over problems of error(taylor)/error(dpmsolver); last columns: winner per bucket", "",
                 _budget_table(s, labels, budgets), ""]
+    for key, title, first, second in (
+            ("corrector", "(d) corrector: unic vs none (predictor-corrector sampler, same predictor)", "unic", "none"),
+            ("pc_order", "(e) order: 3 vs 2 (predictor-corrector sampler with UniC)", "3", "2")):
+        if key in st:
+            s = st[key]
+            out += [f"### {title}", "", "Verdict:", "", *_bucket_lines(s["verdict"], first, second),
+                    *_median_line(s["verdict_median"]), "",
+                    f"Geometric mean over problems of error({first})/error({second}) at equal NFE:", "",
+                    _budget_table(s, labels, res["config"]["budgets"]), ""]
     return "\n".join(out)
 
 
@@ -242,7 +253,7 @@ def _ranges(values: Sequence[int]) -> str:
 
 def overhead_section(res: dict[str, Any]) -> str:
     runs = res["overhead"]
-    labels = res["samplers"]
+    labels = res.get("labels", res["samplers"])
     o = runs[0]
     models = ", ".join(f"{r['model_us_per_call']:.1f} µs per call at {r['threads']} thread(s)" for r in runs)
     out = ["## Overhead per model call", "",
@@ -270,7 +281,8 @@ def overhead_section(res: dict[str, Any]) -> str:
             min_ratio = "1.00" if key == "euler" else fmt_ratio(cell.get("min_ratio_to_euler"))
             line += [f"{cell['overhead_us_per_call']:.1f}", ratio,
                      f"{cell['min_overhead_us_per_call']:.1f} ({min_ratio})"]
-        line.append("—" if key == "euler" else f"{plan_run['samplers'][key]['plan_us_per_run']:.0f}")
+        plan_us = None if key == "euler" else plan_run["samplers"][key].get("plan_us_per_run")
+        line.append("—" if plan_us is None else f"{plan_us:.0f}")
         body.append(line)
     out.append(table(header, body))
     single = [r for r in runs if r["threads"] == 1]
@@ -294,8 +306,87 @@ def render(res: dict[str, Any]) -> str:
         parts.append(accuracy_section(res))
     if res.get("study"):
         parts.append(study_section(res))
+    if "adaptive" in res:
+        parts.append(adaptive_section(res))
+    if "distribution" in res:
+        parts.append(distribution_section(res))
     if "overhead" in res:
         parts.append(overhead_section(res))
+    if "noise_cost" in res:
+        parts.append(noise_section(res))
     parts.append(f"Total benchmark time: {res['runtime_s']['total']:.1f} s "
                  f"({', '.join(f'{k} {v:.1f} s' for k, v in res['runtime_s'].items() if k != 'total')}).\n")
     return "\n".join(parts)
+
+
+ADAPTIVE_SHOWN = (0.5, 0.1, 0.05, 0.01, 0.001, 1e-4)
+
+
+def adaptive_section(res: dict[str, Any]) -> str:
+    ad = res["adaptive"]
+    labels = res["samplers"]
+    shown = [r for r in ADAPTIVE_SHOWN if r in ad["ladder"]]
+    out = ["## Adaptive step size: tolerance vs model calls vs error", "",
+           f"Each run integrates between the ends of the {ad['grid_steps']}-step grid (atol = "
+           f"{ad['atol_per_rtol']:.3f} rtol, the ratio of the defaults 0.05 / 0.0078). Cells: model calls "
+           "(rejected attempts) / median per-sample error over data std. 'standard' is the DPM-Solver paper's rule "
+           "h <- theta h E^(-1/k); 'pid' the PID filter of samplers/adaptive.py.", ""]
+    for case, rows in ad["cases"].items():
+        out += [f"### {case}", ""]
+        body = []
+        std = res["cases"][case]["data_std"]
+        for row in rows.values():
+            line = [f"{labels.get(row['sampler'], row['sampler'])} order {row['order']} {row['controller']}"]
+            for rtol in shown:
+                cell = next(c for c in row["cells"] if c["rtol"] == rtol)
+                err = cell.get("median_err")
+                line.append("fail" if err is None else f"{cell['nfe']} ({cell['rejected']}) / {err / std:.1e}")
+            body.append(line)
+        out += [table(["sampler", *[f"rtol {r:g}" for r in shown]], body), ""]
+    return "\n".join(out)
+
+
+def distribution_section(res: dict[str, Any]) -> str:
+    d = res["distribution"]
+    out = ["## Distribution statistics (stochastic samplers)", "",
+           f"{d['samples']} samples per run from fixed exact draws at sigma_max (seed {d['initial_noise']}), "
+           f"sampler noise seed {d['noise_seed']}. Statistics against the known mixture: mean error (RMS over "
+           "dimensions, over data std), variance error (RMS over dimensions of var / true var - 1), and the total "
+           "variation distance between the shares of samples in each component (most likely component) and the "
+           f"mixture weights. 'exact draws': the same statistics of {d['samples']} independent draws from the "
+           "mixture (the sampling noise of each number). Cells: NFE: mean / var / mode TV.", ""]
+    for case, tab in d["cases"].items():
+        floor = tab["floor"]
+        out += [f"### {case}", ""]
+        body = [["exact draws", *[f"{floor['mean_err']:.3f} / {floor['var_err']:.3f} / {floor['mode_tv']:.3f}"
+                                  for _ in d["steps"]]]]
+        for row in tab["rows"].values():
+            body.append([row["label"], *[f"{c['nfe']}: {c['mean_err']:.3f} / {c['var_err']:.3f} / {c['mode_tv']:.3f}"
+                                         for c in row["cells"]]])
+        out += [table(["sampler", *[f"{n} steps" for n in d["steps"]]], body), ""]
+    return "\n".join(out)
+
+
+def noise_section(res: dict[str, Any]) -> str:
+    runs = res["noise_cost"]
+    out = ["## Cost of the step noise", "",
+           "Milliseconds per step for one step's noise of a latent (Karras grid, one increment per step), CPU, one "
+           "thread, thread CPU time; median of the repeats. 'seeded Brownian' is samplers/noise.py (counter-based "
+           "hash, 21 dyadic levels per new time); 'torchsde' one torchsde.BrownianTree per sample queried per step "
+           f"(k-diffusion style){'' if runs[0]['torchsde'] else ' — torchsde not installed: not measured'}; "
+           "torch.randn is the floor (not seeded per sample, not refinable).", ""]
+    names = {"seeded_brownian": "seeded Brownian (ours)", "torchsde_brownian_tree": "torchsde BrownianTree",
+             "randn": "torch.randn"}
+    header = ["source"]
+    for r in runs:
+        shape = "x".join(map(str, r["shape"]))
+        header += [f"ms/step {shape}", f"x randn {shape}"]
+    body = []
+    for key, label in names.items():
+        if key not in runs[0]["ms_per_step"]:
+            continue
+        line = [label]
+        for r in runs:
+            line += [f"{r['ms_per_step'][key]:.2f}", f"{r['ratio_to_randn'][key]:.0f}"]
+        body.append(line)
+    return "\n".join([*out, table(header, body), ""])

@@ -101,6 +101,19 @@ def solver_type_study(runners: Sequence[CaseRunner], entries: Mapping[str, Sampl
     return _budget_study(runners, entries, budgets, "solver_type", "taylor", "dpmsolver")
 
 
+def corrector_study(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerEntry], budgets: Sequence[int]
+                    ) -> dict[str, Any]:
+    """(d) corrector 'unic' vs 'none' (the multistep predictor alone) for the predictor-corrector samplers."""
+    return _budget_study(runners, entries, budgets, "corrector", "unic", "none")
+
+
+def pc_order_study(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerEntry], budgets: Sequence[int]
+                   ) -> dict[str, Any]:
+    """(e) order 3 vs 2 for the predictor-corrector samplers (UniC corrector: effective orders 4 and 3)."""
+    planned = {n: e for n, e in entries.items() if "corrector" in e.defaults}
+    return _budget_study(runners, planned, budgets, "order", 3, 2)
+
+
 def _structure(entry: SamplerEntry) -> str:
     spec = entry.spec
     return spec.structure if spec is not None else "other"

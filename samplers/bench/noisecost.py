@@ -1,0 +1,92 @@
+"""Cost of the step noise: the seeded Brownian path of samplers/noise.py against torchsde and torch.randn.
+
+One sampling run's worth of noise on a Karras grid (one increment per step, as a multistep SDE sampler draws
+it) at the overhead section's latent shape, timed per step. Baselines: torch.randn (the cheapest possible
+noise, neither seeded per sample nor refinable) and torchsde's Brownian tree used the way k-diffusion-style
+noise samplers use it (one tree per sample over [sigma_min, sigma_max], entropy = seed + sample index, the
+increment over each step divided by the square root of its length), when torchsde is installed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import grids
+from ..noise import SeededNoise
+from ..schedules import VE
+from .overhead import SHAPE
+
+
+def _torchsde_run(x: torch.Tensor, sigmas: list[float], seed: int) -> Callable[[], None] | None:
+    try:
+        import torchsde
+    except ImportError:
+        return None
+    lo, hi = min(s for s in sigmas if s > 0), max(sigmas)
+
+    def run() -> None:
+        trees = [torchsde.BrownianTree(lo, torch.zeros_like(x[b]), hi, entropy=seed + b) for b in range(x.shape[0])]
+        for s, t in itertools.pairwise(sigmas):
+            if t == 0.0:
+                continue
+            w = torch.stack([tree(t, s) for tree in trees])
+            _ = w / (s - t) ** 0.5
+
+    return run
+
+
+def measure_noise_cost(steps: int = 20, repeats: int = 5, seed: int = 0, batch: int = SHAPE[0]) -> dict[str, Any]:
+    """ms per step of each noise source, and their ratio to torch.randn (CPU, one thread, thread CPU time)."""
+    threads = 1
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        x = torch.zeros((batch, *SHAPE[1:]), dtype=torch.float32)
+        sigmas = grids.karras(steps, 0.029, 14.6).tolist()
+        pairs = [(s, t) for s, t in itertools.pairwise(sigmas) if t > 0.0]
+
+        def ours() -> None:
+            source = SeededNoise(seed, x, VE)
+            source.prepare(increments=pairs)
+            for s, t in pairs:
+                source.increment(s, t)
+
+        def randn() -> None:
+            for _ in pairs:
+                torch.randn(x.shape)
+
+        jobs: dict[str, Callable[[], None]] = {"seeded_brownian": ours, "randn": randn}
+        tsde = _torchsde_run(x, sigmas, seed)
+        if tsde is not None:
+            jobs["torchsde_brownian_tree"] = tsde
+        times: dict[str, list[float]] = {name: [] for name in jobs}
+        for fn in jobs.values():
+            fn()  # warm-up
+        for _ in range(repeats):
+            for name, fn in jobs.items():
+                start = time.thread_time()  # one thread: all work is on this thread; immune to other load
+                fn()
+                times[name].append((time.thread_time() - start) / len(pairs))
+        per_step = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+    finally:
+        torch.set_num_threads(before)
+    return {"shape": [batch, *SHAPE[1:]], "dtype": "float32", "device": "cpu", "threads": threads,
+            "clock": "thread CPU time",
+            "steps": len(pairs), "repeats": repeats, "ms_per_step": per_step,
+            "ratio_to_randn": {k: v / per_step["randn"] for k, v in per_step.items()},
+            "torchsde": tsde is not None,
+            "torchsde_version": _version("torchsde")}
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return None

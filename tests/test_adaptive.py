@@ -1,0 +1,160 @@
+"""Adaptive step size (DPM-Solver-12/23 and DPM-Solver++ 12/23): tolerance vs error and NFE, rejections, limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_edges import exact, gaussian_model, start
+
+from samplers import SAMPLERS, grids
+from samplers.adaptive import AdaptiveStepLimit, ModelCallsUnknown
+
+ADAPTIVE = ["dpm_solver_adaptive", "dpm_solver_pp_adaptive"]
+ATOL_PER_RTOL = 0.0078 / 0.05
+
+
+def run(name: str, schedule: str = "ve", **options: object) -> tuple[torch.Tensor, float, dict, object]:
+    """Adaptive run from 14.6 (VE) / 0.98 (flow) to 0.3 on a grid without 0: (out, max error, info, model)."""
+    s0, s1 = (14.6, 0.3) if schedule == "ve" else (0.98, 0.3)
+    sigmas = torch.tensor([s0, s1], dtype=torch.float64)
+    x = start(sigma=s0)
+    info: dict = {}
+    model = gaussian_model(schedule)
+    out = SAMPLERS[name](model, x, sigmas, schedule=schedule, info=info, disable=True, **options)
+    return out, float((out - exact(x, s0, s1, schedule)).abs().max()), info, model
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+@pytest.mark.parametrize("schedule", ["ve", "flow"])
+@pytest.mark.parametrize("order", [2, 3])
+def test_tighter_tolerance_gives_smaller_error_at_more_but_bounded_calls(name: str, schedule: str, order: int
+                                                                        ) -> None:
+    """Tolerances 30x apart: an embedded pair can under-estimate one step's error (the two results agree by
+    chance), so neighbouring tolerances need not order the errors; the noise-prediction pair does that more."""
+    errors, calls = [], []
+    for rtol in (0.1, 0.003, 1e-4):
+        _, err, info, model = run(name, schedule, order=order, rtol=rtol, atol=rtol * ATOL_PER_RTOL)
+        assert info["nfe"] == model.calls
+        errors.append(err)
+        calls.append(info["nfe"])
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 2e-3
+    assert calls[0] < calls[1] < calls[2] <= (120 if order == 3 else 250)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_rejected_attempts_are_reported_and_retried_smaller(name: str) -> None:
+    seen: list[dict] = []
+    info: dict = {}
+    x = start()
+    model = gaussian_model()
+    out = SAMPLERS[name](model, x, torch.tensor([14.6, 0.3], dtype=torch.float64), h_init=5.0, rtol=0.01,
+                         atol=0.01 * ATOL_PER_RTOL, info=info, callback=seen.append, disable=True)
+    assert info["rejected"] >= 1 and info["accepted"] >= 2
+    verdicts = [d for d in seen if "accept" in d]
+    assert verdicts[0]["accept"] is False and verdicts[0]["error"] > 1.0
+    assert verdicts[1]["h"] < verdicts[0]["h"]
+    assert info["nfe"] == model.calls == len(seen)
+    assert float((out - exact(x, 14.6, 0.3)).abs().max()) < 0.03
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_max_nfe_stops_with_a_clear_error(name: str) -> None:
+    model = gaussian_model()
+    info: dict = {}
+    with pytest.raises(AdaptiveStepLimit, match=r"max_nfe=7 .*Raise max_nfe or loosen rtol/atol"):
+        SAMPLERS[name](model, start(), grids.karras(5, 0.03, 14.6), rtol=1e-6, atol=1e-8, max_nfe=7, info=info,
+                       disable=True)
+    assert model.calls == 7 == info["nfe"]
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_exception_in_callback_stops_at_once(name: str) -> None:
+    model = gaussian_model()
+
+    def interrupt(payload: dict) -> None:
+        if payload["i"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SAMPLERS[name](model, start(), grids.karras(10, 0.03, 14.6), callback=interrupt, disable=True)
+    assert model.calls == 5
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_callback_and_info_report_every_call_and_the_step_counts(name: str) -> None:
+    seen: list[dict] = []
+    info: dict = {}
+    model = gaussian_model()
+    out = SAMPLERS[name](model, start(), grids.karras(10, 0.03, 14.6), callback=seen.append, info=info,
+                         disable=True)
+    assert [d["i"] for d in seen] == list(range(model.calls)) and [d["nfe"] for d in seen] == [
+        i + 1 for i in range(model.calls)]
+    assert all({"x", "i", "sigma", "sigma_hat", "denoised", "step", "nfe", "total", "accepted", "rejected"} <= set(d)
+               for d in seen)
+    assert all(d["total"] is None for d in seen)  # not known in advance
+    assert [d["sigma"].item() for d in seen] == pytest.approx(model.sigmas)
+    assert seen[-1]["sigma"].item() == pytest.approx(0.03) and torch.equal(out, seen[-1]["denoised"])
+    assert info["nfe"] == model.calls and info["accepted"] + 1 == len(info["sigmas"]) - 1
+    assert info["sigmas"][0] == pytest.approx(14.6) and info["sigmas"][-2:] == [pytest.approx(0.03), 0.0]
+    verdicts = [d for d in seen if "accept" in d]
+    assert len(verdicts) == info["accepted"] + info["rejected"]  # one per attempt: where a host can interrupt
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_model_calls_cannot_be_counted_in_advance(name: str) -> None:
+    with pytest.raises(ModelCallsUnknown, match=r"cannot be counted in advance.*max_nfe=1000.*info"):
+        SAMPLERS[name].count_model_calls(grids.karras(10, 0.03, 14.6))
+    with pytest.raises(ModelCallsUnknown):
+        SAMPLERS[name].plan(grids.karras(10, 0.03, 14.6))
+    assert SAMPLERS[name].calls_per_step == 3 and not SAMPLERS[name].stochastic
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_pid_controller_is_accurate_and_chooses_other_steps(name: str) -> None:
+    _, err_std, info_std, _ = run(name, rtol=0.01, atol=0.01 * ATOL_PER_RTOL)
+    _, err_pid, info_pid, _ = run(name, rtol=0.01, atol=0.01 * ATOL_PER_RTOL, controller="pid")
+    assert info_pid["controller"] == "pid" and info_pid["sigmas"] != info_std["sigmas"]
+    assert err_pid < 5 * err_std + 1e-3
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_only_the_ends_of_the_grid_matter(name: str) -> None:
+    x = start()
+    a = SAMPLERS[name](gaussian_model(), x, grids.karras(5, 0.03, 14.6), disable=True)
+    b = SAMPLERS[name](gaussian_model(), x, torch.tensor([14.6, 0.03, 0.0], dtype=torch.float64), disable=True)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_flow_from_sigma_one_starts_with_the_exact_step(name: str) -> None:
+    from test_edges import uniform_t_flow_grid
+
+    x = start(sigma=1.0)
+    model = gaussian_model("flow")
+    sigmas = uniform_t_flow_grid(20)
+    info: dict = {}
+    out = SAMPLERS[name](model, x, sigmas, schedule="flow", rtol=1e-3, atol=1e-4, info=info, disable=True)
+    assert model.sigmas[0] == 1.0 and model.sigmas.count(1.0) == 1
+    assert info["sigmas"][:2] == [1.0, float(sigmas[1])]
+    assert torch.isfinite(out).all()
+    assert float((out - exact(x, 1.0, float(sigmas[-1]), "flow")).abs().max()) < 5e-3
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_half_precision_input_is_returned_in_its_dtype(name: str) -> None:
+    x = start(dtype=torch.float32)
+    model = gaussian_model()
+    out = SAMPLERS[name](model, x.half(), torch.tensor([14.6, 0.3]), disable=True)
+    assert out.dtype == torch.float16 and set(model.dtypes) == {torch.float16}
+    assert float((out.float() - exact(x, 14.6, 0.3)).abs().max()) < 0.1
+
+
+@pytest.mark.parametrize(("option", "value"), [("order", 4), ("rtol", 0.0), ("theta", 1.5), ("controller", "pi"),
+                                               ("max_nfe", 0), ("info", [])])
+def test_adaptive_options_are_validated(option: str, value: object) -> None:
+    model = gaussian_model()
+    with pytest.raises(ValueError, match=option):
+        SAMPLERS["dpm_solver_pp_adaptive"](model, start(), grids.karras(4, 0.03, 14.6), disable=True,
+                                           **{option: value})
+    assert model.calls == 0

@@ -1,0 +1,177 @@
+"""The seeded noise source: hash, keyed normals, per-sample streams, key domains, the Brownian path."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from samplers import grids
+from samplers.noise import (
+    DOMAIN_BROWNIAN,
+    DOMAIN_INITIAL,
+    MASK64,
+    SeededNoise,
+    brownian_terms,
+    increment_sd,
+    initial_noise,
+    keyed_normals,
+    mix64,
+    mix64_tensor,
+    tau_of_lambda,
+)
+from samplers.schedules import FLOW, VE
+
+N = 1 << 16
+
+
+def test_hash_matches_the_python_reference_bit_for_bit() -> None:
+    values = [0, 1, 2, 3, -1, -2, 2**62, -(2**63), 2**63 - 1, 0x9E3779B97F4A7C15 - 2**64, 123456789]
+    values += [(k * 0x2545F4914F6CDD1D) % 2**64 - 2**63 for k in range(1, 500)]
+    got = mix64_tensor(torch.tensor(values, dtype=torch.int64)).tolist()
+    assert [g & MASK64 for g in got] == [mix64(v & MASK64) for v in values]
+    # a known SplitMix64 output: first draw of the generator seeded with 0 is mix64(0x9E3779B97F4A7C15)
+    assert mix64(0x9E3779B97F4A7C15) == 0xE220A8397B1DCDAF
+
+
+def _ks_statistic(z: torch.Tensor) -> float:
+    s = z.flatten().to(torch.float64).sort().values
+    cdf = 0.5 * (1.0 + torch.special.erf(s / math.sqrt(2.0)))
+    n = s.numel()
+    hi = torch.arange(1, n + 1, dtype=torch.float64) / n
+    return float(torch.maximum(hi - cdf, cdf - (hi - 1.0 / n)).max())
+
+
+def test_keyed_normals_are_standard_normal() -> None:
+    z = keyed_normals(7, 4, (N,), DOMAIN_BROWNIAN, 3, dtype=torch.float64).flatten()
+    n = z.numel()
+    assert abs(float(z.mean())) < 4 / math.sqrt(n)
+    assert abs(float(z.var()) - 1.0) < 4 * math.sqrt(2 / n)
+    assert abs(float((z**4).mean()) - 3.0) < 0.05  # kurtosis of a normal (SE ~ 0.01 here)
+    assert _ks_statistic(z) < 1.63 / math.sqrt(n)  # Kolmogorov-Smirnov at the 1% level
+    lag = torch.corrcoef(torch.stack([z[:-1], z[1:]]))[0, 1]  # neighbours (the two halves of a Box-Muller pair)
+    assert abs(float(lag)) < 4 / math.sqrt(n)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ((0, 0, DOMAIN_BROWNIAN, 1), (1, 0, DOMAIN_BROWNIAN, 1)),  # seed
+    ((0, 0, DOMAIN_BROWNIAN, 1), (0, 0, DOMAIN_BROWNIAN, 2)),  # node
+    ((0, 0, DOMAIN_BROWNIAN, 1), (0, 0, DOMAIN_INITIAL, 1)),  # domain
+    ((0, 0, DOMAIN_BROWNIAN, 1), (0, 1, DOMAIN_BROWNIAN, 1)),  # sample (seed 0, sample 1 = stream 1)
+    ((5, 0, DOMAIN_BROWNIAN, 2**40), (5, 0, DOMAIN_BROWNIAN, 2**40 + 1)),
+])
+def test_different_keys_give_uncorrelated_fields(a: tuple, b: tuple) -> None:
+    def field(seed: int, sample: int, domain: int, node: int) -> torch.Tensor:
+        return keyed_normals(seed, sample + 1, (N,), domain, node, dtype=torch.float64)[sample]
+
+    x, y = field(*a), field(*b)
+    assert not torch.equal(x, y)
+    assert abs(float(torch.corrcoef(torch.stack([x, y]))[0, 1])) < 4 / math.sqrt(N)
+
+
+def test_sample_b_of_a_batch_is_the_stream_of_seed_plus_b() -> None:
+    batch = keyed_normals(100, 3, (4, 8, 8), DOMAIN_BROWNIAN, 9)
+    for b in range(3):
+        alone = keyed_normals(100 + b, 1, (4, 8, 8), DOMAIN_BROWNIAN, 9)
+        assert torch.equal(batch[b], alone[0])
+    assert torch.equal(keyed_normals(100, 1, (4, 8, 8), DOMAIN_BROWNIAN, 9),
+                       keyed_normals(100, 1, (4, 8, 8), DOMAIN_BROWNIAN, 9))
+    big = keyed_normals(2**64 - 1, 2, (16,), DOMAIN_BROWNIAN, 0)  # seeds wrap modulo 2^64 (ComfyUI's range)
+    assert torch.equal(big[1], keyed_normals(0, 1, (16,), DOMAIN_BROWNIAN, 0)[0])
+
+
+def test_float32_and_float64_agree_up_to_float_error() -> None:
+    """The integers are dtype- and device-independent; only log/sqrt/cos/sin round differently. (The same holds
+    across devices; no GPU was available to run `test_cpu_and_accelerator_agree` here.)"""
+    z32 = keyed_normals(3, 2, (N,), DOMAIN_BROWNIAN, 5, dtype=torch.float32)
+    z64 = keyed_normals(3, 2, (N,), DOMAIN_BROWNIAN, 5, dtype=torch.float64)
+    assert float((z32.double() - z64).abs().max()) < 1e-5
+    assert float(z64.abs().max()) < math.sqrt(2 * 23 * math.log(2)) + 1e-12
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_cpu_and_accelerator_agree() -> None:
+    cpu = SeededNoise(11, torch.zeros(2, 4, 16, 16), VE)
+    gpu = SeededNoise(11, torch.zeros(2, 4, 16, 16, device="cuda"), VE)
+    for s, t in [(14.6, 7.0), (7.0, 0.5), (0.5, 0.03)]:
+        torch.testing.assert_close(gpu.increment(s, t).cpu(), cpu.increment(s, t), rtol=1e-5, atol=1e-5)
+
+
+def test_brownian_terms_give_variance_tau_and_the_dyadic_skeleton() -> None:
+    for tau in (0.5, 0.25, 0.75, 1.0, 3 / 8, 1 - 2**-20):
+        terms = brownian_terms(tau)
+        assert sum(c * c for c in terms.values()) == pytest.approx(tau, rel=1e-12)
+    assert brownian_terms(0.0) == {}
+    assert brownian_terms(1.0) == {0: 1.0}
+    with pytest.raises(ValueError, match="Brownian time"):
+        brownian_terms(1.5)
+    # Var(W(a) - W(b)) = |a - b| between dyadic points, and never more than that elsewhere
+    assert increment_sd(brownian_terms(0.75), brownian_terms(0.25)) == pytest.approx(math.sqrt(0.5), rel=1e-12)
+    a, b = brownian_terms(0.3), brownian_terms(0.3 + 1e-3)  # linear below 2^-20: variance short by <= 2^-21
+    assert math.sqrt(1e-3 - 2**-21) <= increment_sd(a, b) <= math.sqrt(1e-3)
+
+
+def test_brownian_time_depends_on_lambda_only() -> None:
+    assert tau_of_lambda(math.inf) == 0.0 and tau_of_lambda(-math.inf) == 1.0
+    for sigma in (0.01, 0.3, 0.9):
+        assert tau_of_lambda(FLOW.lambda_(sigma)) == pytest.approx(sigma, rel=1e-12)
+    for sigma in (0.03, 1.0, 14.6):
+        assert tau_of_lambda(VE.lambda_(sigma)) == pytest.approx(sigma / (1 + sigma), rel=1e-12)
+
+
+def test_refined_grids_see_the_same_brownian_path() -> None:
+    like = torch.zeros(3, 4, 8, 8)
+    coarse = grids.karras(5, 0.03, 14.6, append_zero=False).tolist()
+    fine = grids.karras(9, 0.03, 14.6, append_zero=False).tolist()  # contains every coarse sigma
+    assert all(any(f == c for f in fine) for c in coarse)
+    a, b = SeededNoise(42, like, VE), SeededNoise(42, like, VE)
+    a.prepare(increments=list(itertools.pairwise(coarse)))
+    b.prepare(increments=list(itertools.pairwise(fine)))
+    for sigma in coarse:
+        assert torch.equal(a.brownian(a.tau(sigma)), b.brownian(b.tau(sigma)))  # W at shared times: identical
+    # the coarse increment is the sum of the fine ones it covers (each z times its standard deviation)
+    for s, t in itertools.pairwise(coarse):
+        inside = [f for f in fine if t <= f <= s]
+        total = sum(b.increment(u, v) * _sd(b, u, v) for u, v in itertools.pairwise(inside))
+        torch.testing.assert_close(a.increment(s, t) * _sd(a, s, t), total, rtol=0, atol=2e-6)
+
+
+def _sd(source: SeededNoise, s: float, t: float) -> float:
+    return increment_sd(brownian_terms(source.tau(s)), brownian_terms(source.tau(t)))
+
+
+def test_increments_are_standard_normal_independent_and_correlated_as_brownian_motion() -> None:
+    like = torch.zeros(4, N // 4, dtype=torch.float64)
+    src = SeededNoise(1, like, FLOW)  # flow: tau = sigma
+    pairs = [(1.0, 0.7), (0.7, 0.5), (0.5, 0.5 - 1e-5), (0.2, 0.01), (0.01, 0.0)]
+    zs = [src.increment(s, t).flatten() for s, t in pairs]
+    for z in zs:
+        assert abs(float(z.var()) - 1.0) < 5 * math.sqrt(2 / N)
+        assert abs(float(z.mean())) < 5 / math.sqrt(N)
+    corr = torch.corrcoef(torch.stack(zs))
+    off = corr - torch.eye(len(zs), dtype=corr.dtype)
+    assert float(off.abs().max()) < 5 / math.sqrt(N)  # disjoint intervals: independent
+    # nested intervals (0.7 -> 0.5 inside 0.7 -> 0.2): correlation sqrt(0.2 / 0.5)
+    r = torch.corrcoef(torch.stack([src.increment(0.7, 0.5).flatten(), src.increment(0.7, 0.2).flatten()]))[0, 1]
+    assert float(r) == pytest.approx(math.sqrt(0.2 / 0.5), abs=5 / math.sqrt(N))
+    with pytest.raises(ValueError, match="same time"):
+        src.increment(0.4, 0.4)
+
+
+def test_initial_noise_and_sde_noise_never_coincide() -> None:
+    shape = (2, 4, 32, 32)
+    first_step = SeededNoise(5, torch.zeros(shape), VE).increment(14.6, 10.0)
+    for initial in (initial_noise(5, shape), torch.randn(shape, generator=torch.Generator().manual_seed(5))):
+        assert not torch.equal(initial, first_step)
+        r = torch.corrcoef(torch.stack([initial.flatten(), first_step.flatten()]))[0, 1]
+        assert abs(float(r)) < 5 / math.sqrt(initial.numel())
+    assert initial_noise(5, shape).shape == shape and torch.equal(initial_noise(5, shape), initial_noise(5, shape))
+
+
+def test_seeded_noise_is_a_k_diffusion_noise_sampler() -> None:
+    src = SeededNoise(3, torch.zeros(2, 3, dtype=torch.float16), VE)
+    z = src(torch.tensor(2.0), torch.tensor(1.0))
+    assert z.shape == (2, 3) and z.dtype == torch.float32  # integrated in float32, like the samplers
+    assert torch.equal(z, src(2.0, 1.0))
