@@ -134,10 +134,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "study" not in args.skip:
             t = time.perf_counter()
             _log("defaults study: third_order, lower_order_final, solver_type")
+            core = {n: e for n, e in ode.items() if e.spec is None or not e.spec.corrector}  # PC: own studies
             res["study"] = {
-                "third_order": third_order_study(runners, ode, cfg["budgets"]),
-                "lower_order_final": lower_order_final_study(runners, ode, cfg["study_steps"], cfg["budgets"]),
-                "solver_type": solver_type_study(runners, ode, cfg["budgets"]),
+                "third_order": third_order_study(runners, core, cfg["budgets"]),
+                "lower_order_final": lower_order_final_study(runners, core, cfg["study_steps"], cfg["budgets"]),
+                "solver_type": solver_type_study(runners, core, cfg["budgets"]),
                 "corrector": corrector_study(runners, ode, cfg["budgets"]),
                 "pc_order": pc_order_study(runners, ode, cfg["budgets"]),
                 "current_lower_order_final_below": current_threshold(),

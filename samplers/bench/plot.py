@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h", "*", "p", "8", "d")
-LINESTYLES = {"multistep": "-", "singlestep": "--", "fast": ":"}
+LINESTYLES = {"multistep": "-", "singlestep": "--", "fast": ":", "adaptive": "-."}
 
 
 def write_plot(path: str, accuracy: Mapping[str, Mapping[str, list[dict[str, Any]]]],
@@ -66,7 +66,7 @@ def write_plot(path: str, accuracy: Mapping[str, Mapping[str, list[dict[str, Any
         fig.legend(handles, text, loc="lower center", ncol=min(5, len(text)), fontsize=9, frameon=False)
     what = "Median per-sample error" if median else "Error (RMSE)"
     fig.suptitle(f"{what} vs NFE against the exact ODE solution of the same grid "
-                 "(solid: multistep, dashed: singlestep, dotted: fast)", fontsize=11)
+                 "(solid: multistep, dashed: singlestep, dotted: fast, dash-dot: adaptive)", fontsize=11)
     fig.tight_layout(rect=(0, 0 if spare else 1.2 / (nrows * 4.2 + 1.2), 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
