@@ -1,0 +1,118 @@
+"""`python -m dpmsolver_demo`: one-line errors with exit code 2, and a tiny end-to-end run writing the PNGs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpmsolver_demo.cli import main
+from dpmsolver_demo.sampling import run_at_budget
+from dpmsolver_demo.weights_io import load_model
+from samplers import SAMPLERS
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(args)
+        except SystemExit as exc:  # argparse
+            rc = int(exc.code or 0)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_unknown_sampler(tmp_path: Path) -> None:
+    rc, _, err = _run(["--samplers", "dpm_solver_pp_2m,nope", "--out", str(tmp_path)])
+    assert rc == 2
+    line = _one_line(err)
+    assert "unknown sampler 'nope'" in line and "valid names:" in line
+    assert all(name in line for name in SAMPLERS)
+
+
+@pytest.mark.parametrize("nfe", ["0", "-3", "5,0", "2000", "ten"])
+def test_impossible_step_counts(tmp_path: Path, nfe: str) -> None:
+    rc, _, err = _run(["--nfe", nfe, "--out", str(tmp_path)])
+    assert rc == 2
+    line = _one_line(err)
+    assert line.startswith("python -m dpmsolver_demo: error: --nfe:")
+    assert "impossible" in line or "whole numbers" in line
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    rc, _, err = _run(["--out", str(blocker / "demo")])  # a path under a regular file: fails even for root
+    assert rc == 2
+    line = _one_line(err)
+    assert "cannot write to the output folder" in line and str(blocker / "demo") in line
+    rc, _, err = _run(["--out", str(blocker)])  # the folder is a file
+    assert rc == 2 and "cannot write to the output folder" in _one_line(err)
+
+
+def test_bad_options_are_one_line(tmp_path: Path) -> None:
+    for args in (["--images", "0"], ["--reference-h", "5"], ["--models", "digits_gan"], ["--no-such-flag"]):
+        rc, _, err = _run([*args, "--out", str(tmp_path)])
+        assert rc == 2, args
+        _one_line(err)
+
+
+def test_command_exit_code() -> None:
+    proc = subprocess.run([sys.executable, "-m", "dpmsolver_demo", "--samplers", "nope"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "unknown sampler 'nope'" in proc.stderr
+
+
+def test_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo"
+    rc, text, err = _run(["--samplers", "dpm_solver_1,dpm_solver_pp_2m", "--nfe", "3,6,12", "--images", "2",
+                          "--reference-h", "0.08", "--out", str(out)])
+    assert rc == 0, err
+    for name in ("grid.png", "error_vs_nfe.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    assert "| DPM-Solver++ 2M |" in text and "digits_flow @12" in text
+    res = json.loads((out / "results.json").read_text())
+    assert res["budgets"] == [3, 6, 12]
+    assert [p["model"] for p in res["panels"]] == ["digits_eps", "digits_flow"]
+    for panel in res["panels"]:
+        assert panel["reference_check_mse"] < 1e-8
+        for name in ("dpm_solver_1", "dpm_solver_pp_2m"):
+            cells = [panel["runs"][name][b] for b in ("3", "6", "12")]
+            assert all(c["nfe"] <= b for c, b in zip(cells, (3, 6, 12), strict=True))
+            mses = [c["mse"] for c in cells]
+            assert all(0 < m < 1 for m in mses), (panel["model"], name, mses)
+            if panel["model"] == "digits_eps":  # Karras grids share sigma_min: the error falls with NFE
+                assert mses[0] > mses[1] > mses[2], (panel["model"], name, mses)
+        # second order beats first order at 12 calls
+        assert panel["runs"]["dpm_solver_pp_2m"]["12"]["mse"] < panel["runs"]["dpm_solver_1"]["12"]["mse"]
+
+
+def test_stochastic_samplers_are_seeded() -> None:
+    stochastic = [e for e in SAMPLERS.values() if getattr(e, "stochastic", False) and "seed" in e.defaults]
+    if not stochastic:
+        pytest.skip("no stochastic sampler registered")
+    torch.set_num_threads(1)
+    model = load_model("digits_eps")
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * model.sigma_max
+    entry = stochastic[0]
+    a, b = run_at_budget(entry, model, x, 6, seed=1), run_at_budget(entry, model, x, 6, seed=1)
+    c = run_at_budget(entry, model, x, 6, seed=2)
+    assert a is not None and b is not None and c is not None
+    assert torch.equal(a.out, b.out) and not torch.equal(a.out, c.out)
