@@ -65,12 +65,15 @@ def all_cases() -> list[Case]:
     ]
 
 
-def select_cases(patterns: Sequence[str] | None) -> list[Case]:
-    """Cases whose name matches any of the shell-style patterns (all cases when None or empty)."""
-    cases = all_cases()
+def select_cases(patterns: Sequence[str] | None, extra: Sequence[Case] = ()) -> list[Case]:
+    """Cases whose name matches any of the shell-style patterns (all cases when None or empty), then the `extra`
+    cases (the demo networks of samplers/bench/networks.py, already filtered by the same patterns)."""
+    cases = [*all_cases(), *extra]
     if not patterns:
         return cases
-    chosen = [c for c in cases if any(fnmatch.fnmatchcase(c.name, p) or c.name.startswith(p + "/") for p in patterns)]
+    chosen = [c for c in all_cases() if any(fnmatch.fnmatchcase(c.name, p) or c.name.startswith(p + "/")
+                                            for p in patterns)]
+    chosen += list(extra)
     if not chosen:
         names = ", ".join(c.name for c in cases)
         raise SystemExit(f"--problems {','.join(patterns)} matches no case; available: {names}")

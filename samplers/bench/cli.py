@@ -38,7 +38,7 @@ QUICK = {"budgets": [5, 10, 20, 40], "samples": 32, "study_steps": [5, 10, 20],
          "overhead_steps": 10, "overhead_repeats": 3, "overhead_target_s": 0.004, "overhead_max_s": 2.0,
          "distribution_steps": [10, 20], "distribution_samples": 256, "noise_batches": [1], "noise_repeats": 2,
          "adaptive_orders": [3]}
-SECTIONS = ("accuracy", "study", "overhead", "adaptive", "distribution", "noise")
+SECTIONS = ("accuracy", "study", "overhead", "adaptive", "distribution", "noise", "network_distribution")
 
 
 def _ints(text: str) -> list[int]:
@@ -73,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
                    "except in --quick)")
     p.add_argument("--device", default="cpu", help="device of the overhead section (default cpu)")
     p.add_argument("--skip", type=_names, default=[], help=f"sections to skip, from {', '.join(SECTIONS)}")
+    p.add_argument("--networks", action="store_true",
+                   help="add the embedded demo networks (dpmsolver_demo): cases digits_eps/karras, "
+                   "digits_eps/exponential, digits_flow/simple, and section network_distribution for the stochastic "
+                   "samplers (needs scikit-learn)")
     return p
 
 
@@ -86,6 +90,15 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _network_cases(args: argparse.Namespace) -> list[Any]:
+    """The demo-network cases matching --problems when --networks is given (loads the networks), else []."""
+    if not args.networks:
+        return []
+    from .networks import select_network_cases
+
+    return select_network_cases(args.problems)
 
 
 def _log(msg: str) -> None:
@@ -107,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--samplers: unknown {', '.join(missing)}; registered: {', '.join(SAMPLERS)}")
     chosen = {n: SAMPLERS[n] for n in names}
     ode = deterministic(chosen)
-    cases = select_cases(args.problems)
+    cases = select_cases(args.problems, _network_cases(args))
     t_start = time.perf_counter()
     res: dict[str, Any] = {
         "machine": machine_info(),
@@ -125,6 +138,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     rtols = QUICK_LADDER if args.quick else RTOL_LADDER
     runners = [CaseRunner(c, cfg["samples"], rtols) for c in cases]
+    if args.networks:
+        from .networks import adopt_network_runners
+
+        adopt_network_runners(runners)
     with single_thread():
         if "accuracy" not in args.skip:
             t = time.perf_counter()
@@ -161,6 +178,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["noise_cost"] = [measure_noise_cost(batch=b, repeats=cfg["noise_repeats"]) for b in cfg["noise_batches"]]
         res["runtime_s"]["noise"] = time.perf_counter() - t
     res["reference_ode_solves"] = {r.case.name: r.refs.ode_solves for r in runners}
+    if args.networks and "network_distribution" not in args.skip:
+        from .networks import run_distribution as run_network_distribution
+
+        t = time.perf_counter()
+        _log("network_distribution: demo networks, stochastic samplers, Frechet distance to the data set")
+        with single_thread():
+            res["network_distribution"] = run_network_distribution(chosen, quick=bool(args.quick))
+        res["runtime_s"]["network_distribution"] = time.perf_counter() - t
     if "overhead" not in args.skip:
         t = time.perf_counter()
         host = torch.get_num_threads()

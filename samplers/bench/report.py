@@ -312,6 +312,10 @@ def render(res: dict[str, Any]) -> str:
         parts.append(distribution_section(res))
     if "overhead" in res:
         parts.append(overhead_section(res))
+    if res.get("network_distribution"):
+        from .networks import distribution_section as network_distribution_section
+
+        parts.append(network_distribution_section(res))
     if "noise_cost" in res:
         parts.append(noise_section(res))
     parts.append(f"Total benchmark time: {res['runtime_s']['total']:.1f} s "

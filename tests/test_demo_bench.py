@@ -1,0 +1,53 @@
+"""The benchmark's demo-network cases (`python -m samplers.bench --networks`): accuracy against the converged
+reference and the distribution section, on a small selection."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from samplers import SAMPLERS
+from samplers.bench.cli import main
+from samplers.bench.networks import run_distribution
+
+
+def test_network_cases_in_the_benchmark(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        rc = main(["--quick", "--networks", "--problems", "digits_eps/karras,digits_flow/*", "--samplers",
+                   "dpm_solver_1,dpm_solver_pp_2m,dpm_solver_pp_3m", "--budgets", "5,10,20", "--skip",
+                   "study,overhead,noise,adaptive,distribution,network_distribution", "--json", str(path)])
+    assert rc == 0
+    res = json.loads(path.read_text())
+    assert list(res["cases"]) == ["digits_eps/karras", "digits_flow/simple"]
+    for case, rows in res["accuracy"].items():
+        for name, cells in rows.items():
+            errs = [c["rmse"] for c in cells]
+            assert len(errs) == 3 and all(e is not None and math.isfinite(e) and e > 0 for e in errs), (case, name)
+            if case.startswith("digits_eps"):  # fixed sigma_min: the error falls with NFE
+                assert errs[0] > errs[1] > errs[2], (case, name, errs)
+        # the typical sample (RMSE is dominated by a trajectory or two near a boundary between digits)
+        ddim, pp2m = rows["dpm_solver_1"][-1]["median_err"], rows["dpm_solver_pp_2m"][-1]["median_err"]
+        assert pp2m < ddim / 3, (case, ddim, pp2m)
+    assert "### digits_eps/karras" in buf.getvalue()
+
+
+def test_distribution_section_small() -> None:
+    pytest.importorskip("sklearn")
+    stochastic = [n for n, e in SAMPLERS.items() if getattr(e, "stochastic", False)]
+    if not stochastic:
+        pytest.skip("no stochastic sampler registered")
+    entries = {n: SAMPLERS[n] for n in (stochastic[0], "dpm_solver_pp_2m")}
+    res = run_distribution(entries, models=("digits_eps",), samples=96, budgets=(8,))
+    assert res["samples"] == 96 and res["budgets"] == [8]
+    assert set(res["samplers"]) == set(entries)
+    m = res["models"]["digits_eps"]
+    assert 0 < res["floor"]["mean"] < m["ode_fd"] * 5
+    for cells in m["rows"].values():
+        assert cells and all(c["fd"] is not None and 0 < c["fd"] < 50 for c in cells)
