@@ -1,0 +1,209 @@
+"""SAMPLER nodes: inputs, tooltips, validation messages naming the input, and the SAMPLER they build."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterator
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import torch
+from test_comfy_support import FakeDenoiser, install_fake_comfy, load_package, make_model_sampling, purge_package
+
+from samplers import SAMPLERS, grids
+
+PACKAGE = "dpm_solver_samplers_nodes_test"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dict, Any]]:
+    modules = install_fake_comfy(monkeypatch)
+    package = load_package(PACKAGE)
+    yield modules, package
+    purge_package(PACKAGE)
+
+
+def _defaults(cls: Any) -> dict[str, Any]:
+    return {name: spec[1]["default"] for name, spec in cls.INPUT_TYPES()["required"].items()
+            if isinstance(spec[1], dict) and "default" in spec[1]}
+
+
+def _sampler_nodes(package: Any) -> dict[str, Any]:
+    return {k: v for k, v in package.NODE_CLASS_MAPPINGS.items() if "Scheduler" not in k}
+
+
+def test_every_input_has_a_tooltip_and_a_valid_default(env: tuple[dict, Any]) -> None:
+    _, package = env
+    for node_id, cls in package.NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        assert set(spec) <= {"required", "optional"}, node_id
+        for name, (kind, options) in spec["required"].items():
+            assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+            if isinstance(kind, list):
+                assert options["default"] in kind, f"{node_id}.{name}"
+            elif kind in ("INT", "FLOAT"):
+                assert options["min"] <= options["default"] <= options["max"], f"{node_id}.{name}"
+        assert cls.CATEGORY.startswith("sampling/custom_sampling/"), node_id
+        assert package.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+        assert getattr(cls, "DESCRIPTION", "")
+
+
+def test_every_registry_entry_has_a_node(env: tuple[dict, Any]) -> None:
+    _, package = env
+    reachable = set()
+    for cls in _sampler_nodes(package).values():
+        reachable.update(cls.MEMBERS.values())
+    assert reachable == set(SAMPLERS)
+
+
+def test_every_widget_option_of_every_entry_is_an_input(env: tuple[dict, Any]) -> None:
+    _, package = env
+    widget_for = package.nodes.widgets.widget_for
+    for node_id, cls in _sampler_nodes(package).items():
+        inputs = set(cls.INPUT_TYPES()["required"])
+        for name in cls.MEMBERS.values():
+            for option in SAMPLERS[name].defaults:
+                if widget_for(option) is not None:
+                    assert option in inputs, f"{node_id} lacks {option} of {name}"
+                else:
+                    assert option in {"schedule", "seed", "noise_sampler", "info"}, option
+
+
+@pytest.mark.parametrize("node_id", ["DPMSolverSinglestepSampler", "DPMSolverMultistepSampler",
+                                     "DPMSolverPPSinglestepSampler", "DPMSolverPPMultistepSampler",
+                                     "DPMSolverFastSampler"])
+def test_defaults_build_each_members_sampler_with_its_defaults(env: tuple[dict, Any], node_id: str) -> None:
+    modules, package = env
+    cls = package.NODE_CLASS_MAPPINGS[node_id]
+    for order, name in cls.MEMBERS.items():
+        inputs = {**_defaults(cls), "order": order}
+        (sampler,) = cls().get_sampler(**inputs)
+        assert isinstance(sampler, modules["comfy.samplers"].KSAMPLER)
+        assert sampler.sampler_function.__name__ == f"sample_{name}"
+        entry = SAMPLERS[name]
+        assert set(sampler.extra_options) <= set(entry.defaults)
+        for option, value in sampler.extra_options.items():
+            assert value == entry.defaults[option], (name, option)
+
+
+def test_the_sampler_runs_with_its_options(env: tuple[dict, Any]) -> None:
+    modules, package = env
+    cls = package.NODE_CLASS_MAPPINGS["DPMSolverPPSinglestepSampler"]
+    inputs = {**_defaults(cls), "order": 3, "solver_type": "taylor", "r1": 0.3, "r2": 0.6}
+    (sampler,) = cls().get_sampler(**inputs)
+    assert sampler.extra_options["r1"] == 0.3 and sampler.extra_options["solver_type"] == "taylor"
+    x = torch.randn(1, 4, 8, 8)
+    sigmas = grids.karras(5, 0.03, 14.6)
+    got = sampler.sampler_function(FakeDenoiser(make_model_sampling(modules, "eps")), x.clone(), sigmas,
+                                   **sampler.extra_options)
+    expected = SAMPLERS["dpm_solver_pp_3s"](lambda y, s: 0.5 * y, x.clone(), sigmas, solver_type="taylor", r1=0.3,
+                                           r2=0.6)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"r1": 0.7, "r2": 0.6}, r"r1 < r2"),
+    ({"r1": -0.1}, r"input 'r1' must be at least 0"),
+    ({"r2": 1.0}, r"input 'r2' must be at most 0.99"),
+    ({"solver_type": "euler"}, r"input 'solver_type' must be one of 'dpmsolver', 'taylor'"),
+    ({"lower_order_final": "sometimes"}, r"input 'lower_order_final' must be one of 'auto', 'on', 'off'"),
+    ({"order": 4}, r"input 'order' must be one of 1, 2, 3"),
+    ({"thresholding": "yes"}, r"input 'thresholding' must be true or false"),
+])
+def test_invalid_inputs_are_reported_by_name(env: tuple[dict, Any], change: dict[str, Any], message: str) -> None:
+    _, package = env
+    cls = package.NODE_CLASS_MAPPINGS["DPMSolverSinglestepSampler"]
+    inputs = {**_defaults(cls), "order": 3, **change}
+    with pytest.raises(ValueError, match=message) as caught:
+        cls().get_sampler(**inputs)
+    assert str(caught.value).startswith("DPM-Solver (singlestep): ")
+
+
+def test_validate_inputs_is_what_comfyui_calls(env: tuple[dict, Any]) -> None:
+    """ComfyUI reads VALIDATE_INPUTS' argument names (inspect.getfullargspec), passes exactly those inputs,
+    and reports a returned string for them with HTTP 400."""
+    _, package = env
+    cls = package.NODE_CLASS_MAPPINGS["DPMSolverPPSinglestepSampler"]
+    argspec = inspect.getfullargspec(cls.VALIDATE_INPUTS)
+    assert argspec.args == ["cls", "order", "r1", "r2"] and argspec.varkw is None
+    assert cls.VALIDATE_INPUTS(order=3, r1=0.0, r2=0.0) is True
+    assert cls.VALIDATE_INPUTS(order=3, r1=0.5, r2=0.6) is True
+    assert cls.VALIDATE_INPUTS(order=2, r1=0.5, r2=0.4) is True  # r2 is not used at order 2
+    result = cls.VALIDATE_INPUTS(order=3, r1=0.7, r2=0.6)
+    assert isinstance(result, str) and "r1" in result and "r2" in result
+    assert "r1" in cls.VALIDATE_INPUTS(order=3, r1=1.5, r2=0.0)
+    assert cls.VALIDATE_INPUTS(order=3, r1=None, r2=0.2) is True  # a linked input: checked when it runs
+    assert not hasattr(package.NODE_CLASS_MAPPINGS["DPMSolverPPMultistepSampler"], "VALIDATE_INPUTS")
+
+
+def test_widget_values_map_to_options(env: tuple[dict, Any]) -> None:
+    _, package = env
+    check = package.nodes.widgets.check_option
+    assert check("x", "lower_order_final", "auto") is None
+    assert check("x", "lower_order_final", "on") is True
+    assert check("x", "lower_order_final", "off") is False
+    assert check("x", "r1", 0.0) is None
+    assert check("x", "r1", 0.25) == 0.25
+    assert check("x", "third_order", "consistent") == "consistent"
+    with pytest.raises(ValueError, match="input 'schedule' is not an option"):
+        check("x", "schedule", "ve")
+
+
+class _FakeEntry:
+    """A sampler the adapter has never seen, with an option the widget table does not know."""
+
+    name = "dpm_solver_future"
+    label = "DPM-Solver future"
+    description = "a later addition"
+    calls_per_step = 1
+    stochastic = True
+    defaults = MappingProxyType({"schedule": "ve", "eta": 1.0, "seed": None, "solver_type": "dpmsolver"})
+
+    def count_model_calls(self, sigmas: Any, **options: Any) -> int:
+        return len(sigmas) - 1
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return args[1]
+
+
+def test_new_registry_entries_get_a_node_of_their_own(env: tuple[dict, Any]) -> None:
+    registry = {**SAMPLERS, "dpm_solver_future": _FakeEntry()}
+    nodes = sys.modules[f"{PACKAGE}.nodes.sampler_nodes"].sampler_nodes(registry)
+    cls, display = nodes["DPMSolverSampler_dpm_solver_future"]
+    assert display == "DPM-Solver future"
+    assert list(cls.INPUT_TYPES()["required"]) == ["solver_type", "eta"]
+    (sampler,) = cls().get_sampler(solver_type="taylor", eta=0.5)
+    assert sampler.extra_options == {"solver_type": "taylor", "eta": 0.5}
+    with pytest.raises(ValueError, match="input 'eta' must be at least 0"):
+        cls().get_sampler(solver_type="taylor", eta=-1.0)
+
+
+def test_released_input_order_wins_over_canonical_order(env: tuple[dict, Any]) -> None:
+    _, package = env
+    order = package.nodes.interface.input_order
+    assert order("DPMSolverMultistepSampler", ["threshold_max", "eta", "order", "third_order", "solver_type",
+                                               "lower_order_final", "thresholding", "threshold_quantile"]) == [
+        "order", "solver_type", "lower_order_final", "third_order", "thresholding", "threshold_quantile",
+        "threshold_max", "eta"]
+    assert order("SomethingNew", ["threshold_max", "zeta", "eta", "order"]) == ["order", "eta", "threshold_max", "zeta"]
+
+
+@pytest.mark.parametrize("name", [n for n, e in SAMPLERS.items() if "rtol" in e.defaults])
+def test_adaptive_nodes_validate_with_the_core(env: tuple[dict, Any], name: str) -> None:
+    modules, package = env
+    cls = package.NODE_CLASS_MAPPINGS[f"DPMSolverSampler_{name}"]
+    defaults = _defaults(cls)
+    (sampler,) = cls().get_sampler(**defaults)
+    assert sampler.extra_options["max_nfe"] == SAMPLERS[name].defaults["max_nfe"]
+    assert "info" not in sampler.extra_options  # filled in by the sampler function, then logged
+    with pytest.raises(ValueError, match="input 'rtol' must be at least"):
+        cls().get_sampler(**{**defaults, "rtol": 0.0})
+    with pytest.raises(ValueError, match="input 'controller' must be one of"):
+        cls().get_sampler(**{**defaults, "controller": "bang-bang"})
+    info: dict[str, Any] = {}
+    x = torch.randn(1, 4, 8, 8)
+    out = sampler.sampler_function(FakeDenoiser(make_model_sampling(modules, "flow")), x,
+                                   grids.flow_simple(8), info=info, **sampler.extra_options)
+    assert torch.isfinite(out).all() and info["nfe"] > 0
