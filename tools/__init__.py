@@ -1,0 +1,1 @@
+"""Developer scripts: ComfyUI test harness, workflow conversion, previews and screenshots."""

@@ -1,0 +1,103 @@
+"""Build a random-weight checkpoint that ComfyUI loads as Stable Diffusion 1.5, offline, from ComfyUI's classes.
+
+    python tools/make_test_checkpoint.py --comfyui /tmp/ComfyUI --out /tmp/models/checkpoints/test.safetensors
+
+Every tensor of the three parts is filled (no "missing keys" when ComfyUI loads it):
+
+- model.diffusion_model.*: ComfyUI's UNetModel with SD1.5's width (model_channels 320, context_dim 768, 8
+  heads) but a single level with one res block + transformer and no middle block (~26 M parameters), which
+  ComfyUI's model detection still classifies as SD15;
+- cond_stage_model.transformer.text_model.*: ComfyUI's CLIP-L text model (SD1.5's text encoder);
+- first_stage_model.*: ComfyUI's TAESD (a tiny VAE with the SD1.5 latent: 4 channels, /8).
+
+Weights are N(0, 1/fan_in) with a fixed seed, biases 0, norm scales 1: the outputs are finite noise, so the
+checkpoint exercises every code path of a real one at a fraction of the cost, and produces no picture.
+Stored in float16 (~300 MB). Runs with ComfyUI's requirements installed; imports ComfyUI from --comfyui.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+UNET_CONFIG = {
+    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [1],
+    "channel_mult": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
+    "transformer_depth_middle": -2, "context_dim": 768, "num_heads": 8, "num_head_channels": -1,
+    "use_linear_in_transformer": False, "use_spatial_transformer": True, "legacy": False,
+    "use_checkpoint": False, "adm_in_channels": None, "use_temporal_resblock": False,
+    "use_temporal_attention": False,
+}
+
+
+def _fill(shape: tuple[int, ...], key: str, generator):
+    import torch
+
+    leaf = key.rsplit(".", 1)[-1]
+    if len(shape) == 0:
+        return torch.tensor(0.0 if "shift" in key else 1.0)
+    if len(shape) == 1:
+        if leaf == "weight" or leaf == "scale":
+            return torch.ones(shape)
+        return torch.zeros(shape)
+    fan_in = math.prod(shape[1:])
+    return torch.randn(shape, generator=generator) / math.sqrt(fan_in)
+
+
+def build(comfyui: Path, out: Path, seed: int = 0) -> dict[str, object]:
+    """Write the checkpoint; returns a summary (parameter counts, detected model class)."""
+    sys.path.insert(0, str(comfyui))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_detection
+    import comfy.ops
+    import comfy.sd1_clip
+    import comfy.taesd.taesd
+    import comfy.utils
+    import torch
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+        clip = comfy.sd1_clip.SDClipModel(device="meta")
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
+
+    parts = {
+        "model.diffusion_model.": {k: tuple(v.shape) for k, v in unet.state_dict().items()},
+        "cond_stage_model.": {k: tuple(v.shape) for k, v in clip.state_dict().items()
+                              if k.startswith("transformer.text_model.")},
+        "first_stage_model.": {k: tuple(v.shape) for k, v in taesd.state_dict().items()},
+    }
+    state = {}
+    counts = {}
+    for prefix, shapes in parts.items():
+        counts[prefix] = sum(math.prod(s) for s in shapes.values())
+        for key, shape in shapes.items():
+            state[prefix + key] = _fill(shape, key, generator).to(torch.float16).contiguous()
+
+    detected = comfy.model_detection.model_config_from_unet(state, "model.diffusion_model.")
+    name = type(detected).__name__ if detected is not None else None
+    if name != "SD15":
+        raise RuntimeError(f"ComfyUI detects the test UNet as {name}, not SD15")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    comfy.utils.save_torch_file(state, str(out), metadata={"format": "pt", "note": "random test weights"})
+    return {"path": str(out), "detected": name, "parameters": counts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(build(args.comfyui.resolve(), args.out.resolve(), args.seed))
+
+
+if __name__ == "__main__":
+    main()
