@@ -66,7 +66,8 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_one_line(tmp_path: Path) -> None:
-    for args in (["--images", "0"], ["--reference-h", "5"], ["--models", "digits_gan"], ["--no-such-flag"]):
+    for args in (["--images", "0"], ["--reference-h", "5"], ["--models", "digits_gan"], ["--no-such-flag"],
+                 ["--prefix", "../x"]):
         rc, _, err = _run([*args, "--out", str(tmp_path)])
         assert rc == 2, args
         _one_line(err)
@@ -83,12 +84,13 @@ def test_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
     rc, text, err = _run(["--samplers", "dpm_solver_1,dpm_solver_pp_2m", "--nfe", "3,6,12", "--images", "2",
-                          "--reference-h", "0.08", "--out", str(out)])
+                          "--reference-h", "0.08", "--out", str(out), "--prefix", "demo_"])
     assert rc == 0, err
-    for name in ("grid.png", "error_vs_nfe.png"):
+    for name in ("demo_grid.png", "demo_error_vs_nfe.png"):
         assert (out / name).read_bytes()[:8] == PNG
     assert "| DPM-Solver++ 2M |" in text and "digits_flow @12" in text
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "demo_results.json").read_text())
+    assert res["command"].startswith("python -m dpmsolver_demo --samplers dpm_solver_1,dpm_solver_pp_2m")
     assert res["budgets"] == [3, 6, 12]
     assert [p["model"] for p in res["panels"]] == ["digits_eps", "digits_flow"]
     for panel in res["panels"]:
