@@ -1,4 +1,4 @@
-"""UI-format workflow -> API prompt conversion (tools/comfy_workflow.py), and the example workflows' shape."""
+"""UI-format workflow -> API prompt conversion (dpmsolver_tools/comfy_workflow.py), and the example workflows' shape."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from test_comfy_support import ROOT, install_fake_comfy, load_package, purge_package
 
+from dpmsolver_tools.comfy_workflow import WorkflowError, ui_to_api
 from samplers import SAMPLERS
-from tools.comfy_workflow import WorkflowError, ui_to_api
 
 PACKAGE = "dpm_solver_samplers_workflow_test"
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))

@@ -2,7 +2,8 @@
 
 Runs when COMFYUI_PATH points at a ComfyUI checkout whose requirements (without torch) are installed; see
 docs/comfyui.md. It starts `python main.py --cpu` on a free port with this repository linked as a custom
-node and a random-weight SD1.5-shaped checkpoint built from ComfyUI's own classes (tools/make_test_checkpoint.py),
+node and a random-weight SD1.5-shaped checkpoint built from ComfyUI's own classes
+(dpmsolver_tools/make_test_checkpoint.py),
 then talks to it over HTTP (/object_info, /prompt, /history, /interrupt, /ws). About 2-5 minutes on 2 CPU cores.
 
 COMFYUI_E2E_WORKDIR (optional) keeps the work directory (checkpoint, outputs, server log) between runs.
@@ -20,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from dpmsolver_tools.comfy_server import TEST_CHECKPOINT, ComfyServer, execution_error
+from dpmsolver_tools.comfy_workflow import ui_to_api
 from samplers import SAMPLERS
-from tools.comfy_server import TEST_CHECKPOINT, ComfyServer, execution_error
-from tools.comfy_workflow import ui_to_api
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(

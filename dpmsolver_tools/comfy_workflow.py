@@ -1,7 +1,7 @@
 """Convert a ComfyUI workflow in the web page's format ("UI format") to the API prompt /prompt accepts.
 
-    python tools/comfy_workflow.py workflow.json --object-info object_info.json > prompt.json
-    python tools/comfy_workflow.py workflow.json --server http://127.0.0.1:8188 > prompt.json
+    python dpmsolver_tools/comfy_workflow.py workflow.json --object-info object_info.json > prompt.json
+    python dpmsolver_tools/comfy_workflow.py workflow.json --server http://127.0.0.1:8188 > prompt.json
 
 UI format: {"nodes": [{"id", "type", "mode", "inputs": [{"name", "type", "link", "widget"?}],
 "widgets_values": [...]}, ...], "links": [[link id, origin node, origin slot, target node, target slot, type]]}.

@@ -1,6 +1,6 @@
 """Write the example workflows in workflows/ (ComfyUI's UI format, loadable by drag and drop).
 
-    python tools/make_workflows.py --server http://127.0.0.1:8188      # or --object-info object_info.json
+    python dpmsolver_tools/make_workflows.py --server http://127.0.0.1:8188      # or --object-info object_info.json
 
 Input and output slots of each node come from /object_info, so links and widget values line up with the
 ComfyUI that is running; the widget values are listed below in the web page's order (a seed is followed by

@@ -1,10 +1,10 @@
 """Screenshot an example workflow in ComfyUI's web page with headless Chromium (for docs/comfyui_workflow.png).
 
     apt-get update && apt-get install -y chromium            # Debian's chromium
-    python tools/screenshot_workflow.py --comfyui /tmp/ComfyUI \\
+    python dpmsolver_tools/screenshot_workflow.py --comfyui /tmp/ComfyUI \\
         [--workflow workflows/custom_sampler_dpm_solver_pp_3s.json] [--out docs/comfyui_workflow.png] [--run]
 
-Starts a headless ComfyUI (tools/comfy_server.py: random-weight test checkpoint, this repository as a custom
+Starts a headless ComfyUI (dpmsolver_tools/comfy_server.py: random-weight test checkpoint, this repository as a custom
 node), opens its page in Chromium, loads the workflow through the page's own `app.loadGraphData`, optionally
 queues it from the page (--run: the Save Image node then shows the result, noise from random weights), and
 saves a screenshot via the DevTools protocol. Needs aiohttp (installed with ComfyUI's requirements).
@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.comfy_server import ComfyServer, free_port
+from dpmsolver_tools.comfy_server import ComfyServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

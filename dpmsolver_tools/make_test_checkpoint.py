@@ -1,6 +1,6 @@
 """Build a random-weight checkpoint that ComfyUI loads as Stable Diffusion 1.5, offline, from ComfyUI's classes.
 
-    python tools/make_test_checkpoint.py --comfyui /tmp/ComfyUI --out /tmp/models/checkpoints/test.safetensors
+    python dpmsolver_tools/make_test_checkpoint.py --comfyui /tmp/ComfyUI --out /tmp/models/checkpoints/test.safetensors
 
 Every tensor of the three parts is filled (no "missing keys" when ComfyUI loads it):
 

@@ -1,6 +1,7 @@
 """Run a headless ComfyUI on CPU with this repository as a custom node and a random-weight test checkpoint.
 
-Used by tests/test_comfyui_e2e.py, tools/render_workflow_previews.py and tools/screenshot_workflow.py:
+Used by tests/test_comfyui_e2e.py, dpmsolver_tools/render_workflow_previews.py and
+dpmsolver_tools/screenshot_workflow.py:
 
     with ComfyServer.start(comfyui=Path("/tmp/ComfyUI"), workdir=Path("/tmp/dpmsolver-e2e")) as server:
         info = server.get_json("/object_info")
@@ -80,7 +81,7 @@ def prepare_workdir(comfyui: Path, workdir: Path, python: str = sys.executable) 
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths["stubs"]), env.get("PYTHONPATH")]))
     if not checkpoint.exists():
         partial = checkpoint.with_suffix(".partial")
-        subprocess.run([python, str(REPO / "tools" / "make_test_checkpoint.py"), "--comfyui", str(comfyui),
+        subprocess.run([python, str(REPO / "dpmsolver_tools" / "make_test_checkpoint.py"), "--comfyui", str(comfyui),
                         "--out", str(partial)], check=True, env=env, timeout=900)
         partial.rename(checkpoint)
     for alias in CHECKPOINT_ALIASES:

@@ -1,10 +1,11 @@
 """Run every workflow in workflows/ on a headless ComfyUI and save its output as workflows/<name>.png.
 
-    python tools/render_workflow_previews.py --comfyui /tmp/ComfyUI [--workdir /tmp/dpmsolver-e2e] [--size 256]
+    python dpmsolver_tools/render_workflow_previews.py --comfyui /tmp/ComfyUI \\
+        [--workdir /tmp/dpmsolver-e2e] [--size 256]
 
 The PNG is the image ComfyUI's SaveImage wrote, with the UI workflow embedded in its metadata exactly as the
 web page embeds it, so dragging the PNG into ComfyUI loads the workflow. The run uses the random-weight test
-checkpoint (tools/make_test_checkpoint.py, linked under the checkpoint names the workflows use) and a reduced
+checkpoint (dpmsolver_tools/make_test_checkpoint.py, linked under the checkpoint names the workflows use) and a reduced
 latent size (--size pixels; the embedded workflow keeps its own size): the pictures are noise, the point is
 that each workflow ran as saved.
 """
@@ -19,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.comfy_server import ComfyServer, execution_error
-from tools.comfy_workflow import ui_to_api
+from dpmsolver_tools.comfy_server import ComfyServer, execution_error
+from dpmsolver_tools.comfy_workflow import ui_to_api
 
 REPO = Path(__file__).resolve().parents[1]
 LATENT_NODES = ("EmptyLatentImage", "EmptySD3LatentImage")
