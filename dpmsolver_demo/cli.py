@@ -230,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(table(res, labels))
     print()
+    if any(getattr(SAMPLERS[n], "stochastic", False) for n in args.samplers):
+        print(f"Stochastic samplers add fresh noise (seed {args.seed}): they sample the SDE, not the ODE, so their MSE "
+              "against the ODE solution does not go to 0 with more calls.")
+        print()
     if "digits_flow" in args.models:
         print("digits_flow: ComfyUI's 'simple' grid ends at sigma = shift(1/n), so fewer steps also mean a shorter ODE "
               "before the final denoise (a blurrier image, however exactly solved): its errors need not fall with NFE.")
