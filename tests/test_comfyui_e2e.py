@@ -1,7 +1,7 @@
 """End to end against a real ComfyUI: dropdowns, nodes, every workflow, every sampler, errors, interrupt.
 
 Runs when COMFYUI_PATH points at a ComfyUI checkout whose requirements (without torch) are installed; see
-docs/comfyui.md. It starts `python main.py --cpu` on a free port with this repository linked as a custom
+README.md, section ComfyUI. It starts `python main.py --cpu` on a free port with this repository linked as a custom
 node and a random-weight SD1.5-shaped checkpoint built from ComfyUI's own classes
 (dpmsolver_tools/make_test_checkpoint.py),
 then talks to it over HTTP (/object_info, /prompt, /history, /interrupt, /ws). About 2-5 minutes on 2 CPU cores.
@@ -27,7 +27,8 @@ from samplers import SAMPLERS
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(
-    not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the end-to-end test needs a ComfyUI checkout (docs/comfyui.md)")
+    not COMFYUI_PATH,
+    reason="COMFYUI_PATH is not set: the end-to-end test needs a ComfyUI checkout (README.md, section ComfyUI)")
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
