@@ -242,69 +242,30 @@ def _run(
     return sigmas, x.to(torch.float64) / vp_scale(float(sigmas[-1]))
 
 
-def run_multistep(
-    denoiser: Denoiser,
-    x_init: torch.Tensor,
-    *,
-    family: Family = "ve",
-    num_steps: int = 10,
-    solver_order: int = 2,
-    algorithm_type: str = "dpmsolver++",
-    solver_type: str = "midpoint",
-    lower_order_final: bool = True,
-    final_sigmas_type: str = "zero",
-    use_karras_sigmas: bool = False,
-    flow_shift: float = 3.0,
-    thresholding: bool = False,
-    dynamic_thresholding_ratio: float = 0.995,
-    sample_max_value: float = 1.0,
-    beta_schedule: str = "scaled_linear",
-    beta_start: float = SD_BETA_START,
-    beta_end: float = SD_BETA_END,
-    prediction_type: PredictionType | None = None,
-    trace: OracleTrace | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``DPMSolverMultistepScheduler``; return (float64 sigma grid incl. final entry, x_final), ours."""
-    return _run(
-        DPMSolverMultistepScheduler, denoiser, x_init, family=family, num_steps=num_steps,
-        prediction_type=prediction_type, trace=trace, solver_order=solver_order, solver_type=solver_type,
-        algorithm_type=algorithm_type, lower_order_final=lower_order_final,
-        final_sigmas_type=final_sigmas_type, use_karras_sigmas=use_karras_sigmas, flow_shift=flow_shift,
-        thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
-        sample_max_value=sample_max_value, beta_schedule=beta_schedule, beta_start=beta_start,
-        beta_end=beta_end,
-    )
+_DEFAULTS: dict[str, Any] = {
+    "family": "ve", "num_steps": 10, "solver_order": 2, "algorithm_type": "dpmsolver++", "solver_type": "midpoint",
+    "lower_order_final": True, "use_karras_sigmas": False, "flow_shift": 3.0, "thresholding": False,
+    "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "beta_schedule": "scaled_linear",
+    "beta_start": SD_BETA_START, "beta_end": SD_BETA_END, "prediction_type": None, "trace": None,
+}
+"""Options of run_multistep/run_singlestep (diffusers' config names, plus family, num_steps, prediction_type and
+trace) with their defaults; `final_sigmas_type` defaults per scheduler."""
 
 
-def run_singlestep(
-    denoiser: Denoiser,
-    x_init: torch.Tensor,
-    *,
-    family: Family = "ve",
-    num_steps: int = 10,
-    solver_order: int = 2,
-    algorithm_type: str = "dpmsolver++",
-    solver_type: str = "midpoint",
-    lower_order_final: bool = True,
-    final_sigmas_type: str = "sigma_min",
-    use_karras_sigmas: bool = False,
-    flow_shift: float = 3.0,
-    thresholding: bool = False,
-    dynamic_thresholding_ratio: float = 0.995,
-    sample_max_value: float = 1.0,
-    beta_schedule: str = "scaled_linear",
-    beta_start: float = SD_BETA_START,
-    beta_end: float = SD_BETA_END,
-    prediction_type: PredictionType | None = None,
-    trace: OracleTrace | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``DPMSolverSinglestepScheduler``; return (float64 sigma grid incl. final entry, x_final), ours."""
-    return _run(
-        DPMSolverSinglestepScheduler, denoiser, x_init, family=family, num_steps=num_steps,
-        prediction_type=prediction_type, trace=trace, solver_order=solver_order, solver_type=solver_type,
-        algorithm_type=algorithm_type, lower_order_final=lower_order_final,
-        final_sigmas_type=final_sigmas_type, use_karras_sigmas=use_karras_sigmas, flow_shift=flow_shift,
-        thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
-        sample_max_value=sample_max_value, beta_schedule=beta_schedule, beta_start=beta_start,
-        beta_end=beta_end,
-    )
+def _with_defaults(options: dict[str, Any], final_sigmas_type: str) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(_DEFAULTS) - {"final_sigmas_type"})
+    if unknown:
+        raise TypeError(f"unknown oracle option(s) {unknown}; known: {sorted(_DEFAULTS)} and final_sigmas_type")
+    return {**_DEFAULTS, "final_sigmas_type": final_sigmas_type, **options}
+
+
+def run_multistep(denoiser: Denoiser, x_init: torch.Tensor, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``DPMSolverMultistepScheduler`` (options: see _DEFAULTS; final_sigmas_type "zero"); return
+    (float64 sigma grid incl. final entry, x_final), ours."""
+    return _run(DPMSolverMultistepScheduler, denoiser, x_init, **_with_defaults(options, "zero"))
+
+
+def run_singlestep(denoiser: Denoiser, x_init: torch.Tensor, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``DPMSolverSinglestepScheduler`` (options: see _DEFAULTS; final_sigmas_type "sigma_min"); return
+    (float64 sigma grid incl. final entry, x_final), ours."""
+    return _run(DPMSolverSinglestepScheduler, denoiser, x_init, **_with_defaults(options, "sigma_min"))
