@@ -3,7 +3,6 @@ demo models (everything here works on any `DemoModel`-like object with `schedule
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 
 from samplers import SAMPLERS, grids
+from samplers.bench.chain import ChainedReference
 from samplers.registry import SamplerEntry
 from samplers.schedules import resolve_schedule
 
@@ -125,7 +125,7 @@ def run_at_budget(entry: SamplerEntry, model: Any, x: torch.Tensor, budget: int,
     return Run(budget, n, counter.calls, out)
 
 
-class ConvergedReference:
+class ConvergedReference(ChainedReference):
     """The exact sampling ODE from one batch of initial noises, to any grid's end, to within ~1e-10 MSE.
 
     What an exact solver returns on a grid ending ..., sigma_last, 0 is the ODE solution at sigma_last followed by
@@ -138,10 +138,7 @@ class ConvergedReference:
         self.model = model
         self.schedule = resolve_schedule(model.schedule)
         self.h = h
-        start = 1.0 if model.schedule == "flow" else float(model.sigma_max)
-        self._keys: list[float] = [-start]  # negated sigmas, ascending for bisect
-        self._states: list[torch.Tensor] = [x.clone()]
-        self._targets: dict[tuple[float, bool], torch.Tensor] = {}
+        super().__init__(1.0 if model.schedule == "flow" else float(model.sigma_max), x.clone())
         self.model_calls = 0
 
     def _segment(self, s: float, t: float) -> torch.Tensor:
@@ -153,39 +150,17 @@ class ConvergedReference:
         body = [self.schedule.sigma_at(lam_s + (lam_t - lam_s) * i / n) for i in range(n)] + [t]
         return torch.tensor(head + body, dtype=torch.float64)
 
-    def state_at(self, sigma: float) -> torch.Tensor:
-        """x(sigma) on the sampling ODE from the initial batch."""
-        key = -sigma
-        i = bisect.bisect_right(self._keys, key) - 1
-        if i < 0 or sigma <= 0:
-            raise ValueError(f"the reference covers 0 < sigma <= {-self._keys[0]}, got {sigma}")
-        if self._keys[i] == key:
-            return self._states[i]
-        entry = SAMPLERS[REFERENCE_SAMPLER]
-        sigmas = self._segment(-self._keys[i], sigma)
+    def solve(self, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
         counter = CountingModel(self.model)
         with torch.no_grad():
-            x = entry(counter, self._states[i].clone(), sigmas, disable=True, schedule=self.model.schedule,
-                      **REFERENCE_OPTIONS)
+            out = SAMPLERS[REFERENCE_SAMPLER](counter, x.clone(), self._segment(sigma_from, sigma_to), disable=True,
+                                              schedule=self.model.schedule, **REFERENCE_OPTIONS)
         self.model_calls += counter.calls
-        self._keys.insert(i + 1, key)
-        self._states.insert(i + 1, x)
-        return x
+        return out
 
-    def target(self, sigmas: torch.Tensor) -> torch.Tensor:
-        """What an exact solver returns on `sigmas`: x(sigma_last), then D(x, sigma_last) if the grid ends at 0."""
-        values = sigmas.tolist()
-        ends_at_zero = values[-1] == 0.0
-        last = values[-2] if ends_at_zero else values[-1]
-        key = (last, ends_at_zero)
-        if key not in self._targets:
-            x = self.state_at(last)
-            if ends_at_zero:
-                self.model_calls += 1
-                with torch.no_grad():
-                    x = self.model(x, torch.full((x.shape[0],), last, dtype=x.dtype, device=x.device))
-            self._targets[key] = x
-        return self._targets[key]
+    def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        self.model_calls += 1
+        return self.model(x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,7 +8,6 @@ and chained: a new one starts from the nearest cached state above it.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import torch
 
 from ..registry import SamplerEntry
 from .cases import Case
+from .chain import ChainedReference
 from .problems import reference_solution
 
 DTYPE = torch.float64
@@ -70,44 +70,20 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-class References:
-    """Exact flow of the case's initial batch, cached by sigma (descending chain from sigma_max)."""
+class References(ChainedReference):
+    """Exact flow of the case's initial batch (DOP853), cached by sigma (descending chain from sigma_max)."""
 
     def __init__(self, case: Case, x0: torch.Tensor) -> None:
+        super().__init__(case.problem.sigma_max, x0)
         self.case = case
-        self.sigmas: list[float] = [-case.problem.sigma_max]  # negated, ascending for bisect
-        self.states: list[torch.Tensor] = [x0]
-        self.targets: dict[tuple[float, bool], torch.Tensor] = {}
         self.ode_solves = 0
 
-    def state_at(self, sigma: float) -> torch.Tensor:
-        """x(sigma) on the probability-flow ODE from the initial batch at sigma_max."""
-        key = -sigma
-        i = bisect.bisect_right(self.sigmas, key) - 1  # largest cached sigma >= sigma
-        if self.sigmas[i] == key:
-            return self.states[i]
-        if i < 0 or sigma <= 0:
-            raise ValueError(f"references exist for 0 < sigma <= {self.case.problem.sigma_max}, got {sigma}")
-        x = reference_solution(self.case.problem.model, self.states[i], -self.sigmas[i], sigma)
+    def solve(self, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
         self.ode_solves += 1
-        self.sigmas.insert(i + 1, key)
-        self.states.insert(i + 1, x)
-        return x
+        return reference_solution(self.case.problem.model, x, sigma_from, sigma_to)
 
-    def target(self, sigmas: torch.Tensor) -> torch.Tensor:
-        """What an exact solver returns on this grid (ODE to the last nonzero sigma, then the final denoise)."""
-        values = sigmas.tolist()
-        ends_at_zero = values[-1] == 0.0
-        last = values[-2] if ends_at_zero else values[-1]
-        key = (last, ends_at_zero)
-        if key not in self.targets:
-            x = self.state_at(last)
-            if ends_at_zero:
-                s = torch.full((x.shape[0],), last, dtype=x.dtype)
-                with torch.no_grad():
-                    x = self.case.problem.model(x, s).to(DTYPE)
-            self.targets[key] = x
-        return self.targets[key]
+    def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return self.case.problem.model(x, torch.full((x.shape[0],), sigma, dtype=x.dtype)).to(DTYPE)
 
 
 class CaseRunner:
