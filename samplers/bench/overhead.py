@@ -1,21 +1,29 @@
-"""Per-model-call sampler overhead with a trivial model, against a plain Euler loop timed the same way.
+"""Per-model-call sampler overhead with a trivial model, against a plain Euler loop and ComfyUI's own twins.
 
 overhead per call = (time of one sampling run - its model calls * time of one model call) / model calls.
 Runs are timed round-robin (every sampler, the Euler loop and the bare model once per repeat) so that load
 from other processes hits them alike; each number is the median over repeats of the mean over a batch of runs.
+With COMFYUI_PATH set, ComfyUI's sample_dpmpp_2m, sample_dpmpp_2m_sde and sample_dpmpp_3m_sde (loaded in-process,
+see comfytwin.py; SDE twins at their defaults eta = 1 with their torchsde Brownian tree) join the round robin
+on the same model, latent and grid, and each of our twins is reported against them.
+
+    COMFYUI_PATH=/path/to/ComfyUI python -m samplers.bench.overhead [--steps 20] [--repeats 15] [--threads 1]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from .. import grids
-from ..registry import SamplerEntry
+from ..registry import SAMPLERS, SamplerEntry
+from .comfytwin import TWINS, comfyui_path, twin_runs
 from .measure import is_adaptive
 
 SHAPE = (1, 4, 128, 128)
@@ -98,11 +106,15 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
     }
     for name, entry in entries.items():
         jobs[name] = ((lambda e=entry: e(trivial_model, x, sigmas, disable=True)), _model_calls(entry, x, sigmas))
+    twins = {name: run for name, run in twin_runs(trivial_model, x, sigmas, seed).items() if name in entries}
+    for name, run in twins.items():
+        jobs[f"comfyui/{name}"] = (run, jobs[name][1])
     plan_jobs = {name: (lambda e=entry: e.plan(sigmas)) for name, entry in entries.items()
                  if not is_adaptive(entry)}
 
     numbers: dict[str, int] = {}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchsde warns that float32 sigmas round past its float64 interval
         for name, (fn, _) in jobs.items():  # warm-up, then size each batch to about target_s
             once = _time_batch(fn, 1, sync, clock)
             if once < target_s:  # fast jobs: a better estimate of one run before sizing the batch
@@ -139,7 +151,68 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
             if euler["min_overhead_us_per_call"] > 0 else None
         r["plan_us_per_run"] = statistics.median(plan_samples[name]) * 1e6 if name in plan_samples else None
         rows[name] = r
+    comfyui = {}
+    for name in twins:
+        theirs, ours = row(f"comfyui/{name}", jobs[name][1]), rows[name]
+        comfyui[name] = {
+            "nfe": ours["nfe"],
+            "ours_us_per_step": ours["run_ms"] * 1e3 / steps, "comfyui_us_per_step": theirs["run_ms"] * 1e3 / steps,
+            "ours_overhead_us_per_call": ours["overhead_us_per_call"],
+            "comfyui_overhead_us_per_call": theirs["overhead_us_per_call"],
+            "overhead_ratio": ours["overhead_us_per_call"] / theirs["overhead_us_per_call"]
+            if theirs["overhead_us_per_call"] > 0 else None,
+            "min_overhead_ratio": ours["min_overhead_us_per_call"] / theirs["min_overhead_us_per_call"]
+            if theirs["min_overhead_us_per_call"] > 0 else None,
+        }
     return {"shape": list(SHAPE), "dtype": "float32", "device": str(device), "threads": torch.get_num_threads(),
             "clock": "thread CPU time" if cpu_clock else "wall clock", "grid": f"karras({steps}) 14.6 -> 0.029, then 0",
             "steps": steps, "repeats": len(samples["model"]), "model_us_per_call": model_s * 1e6, "euler": euler,
-            "samplers": rows}
+            "samplers": rows, "comfyui": comfyui, "comfyui_path": str(comfyui_path()) if twins else None}
+
+
+def twin_table(result: Mapping[str, Any]) -> str:
+    """Markdown: each of our samplers against its ComfyUI twin (per-step time, overhead per call, ratio)."""
+    lines = ["| ours | ComfyUI twin | µs/step ours | µs/step ComfyUI | overhead µs/call ours | overhead µs/call "
+             "ComfyUI | overhead ratio (min) |", "|---|---|---|---|---|---|---|"]
+    for name, r in result["comfyui"].items():
+        ratio = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.2f}"
+        low = "—" if r["min_overhead_ratio"] is None else f"{r['min_overhead_ratio']:.2f}"
+        lines.append(f"| {name} | {TWINS[name]} | {r['ours_us_per_step']:.0f} | {r['comfyui_us_per_step']:.0f} | "
+                     f"{r['ours_overhead_us_per_call']:.1f} | {r['comfyui_overhead_us_per_call']:.1f} | "
+                     f"{ratio} ({low}) |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Overhead of the chosen samplers (default: the ComfyUI twins) and, with COMFYUI_PATH, the twin table."""
+    p = argparse.ArgumentParser(prog="python -m samplers.bench.overhead", description=__doc__.split("\n\n")[0])
+    p.add_argument("--samplers", default=",".join(TWINS), help="comma-separated registry names")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.samplers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SAMPLERS]
+    if unknown:
+        p.error(f"unknown sampler(s) {', '.join(unknown)}")
+    res = measure_overhead({n: SAMPLERS[n] for n in names}, steps=args.steps, repeats=args.repeats,
+                           threads=args.threads, device=args.device, max_s=120.0)
+    print(f"latent {'x'.join(map(str, res['shape']))} float32 on {res['device']}, {res['threads']} thread(s), "
+          f"{res['clock']}, {res['grid']}, median of {res['repeats']} interleaved repeats; model "
+          f"{res['model_us_per_call']:.1f} µs/call, Euler loop overhead {res['euler']['overhead_us_per_call']:.1f} "
+          "µs/call\n")
+    print("| sampler | NFE | overhead µs/call | plan µs/run |\n|---|---|---|---|")
+    for name, r in res["samplers"].items():
+        plan = "—" if r["plan_us_per_run"] is None else f"{r['plan_us_per_run']:.0f}"
+        print(f"| {name} | {r['nfe']} | {r['overhead_us_per_call']:.1f} | {plan} |")
+    if res["comfyui"]:
+        print(f"\nComfyUI twins ({res['comfyui_path']}):\n")
+        print(twin_table(res))
+    elif comfyui_path() is None:
+        print("\nCOMFYUI_PATH is not set: no ComfyUI twins timed.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
