@@ -178,3 +178,33 @@ def parse_options(sampler: str, accepted: Iterable[str], given: Mapping[str, Any
         except (TypeError, ValueError) as err:
             raise ValueError(f"{sampler}: option {name} {err}") from None
     return parsed
+
+
+def _guidance_parts(value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ValueError(f"must be None or a zero-argument callable returning (cond_denoised, uncond_denoised, cfg) "
+                         f"of the latest model call, got {value!r}")
+    return value
+
+
+OPTIONS.update({o.name: o for o in [
+    Option("sds_mode", "sds", _choice("sds", "csd", "sdi"),
+           "score distillation: 'sds' (full gradient lambda(sigma)(x0 - D)), 'csd' (classifier-free guidance term "
+           "only; needs guidance_parts) or 'sdi' (noise from a DPM-Solver inversion of x0 instead of fresh noise)",
+           ("sds", "csd", "sdi")),
+    Option("sds_weighting", "uniform", _choice("dreamfusion", "sjc", "uniform"),
+           "score distillation weight lambda(sigma): 'dreamfusion' alpha sigma/(alpha^2 + sigma^2), 'sjc' "
+           "alpha/sigma, 'uniform' 1 (with lr 1: DDIM, or LCM with fresh noise)", ("dreamfusion", "sjc", "uniform")),
+    Option("sds_lr", 1.0, _positive, "score distillation: step size of x0 <- x0 - lr * lambda(sigma)(x0 - D)"),
+    Option("sds_inner_steps", 1, _integer(1), "score distillation: optimisation steps (model calls) per sigma"),
+    Option("sds_grad_clip", 0.0, _non_negative,
+           "score distillation: largest L2 norm of each sample's gradient (0 = no clipping)"),
+    Option("sds_noise", "implied", _choice("implied", "fresh"),
+           "score distillation (modes sds, csd): noise that re-noises x0 to the next sigma: 'implied' "
+           "(x_t - alpha D)/sigma (DDIM) or 'fresh' seeded normals (LCM)", ("implied", "fresh")),
+    Option("sds_inversion_steps", 4, _integer(1),
+           "score distillation, mode sdi: model calls of each DPM-Solver++(2M) inversion of x0"),
+    Option("guidance_parts", None, _guidance_parts,
+           "score distillation, mode csd: callable returning (cond_denoised, uncond_denoised, cfg) of the latest "
+           "model call (hosts fill it from their CFG hook)"),
+]})

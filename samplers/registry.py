@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from . import sds
 from .adaptive import ModelCallsUnknown, sample_adaptive
 from .deterministic import SolverSpec, build_plan
 from .driver import Callback, Model, run_plan
@@ -126,6 +127,42 @@ class AdaptiveEntry(SamplerEntry):
         return distinct(read_sigmas(sigmas, opts["schedule"])), opts
 
 
+@dataclass(frozen=True)
+class SdsEntry(SamplerEntry):
+    """Score distillation as a sampler (samplers/sds.py): the grid is the annealing schedule of an SGD on the
+    clean latent. Not an ODE solver (`solves_ode` False); with its defaults it is DDIM."""
+
+    solves_ode = False
+
+    def __call__(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        extra_args: dict[str, Any] | None = None,
+        callback: Callback | None = None,
+        disable: bool | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Optimise x0 along `sigmas` from x noised at sigmas[0]; returns x0 noised at sigmas[-1]."""
+        opts = sds.parse_sds_options(self.name, self.defaults, options)
+        grid = sds.read_grid(sigmas, opts["schedule"])
+        if len(grid) <= 1:
+            return x
+        return sds.sample_sds(model, x, grid, opts, extra_args=extra_args, callback=callback, disable=disable,
+                              sigma_dtype=_sigma_dtype(sigmas))
+
+    def plan(self, sigmas: torch.Tensor, **options: Any) -> Plan | None:
+        """SDS is a loop of optimisation steps, not a plan of linear stages."""
+        raise NotImplementedError(f"{self.name} is an optimisation loop: it has no plan (see count_model_calls)")
+
+    def count_model_calls(self, sigmas: torch.Tensor, **options: Any) -> int:
+        """Exact number of model calls for this grid and these options (sds.count_sds_calls)."""
+        opts = sds.parse_sds_options(self.name, self.defaults, options)
+        grid = sds.read_grid(sigmas, opts["schedule"])
+        return 0 if len(grid) <= 1 else sds.count_sds_calls(grid, opts)
+
+
 def _entry(name: str, label: str, description: str, spec: SolverSpec, **defaults: Any) -> SamplerEntry:
     table = MappingProxyType({o: defaults.get(o, OPTIONS[o].default) for o in spec.options})
     stochastic = spec.noise != "none"
@@ -133,6 +170,11 @@ def _entry(name: str, label: str, description: str, spec: SolverSpec, **defaults
         return AdaptiveEntry(name, label, description, spec.order, False, table, spec)
     calls = spec.order if spec.structure == "singlestep" else 1
     return SamplerEntry(name, label, description, calls, stochastic, table, spec)
+
+
+SDS_OPTIONS = ("schedule", "thresholding", "threshold_quantile", "threshold_max", "sds_mode", "sds_weighting", "sds_lr",
+               "sds_inner_steps", "sds_grad_clip", "sds_noise", "sds_inversion_steps", "seed", "guidance_parts")
+"""Options of dpm_solver_sds (defaults: DDIM; see samplers/sds.py)."""
 
 
 def _register(entries: list[SamplerEntry]) -> Mapping[str, SamplerEntry]:
@@ -185,4 +227,7 @@ SAMPLERS: Mapping[str, SamplerEntry] = _register([
     _entry("dpm_solver_pp_pc", "DPM-Solver++ PC",
            "DPM-Solver++ multistep predictor with a corrector: UniC (no extra calls) or Langevin",
            SolverSpec("multistep", 3, "data", corrector=True)),
+    SdsEntry("dpm_solver_sds", "DPM-Solver SDS",
+             "score distillation along the grid (annealed sigma): x0 <- x0 - lr lambda(sigma)(x0 - D); modes sds, "
+             "csd, sdi; defaults = DDIM", 1, False, MappingProxyType({o: OPTIONS[o].default for o in SDS_OPTIONS})),
 ])

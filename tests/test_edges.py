@@ -13,8 +13,23 @@ from samplers.driver import _FiniteGuard
 
 NAMES = sorted(SAMPLERS)
 ODE_NAMES = [n for n in NAMES if not SAMPLERS[n].stochastic]
-"""Samplers whose result is the ODE solution (the stochastic ones' edge cases: tests/test_sde.py)."""
-PLANNED = [n for n in NAMES if SAMPLERS[n].spec.structure != "adaptive"]
+"""Samplers whose result is the ODE solution (the stochastic ones' edge cases: tests/test_sde.py). dpm_solver_sds is
+one with its default options (DDIM); its other options: tests/test_sds.py."""
+
+
+def structure(name: str) -> str:
+    """The entry's step structure; "sds" for dpm_solver_sds, which has no SolverSpec (one call per interval)."""
+    spec = SAMPLERS[name].spec
+    return spec.structure if spec is not None else "sds"
+
+
+def order(name: str) -> int:
+    """The entry's order; dpm_solver_sds with its defaults is DDIM, first order."""
+    spec = SAMPLERS[name].spec
+    return spec.order if spec is not None else 1
+
+
+PLANNED = [n for n in NAMES if structure(n) != "adaptive"]
 """Samplers with fixed steps: exact model-call counts, batch-independent (adaptive: tests/test_adaptive.py)."""
 MU, STD = 0.5, 0.8
 
@@ -120,11 +135,11 @@ def test_grid_ending_above_zero_is_close_to_the_exact_solution(name: str, schedu
     x = start(sigma=s0)
     out = SAMPLERS[name](gaussian_model(schedule), x, sigmas, schedule=schedule, disable=True)
     err = (out - exact(x, s0, s1, schedule)).abs().max().item()
-    tolerance = 0.1 if SAMPLERS[name].spec.order == 1 else 0.03
+    tolerance = 0.1 if order(name) == 1 else 0.03
     assert err < tolerance * exact(x, s0, s1, schedule).abs().max().item()
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if SAMPLERS[n].spec.structure == "singlestep"])
+@pytest.mark.parametrize("name", [n for n in NAMES if structure(n) == "singlestep"])
 def test_singlestep_split_sampling_equals_one_run(name: str) -> None:
     sigmas = grids.karras(9, 0.03, 14.6)
     opts = {"lower_order_final": False} if "lower_order_final" in SAMPLERS[name].defaults else {}
@@ -151,8 +166,8 @@ def test_flow_grid_from_sigma_one_is_finite_and_converges(name: str) -> None:
         assert model.sigmas[0] == 1.0, "the first call must be at sigma = 1 exactly (no nudging)"
         assert torch.isfinite(out).all()
         errors.append((out - exact(x, 1.0, float(sigmas[-1]), "flow")).abs().max().item())
-    assert errors[1] < (0.35 if SAMPLERS[name].spec.order == 1 else 0.15) * errors[0]
-    assert errors[1] < (0.06 if SAMPLERS[name].spec.order == 1 else 0.02)
+    assert errors[1] < (0.35 if order(name) == 1 else 0.15) * errors[0]
+    assert errors[1] < (0.06 if order(name) == 1 else 0.02)
 
 
 @pytest.mark.parametrize("name", ODE_NAMES)
@@ -179,10 +194,10 @@ def test_half_precision_is_integrated_in_float32_and_returned_in_its_dtype(name:
 
 def expected_calls(name: str, n_intervals: int, low: bool) -> int:
     """Model calls on a grid of n intervals ending at 0: the final interval is one denoise call."""
-    spec = SAMPLERS[name].spec
-    if spec.structure in ("multistep", "fast"):
+    if structure(name) in ("multistep", "fast", "sds"):
         return n_intervals
-    orders = [min(spec.order, n_intervals - i if low else spec.order) for i in range(n_intervals - 1)]
+    top = order(name)
+    orders = [min(top, n_intervals - i if low else top) for i in range(n_intervals - 1)]
     return sum(orders) + 1
 
 
@@ -191,7 +206,7 @@ def expected_calls(name: str, n_intervals: int, low: bool) -> int:
 def test_model_calls_are_counted_and_reported(name: str, n: int) -> None:
     sigmas = grids.karras(n, 0.03, 14.6)
     entry = SAMPLERS[name]
-    low = entry.spec.structure == "multistep" and n < LOWER_ORDER_FINAL_BELOW
+    low = structure(name) == "multistep" and n < LOWER_ORDER_FINAL_BELOW
     seen: list[dict] = []
     model = gaussian_model()
     SAMPLERS[name](model, start(), sigmas, callback=seen.append, disable=True, extra_args={"token": 7})

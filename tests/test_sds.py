@@ -1,0 +1,464 @@
+"""Score distillation (samplers/sds.py): the DDIM and LCM identities, behaviour on analytic targets with exact
+denoisers (Gaussian, two-mode mixture, CFG), noise determinism, DPM-Solver inversion, options and errors."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import Any
+
+import pytest
+import torch
+
+from samplers import SAMPLERS, grids
+from samplers.bench.problems import GaussianMixture, GuidedMixture
+from samplers.inversion import inversion_grid, invert
+from samplers.noise import keyed_normals
+from samplers.schedules import resolve_schedule
+from samplers.sds import (
+    DOMAIN_SDS,
+    clip_gradient,
+    csd_gradient,
+    fresh_noise,
+    implied_noise,
+    noised,
+    sds_gradient,
+    sds_refine,
+    sds_weight,
+)
+
+SDS = SAMPLERS["dpm_solver_sds"]
+F64 = torch.float64
+
+
+def two_modes(family: str = "ve") -> GaussianMixture:
+    """A 2-D mixture with well separated modes (exact denoiser for either family)."""
+    return GaussianMixture([[1.0, -0.5], [-1.5, 0.8]], [[0.3, 0.4], [0.5, 0.2]], [0.4, 0.6], family=family)
+
+
+def grid_for(family: str, n: int = 10) -> torch.Tensor:
+    if family == "ve":
+        return grids.karras(n, 0.03, 14.6)
+    return torch.tensor([grids.flow_shift(1 - 0.98 * k / n, 3.0) for k in range(n + 1)] + [0.0], dtype=F64)
+
+
+def start(family: str, n: int = 4, seed: int = 0) -> torch.Tensor:
+    scale = 14.6 if family == "ve" else 1.0
+    return scale * torch.randn(n, 2, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+class Counting:
+    """Wraps a model: counts calls and records sigmas (and that it ran under inference mode)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.calls, self.sigmas, self.inference = model, 0, [], []
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra: Any) -> torch.Tensor:
+        self.calls += 1
+        self.sigmas.append(float(sigma[0]))
+        self.inference.append(torch.is_inference_mode_enabled())
+        return self.model(x, sigma)
+
+
+# -- the two identities, against straightforward reference loops -------------------------------------------------
+
+def ddim_reference(model: Any, x: torch.Tensor, sigmas: list[float], family: str) -> torch.Tensor:
+    """DDIM in its ratio form: x_t = (sigma_t/sigma_s) x_s + (alpha_t - sigma_t alpha_s/sigma_s) D(x_s, sigma_s)."""
+    alpha = resolve_schedule(family).alpha
+    for s, t in pairwise(sigmas):
+        d = model(x, torch.full((x.shape[0],), s, dtype=F64))
+        x = (t / s) * x + (alpha(t) - t * alpha(s) / s) * d
+    return x
+
+
+def lcm_reference(model: Any, x: torch.Tensor, sigmas: list[float], family: str, seed: int) -> torch.Tensor:
+    """LCM: x_(i+1) = alpha_(i+1) D(x_i, sigma_i) + sigma_(i+1) z_i, z_i the SDS keyed normals of step i."""
+    alpha = resolve_schedule(family).alpha
+    for i, (s, t) in enumerate(pairwise(sigmas)):
+        d = model(x, torch.full((x.shape[0],), s, dtype=F64))
+        z = keyed_normals(seed, x.shape[0], x.shape[1:], DOMAIN_SDS, i, dtype=F64)
+        x = alpha(t) * d + t * z if t > 0 else d
+    return x
+
+
+@pytest.mark.parametrize("family", ["ve", "flow"])
+@pytest.mark.parametrize("end", ["zero", "above_zero"])
+def test_implied_noise_with_unit_step_is_ddim(family: str, end: str) -> None:
+    mix = two_modes(family)
+    sigmas = grid_for(family)
+    if end == "above_zero":
+        sigmas = sigmas[:-1]
+    x = start(family)
+    ref = ddim_reference(mix, x, sigmas.tolist(), family)
+    out = SDS(mix, x, sigmas, schedule=family, disable=True)  # defaults: sds, uniform, lr 1, 1 step, implied
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, SAMPLERS["dpm_solver_1"](mix, x, sigmas, schedule=family, disable=True),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["ve", "flow"])
+def test_fresh_noise_with_unit_step_is_lcm(family: str) -> None:
+    mix = two_modes(family)
+    sigmas = grid_for(family)
+    x = start(family, n=5)
+    ref = lcm_reference(mix, x, sigmas.tolist(), family, seed=7)
+    out = SDS(mix, x, sigmas, schedule=family, sds_noise="fresh", seed=7, disable=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    assert not torch.allclose(out, ddim_reference(mix, x, sigmas.tolist(), family))
+
+
+def test_inner_steps_with_implied_noise_repeat_the_same_point() -> None:
+    """With lr lambda = 1 the implied-noise re-noising at the same sigma gives back x_t: DDIM at 3x the calls."""
+    mix = Counting(two_modes())
+    sigmas = grid_for("ve", 6)
+    x = start("ve")
+    out = SDS(mix, x, sigmas, sds_inner_steps=3, disable=True)
+    torch.testing.assert_close(out, ddim_reference(two_modes(), x, sigmas.tolist(), "ve"), rtol=0, atol=1e-12)
+    assert mix.calls == 18 == SDS.count_model_calls(sigmas, sds_inner_steps=3)
+
+
+def test_other_steps_and_weights_leave_ddim() -> None:
+    mix = two_modes()
+    sigmas = grid_for("ve", 6)
+    x = start("ve")
+    ddim = SDS(mix, x, sigmas, disable=True)
+    for options in ({"sds_lr": 0.5}, {"sds_weighting": "dreamfusion"}, {"sds_weighting": "sjc"}):
+        assert (SDS(mix, x, sigmas, disable=True, **options) - ddim).abs().max() > 1e-3, options
+
+
+# -- behaviour on analytic targets ---------------------------------------------------------------------------------
+
+GAUSS_MU, GAUSS_STD = [0.5, -1.0], [0.8, 0.5]
+
+
+def log_sigmas(high: float, low: float, n: int) -> torch.Tensor:
+    return torch.exp(torch.linspace(math.log(high), math.log(low), n, dtype=F64))
+
+
+@pytest.mark.parametrize("family", ["ve", "flow"])
+def test_sds_on_a_gaussian_converges_to_the_mode_with_collapsed_variance(family: str) -> None:
+    gauss = GaussianMixture([GAUSS_MU], [GAUSS_STD], [1.0], family=family)
+    x0 = 3.0 + torch.randn(64, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    sigmas = log_sigmas(2.0, 0.05, 1000) if family == "ve" else log_sigmas(0.7, 0.05, 1000)
+    out = sds_refine(gauss, x0, sigmas, family, weighting="dreamfusion", lr=0.1, seed=3)
+    mu, std = torch.tensor(GAUSS_MU, dtype=F64), torch.tensor(GAUSS_STD, dtype=F64)
+    assert (out.mean(0) - mu).abs().max() < 0.05
+    assert (out.std(0) / std).max() < 0.15  # the data's spread is gone: SDS seeks the mode
+    # the same loop at lr 1, uniform weight, fresh noise, is the LCM sampler: it keeps most of the spread (not
+    # all: re-noising the posterior mean D loses the variance s^2 sigma^2/(s^2 + sigma^2) at every step)
+    x_t = start(family, n=512, seed=4) if family == "ve" else torch.randn(512, 2, dtype=F64)
+    samples = SDS(gauss, x_t, grid_for(family, 12), schedule=family, sds_noise="fresh", seed=1, disable=True)
+    assert (samples.std(0) / std).min() > 0.5
+
+
+def test_annealing_sigma_avoids_the_over_smoothing_of_a_wide_fixed_range() -> None:
+    """Two modes at +-2: sigmas drawn from [0.02, 10] for the whole run pull x0 towards the smoothed density's
+    mode between them; the same sigmas annealed from high to low land on the modes."""
+    two = GaussianMixture([[2.0], [-2.0]], [[0.3], [0.3]], [0.5, 0.5])
+    x0 = 0.5 * torch.randn(256, 1, dtype=F64, generator=torch.Generator().manual_seed(2))
+    annealed = log_sigmas(10.0, 0.02, 400)
+    fixed_range = annealed[torch.randperm(400, generator=torch.Generator().manual_seed(5))]
+    good = sds_refine(two, x0, annealed, "ve", weighting="dreamfusion", lr=0.3, seed=3)
+    smooth = sds_refine(two, x0, fixed_range, "ve", weighting="dreamfusion", lr=0.3, seed=3)
+    assert ((good.abs() - 2.0).abs()).mean() < 0.06
+    assert ((smooth.abs() - 2.0).abs()).mean() > 0.4 and smooth.abs().mean() < 1.6
+
+
+def test_high_cfg_overshoots_without_annealing_and_annealing_corrects_it() -> None:
+    means, stds = [[2.0], [-2.0]], [[0.3], [0.3]]
+    uncond = GaussianMixture(means, stds, [0.5, 0.5])
+    cond = GaussianMixture(means, stds, [0.9, 0.1])
+    x0 = 0.5 * torch.randn(256, 1, dtype=F64, generator=torch.Generator().manual_seed(2))
+    annealed = log_sigmas(10.0, 0.02, 400)
+    fixed_range = annealed[torch.randperm(400, generator=torch.Generator().manual_seed(5))]
+    results = {}
+    for cfg in (1.0, 7.5):
+        model = GuidedMixture(uncond, cond, cfg)
+        for name, sigmas in (("annealed", annealed), ("fixed", fixed_range)):
+            results[cfg, name] = sds_refine(model, x0, sigmas, "ve", weighting="dreamfusion", lr=0.3, seed=3)
+    assert results[1.0, "fixed"].max() < 2.3  # no guidance: nothing beyond the conditional mode at +2
+    assert results[7.5, "fixed"].mean() > 3.0  # over-saturation: more than 3 stds past the mode
+    assert (results[7.5, "annealed"].mean() - 2.0).abs() < 0.05 and results[7.5, "annealed"].max() < 2.3
+
+
+def test_sdi_on_a_gaussian_converges_to_the_mode() -> None:
+    gauss = GaussianMixture([GAUSS_MU], [GAUSS_STD], [1.0])
+    x0 = 3.0 + torch.randn(16, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    model = Counting(gauss)
+    out = sds_refine(model, x0, log_sigmas(2.0, 0.05, 100), "ve", mode="sdi", weighting="uniform", lr=0.5,
+                     inversion_steps=3)
+    assert model.calls == 100 * (1 + 3)
+    assert (out.mean(0) - torch.tensor(GAUSS_MU, dtype=F64)).abs().max() < 0.05
+    assert out.std(0).max() < 0.05  # inverted noise is a function of x0: no sampling noise is left
+
+
+def test_adam_and_clipping_converge_to_the_mode() -> None:
+    gauss = GaussianMixture([GAUSS_MU], [GAUSS_STD], [1.0])
+    x0 = 3.0 + torch.randn(32, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    out = sds_refine(gauss, x0, log_sigmas(2.0, 0.05, 600), "ve", weighting="uniform", lr=0.02, optimizer="adam",
+                     grad_clip=1.0, seed=2)
+    assert (out.mean(0) - torch.tensor(GAUSS_MU, dtype=F64)).abs().max() < 0.1
+
+
+def test_gradient_clipping_bounds_each_sample_step() -> None:
+    x0 = torch.tensor([[5.0, 5.0], [0.51, -1.0]], dtype=F64)
+    gauss = GaussianMixture([GAUSS_MU], [GAUSS_STD], [1.0])
+    out = sds_refine(gauss, x0, [1.0], "ve", weighting="uniform", lr=1.0, grad_clip=0.01, seed=0)
+    steps = (out - x0).norm(dim=1)
+    assert steps[0] == pytest.approx(0.01, rel=1e-12) and steps[1] <= 0.01 + 1e-15
+
+
+# -- determinism, batch invariance, counting, contracts ----------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["sampler", "refine"])
+def test_fresh_noise_is_deterministic_per_seed_and_batch_invariant(how: str) -> None:
+    mix = two_modes()
+
+    def run(x: torch.Tensor, seed: int) -> torch.Tensor:
+        if how == "sampler":
+            return SDS(mix, x, grid_for("ve", 8), sds_noise="fresh", sds_lr=0.7, seed=seed, disable=True)
+        return sds_refine(mix, x, log_sigmas(5.0, 0.1, 20), "ve", seed=seed)
+
+    x = start("ve", n=3) if how == "sampler" else torch.randn(3, 2, dtype=F64)
+    batch = run(x, 11)
+    assert torch.equal(batch, run(x, 11))
+    assert not torch.allclose(batch, run(x, 12))
+    for b in range(3):
+        torch.testing.assert_close(run(x[b:b + 1], 11 + b), batch[b:b + 1], rtol=0, atol=1e-12)
+
+
+def test_seed_comes_from_extra_args_like_the_other_samplers() -> None:
+    mix = two_modes()
+    x, sigmas = start("ve"), grid_for("ve", 5)
+    a = SDS(mix, x, sigmas, sds_noise="fresh", extra_args={"seed": 9}, disable=True)
+    torch.testing.assert_close(a, SDS(mix, x, sigmas, sds_noise="fresh", seed=9, disable=True), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"sds_inner_steps": 2}, {"sds_mode": "sdi"},
+    {"sds_mode": "sdi", "sds_inversion_steps": 2, "sds_inner_steps": 2},
+    {"sds_noise": "fresh", "sds_weighting": "dreamfusion", "sds_lr": 2.0, "sds_grad_clip": 0.5},
+])
+@pytest.mark.parametrize("end", ["zero", "above_zero"])
+def test_model_calls_are_counted_exactly_and_reported(options: dict[str, Any], end: str) -> None:
+    sigmas = grid_for("ve", 6)
+    sigmas = sigmas if end == "zero" else sigmas[:-1]
+    model = Counting(two_modes())
+    seen: list[dict] = []
+    out = SDS(model, start("ve"), sigmas, callback=seen.append, disable=True, **options)
+    assert torch.isfinite(out).all()
+    assert model.calls == SDS.count_model_calls(sigmas, **options) == len(seen)
+    assert [p["i"] for p in seen] == list(range(model.calls)) and all(p["total"] == model.calls for p in seen)
+    assert all("x0" in p and "denoised" in p for p in seen) and all(model.inference)
+
+
+def test_sdi_sampler_is_deterministic_and_ignores_the_seed() -> None:
+    mix = two_modes()
+    x, sigmas = start("ve"), grid_for("ve", 5)
+    a = SDS(mix, x, sigmas, sds_mode="sdi", sds_lr=0.8, seed=1, disable=True)
+    b = SDS(mix, x, sigmas, sds_mode="sdi", sds_lr=0.8, seed=2, disable=True)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_grad_enabled_inputs_are_fine_and_nothing_is_differentiated() -> None:
+    x = start("ve").requires_grad_(True)
+    model = Counting(two_modes())
+    out = SDS(model, x, grid_for("ve", 4), sds_noise="fresh", disable=True)
+    assert not out.requires_grad and all(model.inference)
+    refined = sds_refine(model, x, [1.0, 0.5], "ve")
+    assert not refined.requires_grad
+
+
+def test_float32_state_and_sigmas_stay_float32() -> None:
+    mix = two_modes()
+    out = SDS(lambda x, s: mix(x, s), start("ve").float(), grid_for("ve", 5).float(), disable=True)
+    assert out.dtype == torch.float32
+    refined = sds_refine(mix, torch.zeros(2, 2), [1.0, 0.5], "ve")
+    assert refined.dtype == torch.float32
+
+
+# -- DPM-Solver inversion -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("family", "sigma", "order"), [("ve", 5.0, 1), ("ve", 5.0, 2), ("flow", 0.9, 1),
+                                                      ("flow", 0.9, 2), ("flow", 1.0, 1)])
+def test_inversion_round_trips_with_the_matching_sampler(family: str, sigma: float, order: int) -> None:
+    """invert x0 to sigma, then the matching DPM-Solver sampler back down the same grid: x0 again (at the grid's
+    bottom sigma_min ~ 0), to an error that falls like steps^-order. (To flow sigma = 1 the last inversion step is
+    the first-order limit to alpha = 0 over a fixed interval, so the round trip is first order there.)"""
+    mix = GaussianMixture([[1.0, -0.5], [-1.5, 0.8]], [[0.6, 0.7], [0.8, 0.6]], [0.4, 0.6], family=family)
+    sampler = {1: "dpm_solver_1", 2: "dpm_solver_pp_2m"}[order]
+    x0 = mix.sample_data(6, torch.Generator().manual_seed(3))
+    sched = resolve_schedule(family)
+    errors = []
+    for steps in (8, 16, 32, 64):
+        model = Counting(mix)
+        eps = invert(model, x0, sigma, family, steps=steps, order=order)
+        assert model.calls == steps and all(model.inference)
+        grid = inversion_grid(sigma, sched, steps)
+        assert grid[-1] == sigma and len(grid) == steps + 1
+        down = torch.tensor(grid[::-1], dtype=F64)
+        back = SAMPLERS[sampler](mix, noised(x0, eps, sigma, family), down, schedule=family, disable=True,
+                                 **({"lower_order_final": False} if order == 2 else {}))
+        errors.append((back / sched.alpha(grid[0]) - x0).abs().max().item())
+    rates = [a / b for a, b in pairwise(errors)]
+    assert min(rates) > 2 ** order * 0.75, (errors, rates)
+    assert errors[-1] < (0.1 if order == 1 else 1e-3), errors
+
+
+def test_inversion_of_a_point_mass_is_exact() -> None:
+    """For data concentrated at c (D = c), every x_sigma = alpha c + sigma eps is on the ODE path: eps is exact."""
+    c = torch.tensor([[0.3, -0.7]], dtype=F64)
+
+    def point(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return c.expand_as(x)
+
+    eps = invert(point, c, 3.0, "ve", steps=3)
+    torch.testing.assert_close(eps, torch.zeros_like(eps), rtol=0, atol=1e-13)
+
+
+# -- the pieces ------------------------------------------------------------------------------------------------------
+
+def test_weights_follow_their_formulas() -> None:
+    for s in (0.03, 1.0, 14.6):
+        assert sds_weight(s, "dreamfusion", "ve") == pytest.approx(s / (1 + s * s), rel=1e-15)
+        assert sds_weight(s, "sjc", "ve") == pytest.approx(1 / s, rel=1e-15)
+        assert sds_weight(s, "uniform", "ve") == 1.0
+    for s in (0.1, 0.5, 0.9):
+        a = 1 - s
+        # DreamFusion's w = sigma_VP^2 on eps_hat - eps = (alpha/sigma)(x0 - D), with sigma_VP^2 = s^2/(a^2 + s^2)
+        assert sds_weight(s, "dreamfusion", "flow") == pytest.approx(s * s / (a * a + s * s) * a / s, rel=1e-14)
+        assert sds_weight(s, "sjc", "flow") == pytest.approx(a / s, rel=1e-15)
+    assert sds_weight(1.0, "dreamfusion", "flow") == 0.0 == sds_weight(1.0, "sjc", "flow")
+    with pytest.raises(ValueError, match="weighting"):
+        sds_weight(1.0, "vp", "ve")
+    with pytest.raises(ValueError, match="sigma"):
+        sds_weight(0.0, "uniform", "ve")
+
+
+def test_gradients_noise_helpers_and_clip() -> None:
+    x0, d = torch.tensor([[1.0, 2.0]], dtype=F64), torch.tensor([[0.5, 1.0]], dtype=F64)
+    torch.testing.assert_close(sds_gradient(x0, d, 1.0, "dreamfusion", "ve"), 0.5 * (x0 - d))
+    dc, du = torch.tensor([[1.0, 0.0]], dtype=F64), torch.tensor([[0.0, 0.0]], dtype=F64)
+    # descending the CSD gradient moves x0 towards D_cond - D_uncond
+    torch.testing.assert_close(csd_gradient(dc, du, 1.0, "uniform", "ve", 7.5), -7.5 * (dc - du))
+    eps = torch.tensor([[0.1, -0.2]], dtype=F64)
+    x_t = noised(x0, eps, 0.4, "flow")
+    torch.testing.assert_close(x_t, 0.6 * x0 + 0.4 * eps)
+    torch.testing.assert_close(implied_noise(x_t, x0, 0.4, "flow"), eps)
+    assert torch.equal(noised(x0, eps, 0.0, "ve"), x0)
+    g = torch.tensor([[3.0, 4.0], [0.3, 0.4]], dtype=F64)
+    torch.testing.assert_close(clip_gradient(g, 1.0), torch.tensor([[0.6, 0.8], [0.3, 0.4]], dtype=F64))
+    assert clip_gradient(g, 0.0) is g
+    z = fresh_noise(5, torch.zeros(2, 3, dtype=F64), node=4)
+    torch.testing.assert_close(z, keyed_normals(5, 2, (3,), DOMAIN_SDS, 4, dtype=F64), rtol=0, atol=0)
+
+
+class RecordingGuidance:
+    """CFG on exact denoisers that keeps (D_cond, D_uncond, cfg) of its latest call, as a host's CFG hook does."""
+
+    def __init__(self, model: GuidedMixture) -> None:
+        self.model, self.last = model, None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra: Any) -> torch.Tensor:
+        self.last = (self.model.cond.denoise(x, sigma), self.model.uncond.denoise(x, sigma), self.model.scale)
+        return self.model(x, sigma)
+
+    def parts(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        return self.last
+
+
+def test_csd_steps_along_the_guidance_term_only() -> None:
+    means, stds = [[2.0], [-2.0]], [[0.3], [0.3]]
+    guided = RecordingGuidance(GuidedMixture(GaussianMixture(means, stds, [0.5, 0.5]),
+                                             GaussianMixture(means, stds, [0.9, 0.1]), 5.0))
+    x0 = torch.tensor([[0.4], [-0.3]], dtype=F64)
+    out = sds_refine(guided, x0, [2.0], "ve", mode="csd", weighting="uniform", lr=0.1, seed=0,
+                     guidance_parts=guided.parts)
+    cond, uncond, cfg = guided.last
+    torch.testing.assert_close(out - x0, 0.1 * cfg * (cond - uncond), rtol=1e-12, atol=1e-14)
+    sampled = SDS(guided, start("ve", n=2)[:, :1] / 3, grid_for("ve", 5), sds_mode="csd", sds_lr=0.1,
+                  guidance_parts=guided.parts, disable=True)
+    assert torch.isfinite(sampled).all()
+
+
+def test_csd_without_guidance_parts_is_a_clear_error() -> None:
+    model = Counting(two_modes())
+    with pytest.raises(ValueError, match="sds_mode 'csd' needs the option guidance_parts"):
+        SDS(model, start("ve"), grid_for("ve", 4), sds_mode="csd", disable=True)
+    with pytest.raises(ValueError, match=r"csd.*guidance_parts"):
+        SDS.count_model_calls(grid_for("ve", 4), sds_mode="csd")
+    with pytest.raises(ValueError, match="sds_refine: mode 'csd' needs guidance_parts"):
+        sds_refine(model, torch.zeros(2, 2, dtype=F64), [1.0], "ve", mode="csd")
+    with pytest.raises(ValueError, match="guidance_parts returned None"):
+        sds_refine(model, torch.zeros(2, 2, dtype=F64), [1.0], "ve", mode="csd", guidance_parts=lambda: None)
+    assert model.calls == 1  # the last one: the hook had nothing for the call just made
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("sds_mode", "ism", "sds_mode must be one of 'sds', 'csd', 'sdi'"),
+    ("sds_weighting", "vp", "sds_weighting must be one of 'dreamfusion', 'sjc', 'uniform'"),
+    ("sds_lr", 0.0, "sds_lr must be a finite number > 0"),
+    ("sds_lr", -1.0, "sds_lr must be a finite number > 0"),
+    ("sds_lr", float("nan"), "sds_lr must be a finite number > 0"),
+    ("sds_lr", "1", "sds_lr must be a number"),
+    ("sds_inner_steps", 0, "sds_inner_steps must be an integer >= 1"),
+    ("sds_inner_steps", 1.5, "sds_inner_steps must be an integer >= 1"),
+    ("sds_inner_steps", True, "sds_inner_steps must be an integer >= 1"),
+    ("sds_grad_clip", -0.1, "sds_grad_clip must be a finite number >= 0"),
+    ("sds_grad_clip", float("inf"), "sds_grad_clip must be a finite number >= 0"),
+    ("sds_noise", "brownian", "sds_noise must be one of 'implied', 'fresh'"),
+    ("sds_inversion_steps", 0, "sds_inversion_steps must be an integer >= 1"),
+    ("guidance_parts", 3, "guidance_parts must be None or a zero-argument callable"),
+    ("seed", "a", "seed must be an integer or None"),
+    ("schedule", "vp", "schedule (schedule )?must be 've', 'flow'"),
+])
+def test_bad_option_values_name_the_option(option: str, value: Any, expected: str) -> None:
+    model = Counting(two_modes())
+    with pytest.raises(ValueError, match=f"dpm_solver_sds: option {expected}"):
+        SDS(model, start("ve"), grid_for("ve", 4), disable=True, **{option: value})
+    with pytest.raises(ValueError, match=expected):
+        SDS.count_model_calls(grid_for("ve", 4), **{option: value})
+    assert model.calls == 0
+
+
+def test_unknown_options_are_type_errors() -> None:
+    with pytest.raises(TypeError, match="eta"):
+        SDS(two_modes(), start("ve"), grid_for("ve", 4), eta=0.5, disable=True)
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"mode": "ism"}, "mode must be one of"),
+    ({"weighting": "karras"}, "weighting must be one of"),
+    ({"optimizer": "rmsprop"}, "optimizer must be one of 'sgd', 'adam'"),
+    ({"lr": -0.1}, "sds_lr must be a finite number > 0"),
+    ({"inner_steps": 0}, "sds_inner_steps must be an integer >= 1"),
+    ({"grad_clip": -1.0}, "sds_grad_clip must be a finite number >= 0"),
+    ({"inversion_steps": 0, "mode": "sdi"}, "sds_inversion_steps must be an integer >= 1"),
+    ({"seed": None}, "seed"),
+    ({"sigmas": []}, "must not be empty"),
+    ({"sigmas": [1.0, 0.0]}, r"sigmas\[1\] = 0.0"),
+    ({"sigmas": [float("nan")]}, r"sigmas\[0\] = nan"),
+    ({"sigmas": [1.5], "schedule": "flow"}, r"\(0, 1.0\] \(the 'flow' schedule\)"),
+    ({"schedule": "vp"}, "schedule must be"),
+])
+def test_sds_refine_rejects_bad_arguments_before_any_model_call(kwargs: dict[str, Any], expected: str) -> None:
+    model = Counting(two_modes())
+    args = {"sigmas": [1.0, 0.5], "schedule": "ve"} | kwargs
+    sigmas, schedule = args.pop("sigmas"), args.pop("schedule")
+    with pytest.raises(ValueError, match=expected):
+        sds_refine(model, torch.zeros(2, 2, dtype=F64), sigmas, schedule, **args)
+    assert model.calls == 0
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"steps": 0}, "inversion steps must be an integer >= 1"),
+    ({"order": 4}, "inversion order must be 1, 2 or 3"),
+    ({"sigma": 0.0}, "inversion target sigma"),
+    ({"sigma": 1.2, "schedule": "flow"}, "inversion target sigma"),
+    ({"sigma_min": 6.0}, "sigma_min"),
+])
+def test_invert_rejects_bad_arguments(kwargs: dict[str, Any], expected: str) -> None:
+    args = {"sigma": 5.0, "schedule": "ve"} | kwargs
+    sigma, schedule = args.pop("sigma"), args.pop("schedule")
+    with pytest.raises(ValueError, match=expected):
+        invert(two_modes(), torch.zeros(1, 2, dtype=F64), sigma, schedule, **args)
