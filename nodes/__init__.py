@@ -1,4 +1,4 @@
-"""ComfyUI adapter: the DPM-Solver samplers in the sampler dropdowns, SAMPLER nodes and SIGMAS nodes.
+"""ComfyUI adapter: the DPM-Solver samplers in the sampler dropdowns, SAMPLER nodes, SIGMAS nodes and SDS nodes.
 
 This is the only place that imports ComfyUI modules; `samplers/` stays host-free. Importing this package
 registers the dropdown names (idempotently) and builds the node mappings from the core's registry.
@@ -14,6 +14,7 @@ from .interface import SCHEDULER_NODES
 from .registration import register_samplers
 from .sampler_nodes import sampler_nodes
 from .schedule_nodes import SCHEDULER_CLASSES
+from .sds_nodes import SDS_NODES
 
 
 def build_mappings() -> tuple[dict[str, type], dict[str, str]]:
@@ -26,6 +27,9 @@ def build_mappings() -> tuple[dict[str, type], dict[str, str]]:
     for node_id, cls in SCHEDULER_CLASSES.items():
         classes[node_id] = cls
         names[node_id] = SCHEDULER_NODES[node_id]
+    for node_id, cls in SDS_NODES.items():
+        classes[node_id] = cls
+        names[node_id] = cls.DISPLAY_NAME
     return classes, names
 
 

@@ -59,6 +59,11 @@ RELEASED_INPUTS: dict[str, tuple[str, ...]] = {
     "DPMSolverSampler_dpm_solver_pp_pc": ("order", "solver_type", "lower_order_final", "third_order", "s_noise",
                                           "corrector", "corrector_steps", "snr", "thresholding", "threshold_quantile",
                                           "threshold_max"),
+    "DPMSolverSDSGradient": ("model", "positive", "negative", "latent", "percent", "sigma", "cfg", "seed", "mode",
+                             "weighting"),
+    "DPMSolverSDSRefine": ("model", "positive", "negative", "latent", "steps", "optimizer", "lr", "start_percent",
+                           "end_percent", "start_sigma", "end_sigma", "cfg", "seed", "mode", "weighting", "inner_steps",
+                           "grad_clip"),
 }
 """Input names of each released node, in order (the golden list in tests/test_comfy_interface.py)."""
 

@@ -16,6 +16,7 @@ import torch
 
 from ..samplers import SamplerEntry, resolve_schedule
 from .family import FLOW, family_of_denoiser
+from .sds_guidance import with_guidance_hook
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ def make_sampler_function(entry: SamplerEntry) -> Callable[..., torch.Tensor]:
     - samplers that take a `seed` get ComfyUI's noise seed (extra_args["seed"]) unless one is given;
     - the callback is adapted so ComfyUI's progress bar counts model calls (see `progress_callback`);
     - extra_args (seed, model_options, denoise_mask) reach the model unchanged;
-    - adaptive samplers (option `info`) log their model calls and accepted/rejected steps.
+    - adaptive samplers (option `info`) log their model calls and accepted/rejected steps;
+    - score distillation in mode csd (option `guidance_parts`) gets ComfyUI's conditional and unconditional
+      predictions from a post-CFG hook (sds_guidance.with_guidance_hook).
     """
 
     def sample(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None = None,
@@ -118,6 +121,10 @@ def make_sampler_function(entry: SamplerEntry) -> Callable[..., torch.Tensor]:
             options["seed"] = extra_args["seed"]
         if options["schedule"] == FLOW:
             sigmas = _snap_flow_top(sigmas)
+        if ("guidance_parts" in entry.defaults and options.get("guidance_parts") is None
+                and options.get("sds_mode", entry.defaults.get("sds_mode")) == "csd"):
+            extra_args, recorder = with_guidance_hook(extra_args)
+            options["guidance_parts"] = recorder.parts
         report = None
         if "info" in entry.defaults and options.get("info") is None:
             report = options["info"] = {}

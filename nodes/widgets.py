@@ -16,8 +16,9 @@ from ..samplers.options import OPTIONS, Option
 
 _NOTHING = object()
 
-NOT_WIDGETS = frozenset({"schedule", "seed", "noise_sampler", "info"})
-"""Options the adapter fills itself (model family, ComfyUI's noise seed) or that are not widget values."""
+NOT_WIDGETS = frozenset({"schedule", "seed", "noise_sampler", "info", "guidance_parts"})
+"""Options the adapter fills itself (model family, ComfyUI's noise seed, CFG parts from the post-CFG hook) or
+that are not widget values."""
 
 
 class InputError(ValueError):
