@@ -65,7 +65,7 @@ def _csv(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                epilog="Sampler names: " + ", ".join(SAMPLERS))
+                epilog="Sampler names: " + ", ".join(SAMPLERS) + f". Score distillation: {PROG} sds --help.")
     p.add_argument("--samplers", type=_csv, default=list(DEFAULT_SAMPLERS),
                    help=f"comma-separated names from samplers.SAMPLERS (default: {','.join(DEFAULT_SAMPLERS)})")
     p.add_argument("--nfe", "--steps", dest="nfe", default=",".join(map(str, DEFAULT_NFE)),
@@ -212,6 +212,10 @@ def _json(res: dict[str, Any], args: argparse.Namespace, labels: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["sds"]:
+        from .sds_cli import main as sds_main
+
+        return sds_main(None if argv is None else list(argv)[1:])
     args = parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
