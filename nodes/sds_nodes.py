@@ -233,8 +233,6 @@ class DPMSolverSDSRefine:
 
     def refine(self, model: Any, positive: Any, negative: Any, latent: dict[str, Any], **values: Any
                ) -> tuple[dict[str, Any], float, list[float]]:
-        import comfy.utils
-
         v = checked(self.DISPLAY_NAME, REFINE_WIDGETS, values)
         model_sampling = model_sampling_of_patcher(model)
         family = family_of_model_sampling(model_sampling)
@@ -243,6 +241,8 @@ class DPMSolverSDSRefine:
                                     v["start_sigma"], v["end_sigma"])
         except InputError as err:
             raise InputError(f"{self.DISPLAY_NAME}: {err}") from None
+        import comfy.utils
+
         losses: list[torch.Tensor] = []
         bar = comfy.utils.ProgressBar(len(grid) * v["inner_steps"])
 
