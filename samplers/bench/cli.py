@@ -13,8 +13,11 @@ from typing import Any
 import torch
 
 from .. import SAMPLERS
+from . import comparison
 from .accuracy import deterministic, run_accuracy, run_adaptive
 from .cases import select_cases
+from .comfy_builtin import comfyui_path, load_comfy
+from .comparison import comparison_markdown
 from .distribution import run_distribution
 from .machine import machine_info
 from .measure import QUICK_LADDER, RTOL_LADDER, CaseRunner, is_adaptive
@@ -38,7 +41,7 @@ QUICK = {"budgets": [5, 10, 20, 40], "samples": 32, "study_steps": [5, 10, 20],
          "overhead_steps": 10, "overhead_repeats": 3, "overhead_target_s": 0.004, "overhead_max_s": 2.0,
          "distribution_steps": [10, 20], "distribution_samples": 256, "noise_batches": [1], "noise_repeats": 2,
          "adaptive_orders": [3]}
-SECTIONS = ("accuracy", "study", "overhead", "adaptive", "distribution", "noise", "network_distribution")
+SECTIONS = ("accuracy", "study", "overhead", "adaptive", "distribution", "noise", "network_distribution", "comparison")
 
 
 def _ints(text: str) -> list[int]:
@@ -77,6 +80,14 @@ def parser() -> argparse.ArgumentParser:
                    help="add the embedded demo networks (dpmsolver_demo): cases digits_eps/karras, "
                    "digits_eps/exponential, digits_flow/simple, and section network_distribution for the stochastic "
                    "samplers (needs scikit-learn)")
+    p.add_argument("--comfyui", metavar="PATH", default=None,
+                   help="ComfyUI checkout to compare with (default: $COMFYUI_PATH): section 'comparison' runs "
+                   "ComfyUI's built-in samplers on the same cases, grids, noises and references "
+                   "(samplers/bench/comparison.py)")
+    p.add_argument("--candidates", metavar="MODULE[:ATTR]", action="append", default=[],
+                   help="extra entries for our side of the comparison: a module whose CANDIDATES (or ATTR) lists "
+                   "samplers.bench.comparison.Candidate objects (repeatable)")
+    p.add_argument("--plot-comparison", metavar="PATH", help="write the comparison figure (PNG, needs matplotlib)")
     return p
 
 
@@ -148,6 +159,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _log(f"accuracy: {len(ode)} samplers x {len(cases)} problems x {len(cfg['budgets'])} budgets")
             res["accuracy"] = run_accuracy(runners, ode, cfg["budgets"])
             res["runtime_s"]["accuracy"] = time.perf_counter() - t
+        if "comparison" not in args.skip:
+            t = time.perf_counter()
+            res["comparison"] = _comparison(args, runners, ode, cfg["budgets"])
+            res["runtime_s"]["comparison"] = time.perf_counter() - t
         if "study" not in args.skip:
             t = time.perf_counter()
             _log("defaults study: third_order, lower_order_final, solver_type")
@@ -206,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: prints the Markdown report; optional JSON and PNG outputs."""
     args = parser().parse_args(argv)
     res = run(args)
-    text = render(res)
+    text = render(res) + ("\n" + comparison_markdown(res) if "comparison" in res else "")
     print(text)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -216,7 +231,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, median in ((args.plot, False), (args.plot_median, True)):
         if path:
             _figure(res, path, median)
+    if args.plot_comparison:
+        _comparison_figure(res, args.plot_comparison)
     return 0
+
+
+def _comparison(args: argparse.Namespace, runners: Sequence[CaseRunner], ode: dict[str, Any], budgets: list[int]
+                ) -> dict[str, Any]:
+    """The comparison with ComfyUI's built-in samplers when a checkout is given, else how to enable it."""
+    path = comfyui_path(args.comfyui)
+    if path is None:
+        return comparison.disabled()
+    for spec in args.candidates:
+        comparison.load_candidates(spec)
+    _log(f"comparison: ComfyUI's built-in samplers from {path} vs ours (NFE <= {comparison.OUR_BUDGET} vs "
+         f"<= {comparison.THEIR_BUDGET})")
+    return comparison.run_comparison(runners, ode, load_comfy(path), budgets, comparison.registered_candidates())
+
+
+def _comparison_figure(res: dict[str, Any], path: str) -> None:
+    if not res.get("comparison", {}).get("enabled"):
+        _log("--plot-comparison needs the comparison section (ComfyUI); no figure written")
+        return
+    try:
+        comparison.write_plot(path, res["comparison"])
+        _log(f"wrote {path}")
+    except ImportError as exc:
+        _log(f"--plot-comparison: matplotlib is not available ({exc}); no figure written")
 
 
 def _figure(res: dict[str, Any], path: str, median: bool) -> None:

@@ -1,0 +1,262 @@
+"""The ComfyUI comparison of the benchmark: selection logic on synthetic numbers, our candidate registry, the
+section without ComfyUI, and (with COMFYUI_PATH) the wrapping of ComfyUI's samplers checked against ours.
+
+The ComfyUI checks run in a subprocess: importing ComfyUI puts its `comfy` package (and CPU settings) into the
+process, which the adapter tests' stand-in `comfy` modules must not meet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from samplers import SAMPLERS
+from samplers.bench import comparison
+from samplers.bench.cases import all_cases
+from samplers.bench.cli import main
+from samplers.bench.comparison import Candidate, at_budget, best_within, compare, our_runs
+from samplers.bench.measure import CaseRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+
+
+def cell(n: int, nfe: int, rmse: float | None, median: float | None = None, **extra: Any) -> dict[str, Any]:
+    return {"n_steps": n, "nfe": nfe, "rmse": rmse, "median_err": rmse if median is None else median, **extra}
+
+
+# --- selection on synthetic numbers ------------------------------------------------------------------------------
+
+def test_at_budget_takes_the_largest_grid_that_fits_not_the_smallest_error() -> None:
+    cells = [cell(2, 3, 1e-9), cell(4, 7, 1e-2), cell(5, 9, 2e-2), cell(6, 11, 1e-3)]
+    assert at_budget(cells, 10)["n_steps"] == 5
+    assert at_budget(cells, 7)["n_steps"] == 4
+    assert at_budget(cells, 2) is None
+
+
+def test_at_budget_adaptive_takes_most_calls_then_smaller_error() -> None:
+    cells = [cell(5, 12, 3e-3, rtol=0.1), cell(6, 15, 2e-3, rtol=0.05), cell(6, 15, 1e-3, rtol=0.03),
+             cell(9, 25, 1e-5, rtol=0.001)]
+    chosen = at_budget(cells, 20)
+    assert (chosen["nfe"], chosen["rtol"]) == (15, 0.03)
+
+
+def test_best_within_skips_failures_and_names_the_winner() -> None:
+    rows = {"a": [cell(10, 10, None)], "b": [cell(10, 10, 4e-3, 1e-3)], "c": [cell(5, 10, 5e-3, 5e-4)]}
+    best = best_within(rows, 10, "rmse")
+    assert (best["label"], best["rmse"]) == ("b", 4e-3)
+    assert best_within(rows, 10, "median_err")["label"] == "c"
+    assert best_within(rows, 4, "rmse") is None
+
+
+def test_compare_ratio_and_goal() -> None:
+    ours = {"x": [cell(5, 5, 8e-3), cell(10, 10, 2e-3, 4e-3)], "y": [cell(9, 10, 3e-3, 1e-3)]}
+    theirs = {"p": [cell(10, 10, 1e-2), cell(20, 20, 4e-3, 2e-3)], "q": [cell(20, 20, 5e-3, 5e-4)]}
+    out = compare(ours, theirs, 10, 20)
+    assert out["rmse"]["ours"]["label"] == "x" and out["rmse"]["theirs"]["label"] == "p"
+    assert out["rmse"]["ratio"] == pytest.approx(0.5) and out["rmse"]["met"] is True
+    assert out["median_err"]["ours"]["label"] == "y" and out["median_err"]["theirs"]["label"] == "q"
+    assert out["median_err"]["ratio"] == pytest.approx(2.0) and out["median_err"]["met"] is False
+    none = compare({"x": [cell(20, 20, 1e-3)]}, theirs, 10, 20)
+    assert none["rmse"]["ratio"] is None and none["rmse"]["met"] is None
+
+
+def test_budget_rows_and_envelope() -> None:
+    rows = {"a": [cell(4, 4, 1e-1), cell(8, 8, 1e-2)], "b": [cell(3, 6, 5e-2)]}
+    table = comparison.budget_rows(rows, [5, 10])
+    assert [c["budget"] for c in table["a"]] == [5, 10] and [c["budget"] for c in table["b"]] == [10]
+    assert comparison.envelope(rows, [4, 6, 8], "rmse") == [(4, 1e-1), (6, 5e-2), (8, 1e-2)]
+
+
+# --- our side: candidates ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runner() -> CaseRunner:
+    return CaseRunner(all_cases()[0], 8)
+
+
+def test_candidate_with_the_case_grid_as_callable_equals_the_default(runner: CaseRunner) -> None:
+    default = our_runs(runner, Candidate("2M", "dpm_solver_pp_2m"), 8)
+    own = our_runs(runner, Candidate("2M own grid", "dpm_solver_pp_2m", grid=lambda case, n: case.grid(n)), 8)
+    assert [c["nfe"] for c in default] == list(range(2, 9))
+    assert [(c["nfe"], c["rmse"]) for c in own] == [(c["nfe"], c["rmse"]) for c in default]
+
+
+def test_candidate_with_fixed_grids_and_options(runner: CaseRunner) -> None:
+    case = runner.case
+    grids = {case.name: [case.grid(4), case.grid(12)], "other/case": [case.grid(3)]}
+    cells = our_runs(runner, Candidate("3S fixed", "dpm_solver_pp_3s", grid=grids, options={"solver_type": "taylor"}),
+                     20)
+    expected = SAMPLERS["dpm_solver_pp_3s"].count_model_calls(case.grid(4), schedule="ve", solver_type="taylor")
+    assert [c["n_steps"] for c in cells] == [4] and cells[0]["nfe"] == expected <= 20
+    m = runner.run(SAMPLERS["dpm_solver_pp_3s"], 4, {"solver_type": "taylor"})
+    assert cells[0]["rmse"] == pytest.approx(m.rmse, rel=1e-12)
+
+
+def test_register_candidate_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(comparison, "_REGISTERED", {})
+    with pytest.raises(ValueError, match="unknown sampler 'nope'"):
+        comparison.register_candidate(Candidate("x", "nope"))
+    comparison.register_candidate(Candidate("x", "dpm_solver_pp_2m"))
+    comparison.register_candidate(Candidate("x", "dpm_solver_pp_2m"))  # the same again is fine
+    with pytest.raises(ValueError, match="registered already"):
+        comparison.register_candidate(Candidate("x", "dpm_solver_pp_3m"))
+    assert [c.label for c in comparison.registered_candidates()] == ["x"]
+
+
+def test_load_candidates_from_a_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(comparison, "_REGISTERED", {})
+    (tmp_path / "my_calibrated_grids.py").write_text(textwrap.dedent("""
+        from samplers.bench.comparison import Candidate
+        CANDIDATES = [Candidate("3M calibrated", "dpm_solver_pp_3m", grid=lambda case, n: case.grid(n))]
+        def more():
+            return [Candidate("2M calibrated", "dpm_solver_pp_2m")]
+        WRONG = [1]
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [c.label for c in comparison.load_candidates("my_calibrated_grids")] == ["3M calibrated"]
+    assert [c.label for c in comparison.load_candidates("my_calibrated_grids:more")] == ["3M calibrated",
+                                                                                         "2M calibrated"]
+    with pytest.raises(TypeError, match="expected Candidate"):
+        comparison.load_candidates("my_calibrated_grids:WRONG")
+    with pytest.raises(ValueError, match="no attribute MISSING"):
+        comparison.load_candidates("my_calibrated_grids:MISSING")
+
+
+def test_section_without_comfyui_says_how_to_enable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    buf = io.StringIO()
+    out = tmp_path / "res.json"
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--quick", "--skip", "accuracy,study,overhead,adaptive,distribution,noise", "--problems",
+                   "ve_mixture/karras", "--json", str(out)])
+    assert rc == 0
+    assert json.loads(out.read_text())["comparison"] == {"enabled": False, "how_to_enable": comparison.ENABLE_HINT}
+    text = buf.getvalue()
+    assert "## Comparison with ComfyUI's built-in samplers" in text and "COMFYUI_PATH=" in text
+
+
+# --- with a real ComfyUI (subprocess) ----------------------------------------------------------------------------
+
+COMFY_SCRIPT = r"""
+import json, math, os, sys
+import torch
+torch.set_num_threads(1)
+from samplers import SAMPLERS
+from samplers.bench.cases import all_cases
+from samplers.bench.measure import CaseRunner
+from samplers.bench.comfy_builtin import BUILTIN, EXTRA, ComfyCaseRunner, load_comfy, sampler_grid
+from samplers.bench import comparison
+
+comfy = load_comfy(os.environ["COMFYUI_PATH"])
+import comfy.k_diffusion.sampling as ks
+import comfy.model_sampling as ms
+out = {"euler": {}, "nfe": {}, "family": {}}
+cases = {c.name: c for c in all_cases()}
+for name in ("ve_mixture/karras", "ve_mixture_cfg7.5/exponential", "flow_mixture/simple"):
+    case = cases[name]
+    runner = CaseRunner(case, 16)
+    cr = ComfyCaseRunner(comfy, runner)
+    sigmas = case.grid(8)
+    theirs = cr.call(BUILTIN[0], sigmas.clone())
+    with torch.no_grad():
+        ours = SAMPLERS["dpm_solver_1"](case.problem.model, runner.x0.clone(), sigmas, disable=True,
+                                         schedule=case.schedule)
+    out["euler"][name] = [float((theirs - ours).abs().max()), float(ours.abs().max()), str(theirs.dtype)]
+    m = cr.model_sampling
+    out["family"][name] = [isinstance(m, ms.CONST), isinstance(m, ms.EPS), float(m.sigma_min), float(m.sigma_max),
+                           case.problem.sigma_min, case.problem.sigma_max]
+case = cases["ve_mixture/karras"]
+runner = CaseRunner(case, 16)
+cr = ComfyCaseRunner(comfy, runner)
+for s in BUILTIN + EXTRA:
+    if not s.adaptive:
+        out["nfe"][s.label] = [cr.run(s, sampler_grid(case, s, n), n).nfe for n in (2, 3, 6, 9)]
+model = cr.model()
+sig = case.grid(20)
+with torch.no_grad():
+    _, info = ks.sample_dpm_adaptive(model, runner.x0.clone(), sig[-2], sig[0], disable=True, return_info=True)
+out["adaptive"] = [model.calls, info["nfe"]]
+grid = case.grid(7)
+before = grid.clone()
+cr.run([s for s in BUILTIN if s.name == "uni_pc"][0], grid, 7)
+out["uni_pc_grid_untouched"] = bool(torch.equal(grid, before))
+res = comparison.run_comparison([runner], {n: SAMPLERS[n] for n in ("dpm_solver_pp_2m", "dpm_solver_pp_adaptive")},
+                                comfy, [5, 10], comfy_samplers=[s for s in BUILTIN if s.name in ("euler", "dpm_fast",
+                                                                                              "dpm_adaptive")])
+out["comparison"] = res
+print("RESULT" + json.dumps(out, allow_nan=False))
+"""
+
+
+@pytest.fixture(scope="module")
+def comfy_result() -> dict[str, Any]:
+    if not COMFYUI_PATH:
+        pytest.skip("COMFYUI_PATH is not set: these checks import a real ComfyUI checkout")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", COMFY_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def test_comfy_euler_equals_our_dpm_solver_1(comfy_result: dict[str, Any]) -> None:
+    for case, (diff, scale, dtype) in comfy_result["euler"].items():
+        assert dtype == "torch.float64", case
+        assert diff <= 1e-12 * max(1.0, scale), (case, diff)
+
+
+def test_comfy_model_sampling_family_covers_the_problem(comfy_result: dict[str, Any]) -> None:
+    for case, (is_const, is_eps, lo, hi, p_lo, p_hi) in comfy_result["family"].items():
+        assert is_const == case.startswith("flow") and is_eps == (not is_const), case
+        assert lo <= p_lo * (1 + 1e-6) and hi >= p_hi * (1 - 1e-6), case
+
+
+def test_comfy_model_calls_counted_exactly(comfy_result: dict[str, Any]) -> None:
+    """Each sampler's calls on n = 2, 3, 6, 9 intervals, from its algorithm: one per interval (multistep, dpm_fast
+    and uni_pc), two per interval but one on the last step to 0 (Heun-type and singlestep 2S), 3n - 3 for
+    heunpp2; dpm_adaptive: the counter agrees with the sampler's own info['nfe']."""
+    ns = (2, 3, 6, 9)
+    two_per_step = {"heun", "dpmpp_2s_ancestral eta 0", "dpmpp_sde eta 0", "dpm_2"}
+    for label, counts in comfy_result["nfe"].items():
+        if label in two_per_step:
+            expected = [2 * n - 1 for n in ns]
+        elif label == "heunpp2":
+            expected = [3 * n - 3 for n in ns]
+        else:
+            expected = list(ns)
+        assert counts == expected, label
+    calls, info_nfe = comfy_result["adaptive"]
+    assert calls == info_nfe > 0
+
+
+def test_comfy_uni_pc_leaves_the_grid_alone(comfy_result: dict[str, Any]) -> None:
+    assert comfy_result["uni_pc_grid_untouched"]
+
+
+def test_comfy_comparison_end_to_end(comfy_result: dict[str, Any]) -> None:
+    res = comfy_result["comparison"]
+    case = res["cases"]["ve_mixture/karras"]
+    euler = {c["n_steps"]: c for c in case["theirs_runs"]["euler"]}
+    assert sorted(euler) == list(range(2, 21)) and all(c["nfe"] == n for n, c in euler.items())
+    fast = case["theirs_runs"]["dpm_fast"]
+    assert all(c["stop"] == c["sigma_last"] for c in fast)  # no final denoise: measured where it stops
+    assert all(c["rmse_grid_ref"] != c["rmse"] for c in fast)  # the grid's target includes the final denoise
+    assert all("stop" not in c and c["rmse_grid_ref"] == c["rmse"] for c in case["theirs_runs"]["euler"])
+    for stat in comparison.STATS:
+        s = case["summary"][stat]
+        assert s["ours"]["nfe"] <= 10 and s["theirs"]["nfe"] <= 20
+        assert s["ratio"] == pytest.approx(s["ours"][stat] / s["theirs"][stat])
+        assert math.isfinite(s["ratio"])
+    assert [c["budget"] for c in case["theirs_table"]["euler"]] == [5, 10]
