@@ -10,6 +10,7 @@ import comfy.k_diffusion.sampling as _k_sampling
 import comfy.samplers as _comfy_samplers
 
 from ..samplers import SAMPLERS
+from .calibrate_nodes import CALIBRATE_NODES
 from .interface import SCHEDULER_NODES
 from .registration import register_samplers
 from .sampler_nodes import sampler_nodes
@@ -27,6 +28,9 @@ def build_mappings() -> tuple[dict[str, type], dict[str, str]]:
     for node_id, cls in SCHEDULER_CLASSES.items():
         classes[node_id] = cls
         names[node_id] = SCHEDULER_NODES[node_id]
+    for node_id, (cls, display) in CALIBRATE_NODES.items():
+        classes[node_id] = cls
+        names[node_id] = display
     for node_id, cls in SDS_NODES.items():
         classes[node_id] = cls
         names[node_id] = cls.DISPLAY_NAME

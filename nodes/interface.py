@@ -64,6 +64,9 @@ RELEASED_INPUTS: dict[str, tuple[str, ...]] = {
     "DPMSolverSDSRefine": ("model", "positive", "negative", "latent", "steps", "optimizer", "lr", "start_percent",
                            "end_percent", "start_sigma", "end_sigma", "cfg", "seed", "mode", "weighting", "inner_steps",
                            "grad_clip"),
+    "DPMSolverCalibrateGrid": ("model", "positive", "negative", "cfg", "latent_image", "sampler_name", "scheduler",
+                               "nfe", "calibration_seeds", "seed", "reference_steps", "max_evals", "file_name"),
+    "DPMSolverLoadGrid": ("file_name", "sampler_name", "nfe"),
 }
 """Input names of each released node, in order (the golden list in tests/test_comfy_interface.py)."""
 

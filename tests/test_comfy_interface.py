@@ -50,6 +50,9 @@ GOLDEN: dict[str, list[str]] = {
     "DPMSolverSDSRefine": ["model", "positive", "negative", "latent", "steps", "optimizer", "lr", "start_percent",
                            "end_percent", "start_sigma", "end_sigma", "cfg", "seed", "mode", "weighting", "inner_steps",
                            "grad_clip"],
+    "DPMSolverCalibrateGrid": ["model", "positive", "negative", "cfg", "latent_image", "sampler_name", "scheduler",
+                               "nfe", "calibration_seeds", "seed", "reference_steps", "max_evals", "file_name"],
+    "DPMSolverLoadGrid": ["file_name", "sampler_name", "nfe"],
 }
 
 GOLDEN_ORDERS: dict[str, dict[int, str]] = {

@@ -1,0 +1,134 @@
+"""The grid calibration nodes: loading and file names on the stand-in comfy package; calibrating inside a real
+ComfyUI in-process (skipped without COMFYUI_PATH) with a random-weight SD1.5-shaped UNet, with CFG, both families."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_comfy_support import install_fake_comfy, load_package, purge_package
+
+from samplers import grids
+from samplers.calibrate import CalibratedGrid, load_grid, save_grid
+
+PACKAGE = "dpm_solver_samplers_calibrate_test"
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+
+
+@pytest.fixture
+def package(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    install_fake_comfy(monkeypatch)
+    yield load_package(PACKAGE)
+    purge_package(PACKAGE)
+
+
+def _saved(path: Path) -> Path:
+    sigmas = grids.karras(6, 0.029, 14.6)
+    return save_grid(path, CalibratedGrid(sigmas, "dpm_solver_3m", 6, "ve", 0.2, 0.1, 10))
+
+
+def test_load_node_returns_the_saved_grid(package: Any, tmp_path: Path) -> None:
+    path = _saved(tmp_path / "mine")
+    node = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]()
+    (sigmas,) = node.load(str(path), "dpm_solver_3m", 6)
+    assert sigmas.dtype == torch.float32
+    assert torch.allclose(sigmas.double(), grids.karras(6, 0.029, 14.6), rtol=1e-6)
+    (same,) = node.load(str(tmp_path / "mine"), "any", 0)  # the suffix is optional
+    assert torch.equal(same, sigmas)
+
+
+def test_load_node_refuses_mismatches(package: Any, tmp_path: Path) -> None:
+    path = str(_saved(tmp_path / "mine"))
+    node = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]()
+    with pytest.raises(ValueError, match="not 'dpm_solver_pp_3m'"):  # the package's own CalibrationError
+        node.load(path, "dpm_solver_pp_3m", 0)
+    with pytest.raises(ValueError, match="nfe=6, not 10"):
+        node.load(path, "any", 10)
+    with pytest.raises(ValueError, match="sampler_name 'dpm_solver_pp_2m_sde' is not one of"):
+        node.load(path, "dpm_solver_pp_2m_sde", 0)
+
+
+def test_grid_file_names_stay_in_the_grid_folder(package: Any, tmp_path: Path) -> None:
+    grid_path = package.nodes.calibrate_nodes.grid_path
+    assert grid_path("a/b", tmp_path) == tmp_path / "a" / "b.safetensors"
+    assert grid_path(" g.safetensors ", tmp_path) == tmp_path / "g.safetensors"
+    assert grid_path(str(tmp_path / "x"), Path("/elsewhere")) == tmp_path / "x.safetensors"
+    with pytest.raises(ValueError, match=r"no '\.\.'"):
+        grid_path("../escape", tmp_path)
+    with pytest.raises(ValueError, match="file_name is empty"):
+        grid_path("  ", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def comfy_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if not COMFYUI_PATH:
+        pytest.skip("COMFYUI_PATH is not set: needs a ComfyUI checkout")
+    from dpmsolver_tools.comfy_server import TORCHVISION_STUB
+    from dpmsolver_tools.make_test_checkpoint import UNET_CONFIG, _fill
+
+    stubs = tmp_path_factory.mktemp("stubs")
+    for rel, text in TORCHVISION_STUB.items():
+        (stubs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stubs / rel).write_text(text)
+    added = [str(Path(COMFYUI_PATH).resolve()), str(stubs)]
+    sys.path[:0] = added
+    try:
+        import comfy.cli_args
+
+        comfy.cli_args.args.cpu = True
+        import comfy.ops
+        import comfy.sd
+        import folder_paths
+        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+        from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+
+        generator = torch.Generator().manual_seed(0)
+        with torch.device("meta"):
+            unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="meta",
+                             operations=comfy.ops.disable_weight_init)
+        state = {k: _fill(tuple(v.shape), k, generator) for k, v in unet.state_dict().items()}
+        model = comfy.sd.load_diffusion_model_state_dict(state)
+        (flow_model,) = ModelSamplingSD3().patch(model, 3.0)
+        output = tmp_path_factory.mktemp("output")
+        previous = folder_paths.get_output_directory()
+        folder_paths.set_output_directory(str(output))
+        package = load_package(PACKAGE + "_real")
+        yield {"package": package, "ve": model, "flow": flow_model, "output": output}
+        purge_package(PACKAGE + "_real")
+        folder_paths.set_output_directory(previous)
+    finally:
+        for path in added:
+            sys.path.remove(path)
+
+
+def _conditioning(seed: int) -> list[list[Any]]:
+    return [[torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+@pytest.mark.parametrize(("family", "scheduler"), [("ve", "karras"), ("flow", "simple")])
+def test_calibrate_node_in_comfyui(comfy_env: dict[str, Any], family: str, scheduler: str) -> None:
+    import comfy.samplers
+
+    package = comfy_env["package"]
+    model = comfy_env[family]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    node = package.NODE_CLASS_MAPPINGS["DPMSolverCalibrateGrid"]()
+    (sigmas,) = node.calibrate(model, _conditioning(1), _conditioning(2), 5.0, latent, "dpm_solver_3m", scheduler,
+                               4, 2, 7, 20, 12, f"test_{family}")
+    ms = model.get_model_object("model_sampling")
+    standard = comfy.samplers.calculate_sigmas(ms, scheduler, 4).double()
+    assert sigmas.shape == standard.shape and sigmas.dtype == torch.float32
+    assert float(sigmas[0]) == pytest.approx(float(standard[0]), rel=1e-6)
+    assert float(sigmas[-2]) == pytest.approx(float(standard[-2]), rel=1e-6) and float(sigmas[-1]) == 0.0
+    assert bool((sigmas[:-1] > sigmas[1:]).all())
+    path = comfy_env["output"] / "dpm_solver_grids" / f"test_{family}.safetensors"
+    stored = load_grid(path, "dpm_solver_3m", 4)
+    assert stored.schedule == family and stored.objective_after <= stored.objective_before
+    assert stored.info["seeds"] == "7..8" and stored.info["initial_grid"] == scheduler
+    (loaded,) = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]().load(f"test_{family}", "dpm_solver_3m", 4)
+    assert torch.equal(loaded, sigmas)
