@@ -71,6 +71,16 @@ def test_compare_ratio_and_goal() -> None:
     assert none["rmse"]["ratio"] is None and none["rmse"]["met"] is None
 
 
+def test_compare_refuses_a_win_on_a_shorter_ode() -> None:
+    """Flow 'simple' grids end at shift(1/n): 10 intervals stop the ODE earlier than 20, which is no win."""
+    ours = {"x": [cell(10, 10, 1e-3, sigma_last=0.25)]}
+    theirs = {"p": [cell(20, 20, 2e-3, sigma_last=0.136)]}
+    out = compare(ours, theirs, 10, 20)["rmse"]
+    assert out["ratio"] == pytest.approx(0.5) and out["same_ode"] is False and out["met"] is False
+    ours["x"][0]["sigma_last"] = 0.136
+    assert compare(ours, theirs, 10, 20)["rmse"]["met"] is True
+
+
 def test_budget_rows_and_envelope() -> None:
     rows = {"a": [cell(4, 4, 1e-1), cell(8, 8, 1e-2)], "b": [cell(3, 6, 5e-2)]}
     table = comparison.budget_rows(rows, [5, 10])

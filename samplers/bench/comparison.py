@@ -123,14 +123,25 @@ def best_within(rows: Mapping[str, Sequence[Mapping[str, Any]]], budget: int, st
     return best
 
 
+def same_ode(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
+    """Whether our run's grid reaches at least as low a last nonzero sigma as theirs (True when either does not
+    say): on grids whose end depends on the step count (flow 'simple') fewer steps mean a shorter ODE before the
+    final denoise, and a smaller error against a shorter ODE is no win."""
+    a, b = ours.get("sigma_last"), theirs.get("sigma_last")
+    return a is None or b is None or a <= b * (1 + 1e-9)
+
+
 def compare(ours: Mapping[str, Sequence[Mapping[str, Any]]], theirs: Mapping[str, Sequence[Mapping[str, Any]]],
             our_budget: int = OUR_BUDGET, their_budget: int = THEIR_BUDGET) -> dict[str, Any]:
-    """Per stat: our best at our_budget, theirs at their_budget, ratio ours/theirs and whether ratio <= 1."""
+    """Per stat: our best at our_budget, theirs at their_budget, ratio ours/theirs, whether both grids end at the
+    same sigma or ours lower (`same_ode`), and `met`: ratio <= 1 on such a pair (None without a ratio)."""
     out: dict[str, Any] = {}
     for stat in STATS:
         o, t = best_within(ours, our_budget, stat), best_within(theirs, their_budget, stat)
         ratio = o[stat] / t[stat] if o is not None and t is not None and t[stat] > 0 else None
-        out[stat] = {"ours": o, "theirs": t, "ratio": ratio, "met": None if ratio is None else ratio <= 1.0}
+        same = None if o is None or t is None else same_ode(o, t)
+        out[stat] = {"ours": o, "theirs": t, "ratio": ratio, "same_ode": same,
+                     "met": None if ratio is None else bool(ratio <= 1.0 and same)}
     return out
 
 
@@ -174,7 +185,8 @@ def _our_grids(candidate: Candidate, case: Case, max_nfe: int) -> list[tuple[int
 
 def our_runs(runner: CaseRunner, candidate: Candidate, max_nfe: int) -> list[dict[str, Any]]:
     """A candidate's cells on one case: every budget 2..max_nfe on the case's grid (cached in the CaseRunner,
-    shared with the accuracy tables), the tolerance ladder for adaptive samplers, or each of its own grids."""
+    shared with the accuracy tables; grids of at least 2 intervals: one interval has no ODE to solve, its
+    reference is the model's own output), the tolerance ladder for adaptive samplers, or each of its own grids."""
     entry = SAMPLERS[candidate.sampler]
     opts = dict(candidate.options)
     std = runner.data_std
@@ -184,7 +196,7 @@ def our_runs(runner: CaseRunner, candidate: Candidate, max_nfe: int) -> list[dic
             runs = [m for m in runner.ladder(entry, opts) if m.nfe <= max_nfe]
             return [_cell(m.n_steps, m.nfe, m.rmse, m.median_err, std, rtol=m.rtol, error=m.error,
                           sigma_last=runner.sigma_last(ADAPTIVE_GRID)) for m in runs]
-        sizes = sorted({n for b in range(2, max_nfe + 1) if (n := runner.fit(entry, b, opts)) is not None})
+        sizes = sorted({n for b in range(2, max_nfe + 1) if (n := runner.fit(entry, b, opts)) is not None and n >= 2})
         cells = []
         for n in sizes:
             m = runner.run(entry, n, opts)
@@ -282,7 +294,12 @@ def summary_table(cmp: Mapping[str, Any]) -> str:
         for stat in STATS:
             s = c["summary"][stat]
             o, t = s["ours"], s["theirs"]
-            verdict = "—" if s["met"] is None else ("**met**" if s["met"] else "not met")
+            if s["met"] is None:
+                verdict = "—"
+            elif not s["same_ode"]:
+                verdict = "not comparable: ours ends at a higher σ (shorter ODE)"
+            else:
+                verdict = "**met**" if s["met"] else "not met"
             body.append([case, STAT_NAMES[stat], _who(o), fmt_err(o[stat] / std) if o else "—",
                          _who(t), fmt_err(t[stat] / std) if t else "—", fmt_ratio(s["ratio"]), verdict])
     return table(["case", "metric", f"ours, NFE <= {ob}", "error / data std", f"ComfyUI, NFE <= {tb}",
@@ -374,6 +391,10 @@ def write_plot(path: str, cmp: Mapping[str, Any], median: bool = False) -> None:
             ax.set_title(case, fontsize=9)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ticks = [t for t in (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50) if t <= max(cmp["budgets"] + [20])]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks], fontsize=8)
+        ax.minorticks_off()
         ax.set_xlabel("model calls (NFE budget)")
         ax.set_ylabel(("median sample error" if median else "RMSE") + " / data std")
         ax.grid(True, which="both", alpha=0.3)
