@@ -93,10 +93,12 @@ class DPMSolverCalibrateGrid:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model": ("MODEL",),
-            "positive": ("CONDITIONING",),
-            "negative": ("CONDITIONING",),
-            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1}),
+            "model": ("MODEL", {"tooltip": "The model the grid is calibrated for (with its patches)."}),
+            "positive": ("CONDITIONING", {"tooltip": "A typical prompt of the runs the grid is for."}),
+            "negative": ("CONDITIONING", {"tooltip": "A typical negative prompt."}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1,
+                              "tooltip": "The CFG scale of the runs the grid is for (strong guidance moves the "
+                                         "best grid)."}),
             "latent_image": ("LATENT", {"tooltip": "Sets the latent size; only its first image is used."}),
             "sampler_name": (CALIBRATABLE, {"default": DEFAULT_SAMPLER,
                                             "tooltip": "The sampler the grid is calibrated for."}),
@@ -104,13 +106,15 @@ class DPMSolverCalibrateGrid:
             "nfe": ("INT", {"default": 10, "min": 2, "max": 200, "tooltip": "Model calls the grid allows."}),
             "calibration_seeds": ("INT", {"default": 4, "min": 1, "max": 64,
                                           "tooltip": "Noises calibrated on: seeds seed, seed+1, ..."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "First seed of the calibration noises."}),
             "reference_steps": ("INT", {"default": REFERENCE_STEPS // 4, "min": 20, "max": 2000,
                                         "tooltip": "Steps of the reference solve (DPM-Solver++ 3M, exact "
                                                    "third-order weights)."}),
             "max_evals": ("INT", {"default": 150, "min": 10, "max": 5000,
                                   "tooltip": "Most sampler runs of the search."}),
-            "file_name": ("STRING", {"default": "dpm_solver_grid"}),
+            "file_name": ("STRING", {"default": "dpm_solver_grid",
+                                     "tooltip": "Saved as output/dpm_solver_grids/<file_name>.safetensors."}),
         }}
 
     def calibrate(self, model: Any, positive: Any, negative: Any, cfg: float, latent_image: dict[str, Any],
@@ -174,7 +178,8 @@ class DPMSolverLoadGrid:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "file_name": ("STRING", {"default": "dpm_solver_grid"}),
+            "file_name": ("STRING", {"default": "dpm_solver_grid",
+                                     "tooltip": "A name in output/dpm_solver_grids (or an absolute path)."}),
             "sampler_name": (["any", *CALIBRATABLE], {"default": "any",
                                                       "tooltip": "Check the grid was calibrated for this sampler."}),
             "nfe": ("INT", {"default": 0, "min": 0, "max": 200, "tooltip": "Check the budget (0: any)."}),
