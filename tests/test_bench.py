@@ -39,7 +39,9 @@ def test_json_has_all_sections(quick: tuple[dict, str, Path]) -> None:
     assert res["config"]["quick"] is True
     assert set(res["study"]) >= {"third_order", "lower_order_final", "solver_type"}
     assert len(res["cases"]) == 5
-    deterministic = {n for n, e in SAMPLERS.items() if not getattr(e, "stochastic", False)}
+    deterministic = {n for n, e in SAMPLERS.items()
+                     if not getattr(e, "stochastic", False) and getattr(e, "solves_ode", True)}
+    assert "dpm_solver_sds" not in deterministic  # score distillation is no ODE solver: no accuracy table row
     assert set(res["samplers"]) == deterministic
     for rows in res["accuracy"].values():
         assert set(rows) == deterministic
