@@ -68,7 +68,7 @@ GOLDEN_SAMPLER_NAMES = ["dpm_solver_1", "dpm_solver_2", "dpm_solver_3", "dpm_sol
                         "dpm_solver_pp_2s", "dpm_solver_pp_3s", "dpm_solver_pp_2m", "dpm_solver_pp_3m",
                         "dpm_solver_fast", "dpm_solver_pp_sde", "dpm_solver_pp_2m_sde", "dpm_solver_pp_3m_sde",
                         "dpm_solver_pp_2s_ancestral", "dpm_solver_adaptive", "dpm_solver_pp_adaptive",
-                        "dpm_solver_pp_pc"]
+                        "dpm_solver_pp_pc", "dpm_solver_sds"]
 """Dropdown names saved in KSampler widgets."""
 
 
