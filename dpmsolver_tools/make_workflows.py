@@ -255,12 +255,50 @@ def compare_samplers(info: Mapping[str, Any]) -> dict[str, Any]:
     return g.workflow()
 
 
+def sds_refine_image(info: Mapping[str, Any]) -> dict[str, Any]:
+    """A draft from KSampler refined by score distillation (DPM-Solver SDS Refine), before | after side by side."""
+    g = Graph(info)
+    ckpt = g.node("CheckpointLoaderSimple", (0, 200), [SD15], size=(330, 100))
+    positive, negative = _prompts(g, ckpt, 380, 60)
+    latent = g.node("EmptyLatentImage", (380, 500), [512, 512, 1], size=(320, 110))
+    draft = g.node("KSampler", (830, 60), [42, "fixed", 12, 7.0, "dpm_solver_pp_2m", "karras", 1.0],
+                   title="Draft", size=(320, 270))
+    refine = g.node("DPMSolverSDSRefine", (1190, 60),
+                    [20, "adam", 0.05, 0.3, 0.9, 0.0, 0.0, 7.5, 42, "fixed", "sds", "dreamfusion", 1, 0.0],
+                    size=(340, 420))
+    decode_draft = g.node("VAEDecode", (830, 380), size=(210, 50))
+    decode_refined = g.node("VAEDecode", (1190, 520), size=(210, 50))
+    stitch = g.node("ImageStitch", (1570, 60), ["right", True, 8, "white"], size=(320, 160))
+    save = g.node("SaveImage", (1570, 260), ["dpm_solver/sds_refine"], size=(380, 420))
+    g.node("MarkdownNote", (0, 380), ["## Refine with SDS\n\nThe draft (left) is refined by 20 Adam steps of score "
+                                      "distillation (right): the latent is noised at a level annealed from 30% to "
+                                      "90% of the schedule, denoised with CFG, and moved along lambda(sigma) (x0 - D)."
+                                      " Try mode `csd` or `sdi`, or plug in a VAE-encoded photo."],
+           title="About", size=(330, 190))
+    for target in (draft, refine):
+        g.connect(ckpt, "MODEL", target, "model")
+        g.connect(positive, 0, target, "positive")
+        g.connect(negative, 0, target, "negative")
+    g.connect(latent, 0, draft, "latent_image")
+    g.connect(draft, 0, refine, "latent")
+    g.connect(draft, 0, decode_draft, "samples")
+    g.connect(refine, "latent", decode_refined, "samples")
+    g.connect(ckpt, "VAE", decode_draft, "vae")
+    g.connect(ckpt, "VAE", decode_refined, "vae")
+    g.connect(decode_draft, 0, stitch, "image1")
+    g.connect(decode_refined, 0, stitch, "image2")
+    g.connect(stitch, 0, save, "images")
+    g.group("Draft | SDS-refined", (810, -40, 1160, 640))
+    return g.workflow()
+
+
 WORKFLOWS = {
     "txt2img_ksampler_dpm_solver": txt2img_ksampler,
     "custom_sampler_dpm_solver_pp_3s": custom_sampler,
     "dpm_solver_fast_custom_schedule": dpm_solver_fast,
     "flow_model_sd3_dpm_solver": flow_model,
     "compare_samplers": compare_samplers,
+    "sds_refine_image": sds_refine_image,
 }
 
 

@@ -193,7 +193,7 @@ def test_txt2img_with_each_dropdown_name(server: ComfyServer, flow: bool) -> Non
 def _sampler_node_cases(object_info: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     cases = []
     for node_id, info in sorted(object_info.items()):
-        if not node_id.startswith("DPMSolver") or "Scheduler" in node_id:
+        if not node_id.startswith("DPMSolver") or info["output"] != ["SAMPLER"]:
             continue
         defaults = node_defaults(object_info, node_id)
         spec = info["input"]["required"]
@@ -365,3 +365,64 @@ def test_progress_events_count_model_calls(server: ComfyServer) -> None:
     assert len(sampling) == nfe, events
     values = [e["value"] for e in sampling]
     assert values == sorted(values) and values[-1] == steps and values[-2] < steps
+
+
+# --- score distillation (SDS) nodes ---------------------------------------------------------------------------
+
+SDS_MODES = ("sds", "csd", "sdi")
+
+
+def sds_branches(prompt: dict[str, Any], flow: bool, source: list[Any]) -> int:
+    """An SDS Gradient and an SDS Refine node per mode on `source`, each output decoded and saved; returns the
+    number of images saved."""
+    family = "flow" if flow else "ve"
+    common = {"model": model_ref(flow), "positive": ["pos", 0], "negative": ["neg", 0], "latent": source,
+              "cfg": 5.0, "seed": 3, "weighting": "dreamfusion"}
+    for i, mode in enumerate(SDS_MODES):
+        prompt[f"grad_{mode}"] = {"class_type": "DPMSolverSDSGradient", "inputs": {
+            **common, "mode": mode, "percent": 0.4, "sigma": 0.5 if (flow and mode == "csd") else 0.0}}
+        save(prompt, [f"grad_{mode}", 1], f"e2e/sds_target_{mode}_{family}", suffix=f"_grad_{mode}")
+        prompt[f"refine_{mode}"] = {"class_type": "DPMSolverSDSRefine", "inputs": {
+            **common, "mode": mode, "steps": 3, "optimizer": ("adam", "sgd")[i % 2], "lr": 0.05,
+            "start_percent": 0.2, "end_percent": 0.8, "start_sigma": 0.0, "end_sigma": 0.0, "inner_steps": 1,
+            "grad_clip": 1.0 if mode == "sds" else 0.0}}
+        save(prompt, [f"refine_{mode}", 0], f"e2e/sds_refined_{mode}_{family}", suffix=f"_refine_{mode}")
+    return 2 * len(SDS_MODES)
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["ve", "flow"])
+def test_sds_gradient_and_refine_nodes(server: ComfyServer, flow: bool) -> None:
+    """Every SDS mode through both SDS nodes on a txt2img draft (one prompt per model family)."""
+    prompt = txt2img("dpm_solver_pp_2m", flow)
+    saved = sds_branches(prompt, flow, ["ks_dpm_solver_pp_2m", 0])
+    entry = run(server, prompt, timeout=900)
+    STATS["sampler_runs"] += 1 + saved
+    assert sum(1 for output in entry["outputs"].values() if output.get("images")) == saved + 1
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["ve", "flow"])
+def test_sds_sampler_node_in_csd_mode(server: ComfyServer, object_info: dict[str, Any], flow: bool) -> None:
+    """dpm_solver_sds through SamplerCustomAdvanced in mode csd: the conditional and unconditional predictions
+    come from ComfyUI's post-CFG hook."""
+    node = "DPMSolverSampler_dpm_solver_sds"
+    inputs = {**node_defaults(object_info, node), "sds_mode": "csd", "sds_noise": "fresh"}
+    run(server, custom({"class_type": node, "inputs": inputs}, flow=flow, prefix="e2e/sds_csd"))
+    STATS["sampler_runs"] += 1
+
+
+def test_sds_inputs_are_reported_by_name(server: ComfyServer) -> None:
+    prompt = base(flow=True)
+    prompt["refine"] = {"class_type": "DPMSolverSDSRefine", "inputs": {
+        "model": model_ref(True), "positive": ["pos", 0], "negative": ["neg", 0], "latent": ["lat", 0],
+        "steps": 2, "optimizer": "sgd", "lr": 0.1, "start_percent": 0.2, "end_percent": 0.8, "start_sigma": 2.0,
+        "end_sigma": 0.0, "cfg": 5.0, "seed": 0, "mode": "sds", "weighting": "uniform", "inner_steps": 1,
+        "grad_clip": 0.0}}
+    entry = server.run(save(prompt, ["refine", 0], "e2e/sds_bad"))
+    STATS["prompts"] += 1
+    error = execution_error(entry)
+    assert error is not None and "input 'start_sigma' must be at most 1 on a flow model" in error["exception_message"]
+
+    prompt["refine"]["inputs"].update(start_sigma=0.0, mode="dreamfusion")
+    status, payload = server.post_prompt(prompt)
+    assert status == 400
+    assert payload["node_errors"]["refine"]["errors"][0]["extra_info"]["input_name"] == "mode"
