@@ -42,7 +42,9 @@ SIGMA_END = 0.05
 WIDE_START = 3.0
 """Top of the wide range in VE sigma (flow: 0.75), where the digits' identity is gone."""
 METRIC_SIGMAS = 8
+"""Sigmas of the denoising-error measure: SIGMA_START to SIGMA_END, uniform in half-log-SNR."""
 METRIC_NOISES = 4
+"""Fixed noises per sigma and image in the denoising-error measure (drawn from the run's seed)."""
 NOISE_STD = 0.5
 """Standard deviation of the Gaussian noise added to the 'noisy' inputs (the data's std per pixel is 0.54)."""
 
@@ -215,4 +217,5 @@ def run_model(model: Any, schedule: str, x0: torch.Tensor, digits: torch.Tensor,
 
 
 def load_training_digits() -> torch.Tensor:
+    """The 1797 training digits, (1797, 1, 8, 8) float32 in [-1, 1] (needs scikit-learn)."""
     return load_digits(torch.float32)
