@@ -67,6 +67,9 @@ RELEASED_INPUTS: dict[str, tuple[str, ...]] = {
     "DPMSolverCalibrateGrid": ("model", "positive", "negative", "cfg", "latent_image", "sampler_name", "scheduler",
                                "nfe", "calibration_seeds", "seed", "reference_steps", "max_evals", "file_name"),
     "DPMSolverLoadGrid": ("file_name", "sampler_name", "nfe"),
+    "DPMSolverSampler_dpm_solver_sds": ("sds_mode", "sds_weighting", "sds_lr", "sds_inner_steps", "sds_grad_clip",
+                                        "sds_noise", "sds_inversion_steps", "thresholding", "threshold_quantile",
+                                        "threshold_max"),
 }
 """Input names of each released node, in order (the golden list in tests/test_comfy_interface.py)."""
 
