@@ -462,3 +462,43 @@ def test_invert_rejects_bad_arguments(kwargs: dict[str, Any], expected: str) -> 
     sigma, schedule = args.pop("sigma"), args.pop("schedule")
     with pytest.raises(ValueError, match=expected):
         invert(two_modes(), torch.zeros(1, 2, dtype=F64), sigma, schedule, **args)
+
+
+@pytest.mark.parametrize("options", [{}, {"sds_mode": "sdi"}])
+def test_an_exception_in_the_callback_stops_at_once(options: dict[str, Any]) -> None:
+    model = Counting(two_modes())
+
+    def interrupt(payload: dict) -> None:
+        if payload["i"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SDS(model, start("ve"), grid_for("ve", 8), callback=interrupt, disable=True, **options)
+    assert model.calls == 2
+    with pytest.raises(KeyboardInterrupt):
+        sds_refine(model, torch.zeros(2, 2, dtype=F64), [1.0, 0.5, 0.2], "ve", callback=interrupt)
+    assert model.calls == 4
+
+
+@pytest.mark.parametrize("options", [{"sds_mode": "sdi"}, {"sds_noise": "fresh"}])
+def test_nan_from_the_model_names_the_call(options: dict[str, Any]) -> None:
+    from samplers import NonFiniteModelOutput
+
+    def nan_at_third_call() -> Any:
+        inner = Counting(two_modes())
+
+        def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            out = inner(x, sigma)
+            return out * float("nan") if inner.calls == 3 else out
+
+        model.inner = inner
+        return model
+
+    model = nan_at_third_call()
+    with pytest.raises(NonFiniteModelOutput, match=r"model call 2 \(step \d, sigma=[0-9.]+\)"):
+        SDS(model, start("ve"), grid_for("ve", 6), disable=True, **options)
+    assert model.inner.calls == 3
+    model = nan_at_third_call()
+    with pytest.raises(NonFiniteModelOutput, match="model call 2"):
+        sds_refine(model, torch.zeros(2, 2, dtype=F64), [1.0, 0.5, 0.2, 0.1], "ve", mode=options.get("sds_mode", "sds"))
+    assert model.inner.calls == 3
