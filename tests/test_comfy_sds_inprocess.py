@@ -183,3 +183,16 @@ def test_sds_sampler_in_csd_mode_sees_distinct_cond_and_uncond(env: dict[str, An
         assert cfg == 1.0 and cond.shape == uncond.shape == (1, 4, 8, 8)
         assert (cond - uncond).abs().max() > 1e-3
     assert torch.isfinite(results["csd"]).all() and not torch.allclose(results["csd"], results["sds"])
+
+
+def test_refine_keeps_the_latent_outside_its_noise_mask(env: dict[str, Any]) -> None:
+    lat = latent(1)
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :, 4:] = 1.0  # only the right half may change
+    refined, _, _ = node(env, "DPMSolverSDSRefine").refine(
+        env["ve"], POSITIVE, NEGATIVE, {**lat, "noise_mask": mask}, steps=3, optimizer="adam", lr=0.1,
+        start_percent=0.2, end_percent=0.8, start_sigma=0.0, end_sigma=0.0, cfg=5.0, seed=1, mode="sds",
+        weighting="uniform", inner_steps=1, grad_clip=0.0)
+    out, before = refined["samples"], lat["samples"]
+    torch.testing.assert_close(out[..., :4], before[..., :4], rtol=1e-5, atol=1e-5)
+    assert (out[..., 4:] - before[..., 4:]).abs().max() > 1e-2
