@@ -94,6 +94,12 @@ def invert(model: Model, x0: torch.Tensor, sigma: float, schedule: NoiseSchedule
         def evaluate(y: torch.Tensor, s: float, step: int) -> torch.Tensor:
             return caller(y, caller.sigma_tensor(s), s, step)
 
-        eps = run_inversion(evaluate, x0.to(caller.work), plan, sched, float(sigma))
+        eps = run_inversion(evaluate, x0.to(caller.work), plan, sched, float(sigma)).to(x0.dtype)
         caller.guard.finish()
-    return eps.to(x0.dtype)
+    return ordinary(eps)
+
+
+def ordinary(t: torch.Tensor) -> torch.Tensor:
+    """A result made under inference mode, as an ordinary tensor when the caller is outside it (so that the
+    caller may modify it in place or use it with autograd); unchanged inside inference mode."""
+    return t if torch.is_inference_mode_enabled() else t.clone()

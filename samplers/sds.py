@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .driver import Callback, Model, ModelCaller, working_dtype
-from .inversion import inversion_grid, inversion_plan, invert, run_inversion
+from .inversion import inversion_grid, inversion_plan, invert, ordinary, run_inversion
 from .noise import keyed_normals, resolve_seed
 from .options import parse_options
 from .progress import progress_bar
@@ -212,7 +212,8 @@ def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str,
                     x_t = noised(x0, eps, target, schedule)
                 n += 1
         caller.guard.finish()
-    return x_t.to(x.dtype)
+        out = x_t.to(x.dtype)
+    return ordinary(out)
 
 
 # -- refining a latent ---------------------------------------------------------------------------------------
@@ -302,7 +303,8 @@ def sds_refine(model: Model, x0: torch.Tensor, sigmas: Sequence[float] | torch.T
                 caller.notify(x_t, sigma_rows[s], denoised, i, {"x0": x})
                 n += 1
         caller.guard.finish()
-    return x.to(x0.dtype)
+        out = x.to(x0.dtype)
+    return ordinary(out)
 
 
 def parse_sds_options(name: str, defaults: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -267,6 +267,12 @@ def test_grad_enabled_inputs_are_fine_and_nothing_is_differentiated() -> None:
     assert not out.requires_grad and all(model.inference)
     refined = sds_refine(model, x, [1.0, 0.5], "ve")
     assert not refined.requires_grad
+    eps = invert(model, x, 1.0, "ve", steps=2)
+    for made in (out, refined, eps):  # ordinary tensors outside inference mode: in-place updates are allowed
+        assert not made.is_inference()
+        made.add_(1.0)
+    with torch.inference_mode():
+        assert SDS(model, x, grid_for("ve", 4), disable=True).is_inference()
 
 
 def test_float32_state_and_sigmas_stay_float32() -> None:
