@@ -68,16 +68,22 @@ def test_compare_ratio_and_goal() -> None:
     assert out["median_err"]["ours"]["label"] == "y" and out["median_err"]["theirs"]["label"] == "q"
     assert out["median_err"]["ratio"] == pytest.approx(2.0) and out["median_err"]["met"] is False
     none = compare({"x": [cell(20, 20, 1e-3)]}, theirs, 10, 20)
-    assert none["rmse"]["ratio"] is None and none["rmse"]["met"] is None
+    assert none["rmse"]["ratio"] is None and none["rmse"]["met"] is False
+    assert compare(ours, {}, 10, 20)["rmse"]["met"] is None
 
 
 def test_compare_refuses_a_win_on_a_shorter_ode() -> None:
     """Flow 'simple' grids end at shift(1/n): 10 intervals stop the ODE earlier than 20, which is no win."""
-    ours = {"x": [cell(10, 10, 1e-3, sigma_last=0.25)]}
+    ours = {"x": [cell(8, 8, 1e-4, sigma_last=0.3), cell(10, 10, 1e-3, sigma_last=0.25)],
+            "y": [cell(10, 10, 3e-3, sigma_last=0.136)]}
     theirs = {"p": [cell(20, 20, 2e-3, sigma_last=0.136)]}
     out = compare(ours, theirs, 10, 20)["rmse"]
-    assert out["ratio"] == pytest.approx(0.5) and out["same_ode"] is False and out["met"] is False
-    ours["x"][0]["sigma_last"] = 0.136
+    assert out["ours_any"]["label"] == "x" and out["ratio_any"] == pytest.approx(0.5)
+    assert out["ours"]["label"] == "y" and out["ratio"] == pytest.approx(1.5) and out["met"] is False
+    del ours["y"]
+    out = compare(ours, theirs, 10, 20)["rmse"]
+    assert out["ours"] is None and out["ratio"] is None and out["met"] is False
+    ours["x"][1]["sigma_last"] = 0.136
     assert compare(ours, theirs, 10, 20)["rmse"]["met"] is True
 
 
