@@ -10,15 +10,33 @@ of each 64-bit hash give two 23-bit uniforms (exact in every float dtype) and on
 computed in the caller's floating dtype (normals are bounded by sqrt(2 ln 2^23) = 5.6). Results on two
 devices (or in float32 vs float64) agree up to the rounding of log/sqrt/cos/sin.
 
-Brownian path. W is a standard Brownian motion on tau in [0, 1], tau = 1/(1 + e^lambda) = sigma/(alpha + sigma)
-(tau = sigma for flow models, sigma/(1+sigma) for VE), built by the Levy-Ciesielski (midpoint-displacement)
-construction to DEPTH dyadic levels: W(tau) = Z_0 tau + sum_n Z_(n,k) 2^(-n/2) min(u, 1-u), with k the level-n
-cell holding tau and u its position in the cell. Every Z is a keyed normal whose node id is the heap index of
-its dyadic interval, so W(tau) is one fixed function of (seed, sample, tau): any grid (coarse, fine, split in
-two calls) sees the same path. The step noise is z(s, t) = (W(tau_s) - W(tau_t)) / sd, with sd the exact
-standard deviation of that increment of the DEPTH-level path (a host-side sum of squared coefficients), so z is
-exactly N(0, 1) and increments over disjoint intervals are independent. tau depends on lambda only, so a
-schedule written in another scaling (VP vs VE) gets the same noise.
+Brownian path. W is a standard Brownian motion in the Brownian time tau = 1/(1 + e^lambda) in [0, 1] (tau = sigma
+for flow models, sigma/(1+sigma) for VE; it depends on lambda only, so VP and VE scalings of one schedule get the
+same noise), built by Brownian-bridge bisection on a tree over u = a/(a + b), a = tau^(1/C), b = (1 - tau)^(1/C), C
+= TREE_SCALE, i.e. u = 1/(1 + e^(lambda/C)). W(0) = 0 and W(1) = Z_0; the midpoint u_m of a cell [u_l, u_r] of level
+n-1 (node id 2^(n-1) + cell index) gets W(tau_m) = W(tau_l) + p (W(tau_r) - W(tau_l)) + s Z_node, with p = (tau_m -
+tau_l)/(tau_r - tau_l) and s^2 = (tau_m - tau_l)(tau_r - tau_m)/(tau_r - tau_l): the exact conditional law of a
+Brownian motion between two known values. This goes DEPTH levels deep; a queried tau in a finest cell gets the same
+bridge formula with its cell's normal (node id 2^DEPTH + cell index): the exact Brownian-bridge residual. So W(tau)
+is one fixed function of (seed, sample, tau): any grid (coarse, fine, split in two calls) sees the same path, and a
+coarse step's noise is the sum of the fine steps' it contains.
+
+Why this tree. Every Z costs one keyed-normal field (a hash and a Box-Muller pass over the latent), so the cost of a
+step is the number of new fields. (1) Split points uniform in u are uniform in lambda/C near lambda = 0 and widen
+smoothly (as 1/(u(1-u))) in the tails, like the grids samplers run (steps spread over lambda in about [-7, 7]); with
+DEPTH = 9 levels the finest cells are 4C 2^-9 = 0.031 wide in lambda at lambda = 0 and 0.04 at |lambda| = 4, so
+Karras, exponential and shifted-flow grids up to about 100 steps put every point in its own finest cell (a tree
+uniform in tau needs about 20 levels for that at small sigma). (2) Consecutive steps of a run share the top of their
+chains: the W values of the tree nodes on the last two chains are kept, so a step computes only the nodes below the
+level where its chain leaves the previous one (about log2 of the finest cells it spans) plus its residual, all in
+one batched hash: about 6 fields per step on a 20-step grid, 4 on a 50-step grid. (3) The residual makes the law
+exact: the joint law of W at any set of times with at most one per finest cell is exactly that of a Brownian motion,
+so such steps are exactly independent over disjoint intervals. Two times in one finest cell (grids finer than ~0.03
+in lambda) share its bridge and its residual normal, each scaled by its own bridge standard deviation, so W stays
+continuous in tau (a time that rounds differently, e.g. one sigma reached through a VP and a VE schedule, gets the
+same noise up to that rounding); their increment is still exactly N(0, 1) after division by its exact standard
+deviation (`increment_sd`, host-side); only its correlation with the neighbouring steps in that cell is not zero.
+The device keeps the tree nodes of the last two chains: at most 2 (DEPTH + 1) latent-sized tensors.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ import math
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,8 +64,11 @@ DOMAIN_BROWNIAN = 2
 DOMAIN_LANGEVIN = 3
 """Key domain of the Langevin corrector's noise."""
 
-DEPTH = 20
-"""Dyadic levels of the Brownian path: resolution 2^-20 ~ 1e-6 in tau; finer structure is linear."""
+DEPTH = 9
+"""Bisection levels of the Brownian tree (2^9 finest cells in u, 0.031 wide in lambda at lambda = 0)."""
+
+TREE_SCALE = 4.0
+"""C in the tree coordinate u = 1/(1 + e^(lambda/C)): cells uniform in lambda/C near lambda = 0."""
 
 _CHUNK_ELEMENTS = 1 << 22
 """Largest number of int64 hash lanes generated at once (bounds the temporary memory to ~100 MB)."""
@@ -102,18 +124,19 @@ def _node_keys(bases: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
 def _normals_from_keys(keys: torch.Tensor, counters: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
     """(*keys.shape, n) standard normals: element pair m of field `key` hashes key + m*GOLDEN.
 
-    The 64-bit hash is read as two 32-bit lanes (little-endian, as on every CPU and GPU torch runs on); the
-    low 23 bits of each become the mantissa of a float32 in [1, 2), giving uniforms u in [0, 1) that are exact
-    in any float dtype. Box-Muller: r = sqrt(-2 log(1 - u_even)), normals r cos(2 pi u_odd), r sin(2 pi u_odd).
+    The low 23 bits of each 32-bit half of the 64-bit hash become the mantissa of a float32 in [1, 2), giving
+    uniforms u in [0, 1) that are exact in any float dtype. Box-Muller: r = sqrt(-2 log(1 - u_low)), normals
+    r cos(2 pi u_high), r sin(2 pi u_high) (elements 2m and 2m + 1). Each half is masked while still in int64
+    lanes, so every operation runs on contiguous memory.
     """
     z = mix64_tensor(keys[..., None] + counters)
-    lanes = z.view(torch.int32).bitwise_and_(0x7FFFFF).bitwise_or_(0x3F800000)
-    u = lanes.view(torch.float32).to(dtype).sub_(1.0).unflatten(-1, (-1, 2))
-    radius = torch.log1p(-u[..., 0]).mul_(-2.0).sqrt_()
-    angle = u[..., 1].mul_(2.0 * math.pi)
+    high = torch.bitwise_right_shift(z, 32).bitwise_and_(0x7FFFFF).bitwise_or_(0x3F800000)
+    low = z.bitwise_and_(0x7FFFFF).bitwise_or_(0x3F800000)
+    radius = torch.log1p(low.to(torch.int32).view(torch.float32).to(dtype).sub_(1.0).neg_()).mul_(-2.0).sqrt_()
+    angle = high.to(torch.int32).view(torch.float32).to(dtype).sub_(1.0).mul_(2.0 * math.pi)
     out = torch.empty((*angle.shape, 2), dtype=dtype, device=angle.device)
-    torch.cos(angle, out=out[..., 0]).mul_(radius)
-    torch.sin(angle, out=out[..., 1]).mul_(radius)
+    torch.mul(torch.cos(angle), radius, out=out[..., 0])
+    torch.mul(torch.sin(angle), radius, out=out[..., 1])
     return out.reshape(*keys.shape, -1)[..., :n]
 
 
@@ -128,7 +151,7 @@ def keyed_normals(seed: int, batch: int, shape: Sequence[int], domain: int, node
     device = torch.device(device)
     n = math.prod(shape)
     bases = torch.tensor([_signed(stream_key(seed, b, domain)) for b in range(batch)], dtype=torch.int64)
-    keys = _node_keys(bases.to(device), torch.tensor([node], dtype=torch.int64, device=device))
+    keys = _node_keys(bases.to(device), torch.tensor([_signed(node)], dtype=torch.int64, device=device))
     return _normals_from_keys(keys, _counters(n, device), n, dtype).reshape(batch, *shape)
 
 
@@ -146,27 +169,105 @@ def tau_of_lambda(lam: float) -> float:
     return 1.0 / (1.0 + math.exp(lam))
 
 
-def brownian_terms(tau: float, depth: int = DEPTH) -> dict[int, float]:
-    """{node id: coefficient} with W(tau) = sum coef * Z_node (zero coefficients left out).
-
-    Node 0 carries W(1) (coefficient tau); node 2^n + k is the midpoint displacement of dyadic cell k of level n.
-    """
+def tree_coordinate(tau: float) -> float:
+    """u = a/(a + b), a = tau^(1/C), b = (1 - tau)^(1/C): the tree's coordinate, 1/(1 + e^(lambda/C)) in lambda."""
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"Brownian time must lie in [0, 1], got {tau}")
-    terms = {0: tau} if tau > 0.0 else {}
-    for level in range(depth):
-        scaled = tau * (1 << level)
-        cell = min(int(scaled), (1 << level) - 1)
-        u = scaled - cell
-        coef = 2.0 ** (-level / 2) * min(u, 1.0 - u)
-        if coef != 0.0:
-            terms[(1 << level) + cell] = coef
-    return terms
+    t, r = tau ** (1.0 / TREE_SCALE), (1.0 - tau) ** (1.0 / TREE_SCALE)
+    return t / (t + r)
 
 
-def increment_sd(a: dict[int, float], b: dict[int, float]) -> float:
-    """Exact standard deviation of W(a) - W(b) for the term dicts of two times."""
-    return math.sqrt(sum((a.get(k, 0.0) - b.get(k, 0.0)) ** 2 for k in a.keys() | b.keys()))
+def tau_of_coordinate(u: float) -> float:
+    """Inverse of `tree_coordinate`: tau = u^C/(u^C + (1-u)^C)."""
+    a, b = u**TREE_SCALE, (1.0 - u) ** TREE_SCALE
+    return a / (a + b)
+
+
+def _bridge(tau: float, tau_l: float, tau_r: float) -> tuple[float, float]:
+    """(p, s): W(tau) = W(tau_l) + p (W(tau_r) - W(tau_l)) + s Z, the Brownian bridge between tau_l and tau_r."""
+    width = tau_r - tau_l
+    if width <= 0.0:
+        return 0.0, 0.0
+    tau = min(max(tau, tau_l), tau_r)
+    p = (tau - tau_l) / width
+    return p, math.sqrt(max(0.0, (tau - tau_l) * (tau_r - tau) / width))
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Where Brownian time `tau` sits in the tree: its finest cell and the bisection nodes above it.
+
+    points[n] (n = 1..depth) is the position (in units of 2^-depth) of the level-n node m_n, the midpoint of the
+    level-(n-1) cell holding tau, and steps[n] = (position of the cell's left end, of its right end, p, s) of the
+    bridge that gives W(m_n); nodes[n] is its node id (nodes[0] = 0 is W(1)). `bridge` = (left, right, p, s)
+    of tau in its finest cell, `residual` the node id of that cell's residual normal (2^depth + cell index).
+    """
+
+    tau: float
+    nodes: tuple[int, ...]
+    points: tuple[int, ...]
+    steps: tuple[tuple[int, int, float, float], ...]
+    bridge: tuple[int, int, float, float]
+    residual: int
+
+    @classmethod
+    def of(cls, tau: float, depth: int = DEPTH) -> Chain:
+        u = tree_coordinate(tau)
+        full = 1 << depth
+        cell = min(int(u * full), full - 1)
+        lo, hi = 0, full
+        nodes, points, steps = [0], [full], [(0, full, 1.0, 1.0)]  # W(1) = Z_0 (its entry in steps is unused)
+        for level in range(depth):
+            mid = (lo + hi) // 2
+            p, s = _bridge(tau_of_coordinate(mid / full), tau_of_coordinate(lo / full), tau_of_coordinate(hi / full))
+            nodes.append((1 << level) + lo // (full >> level))
+            points.append(mid)
+            steps.append((lo, hi, p, s))
+            lo, hi = (lo, mid) if cell < mid else (mid, hi)
+        p, s = _bridge(tau, tau_of_coordinate(lo / full), tau_of_coordinate(hi / full))
+        return cls(tau, tuple(nodes), tuple(points), tuple(steps), (lo, hi, p, s), full + cell)
+
+    def coordinate_time(self, point: int) -> float:
+        return tau_of_coordinate(point / (1 << (len(self.nodes) - 1)))
+
+
+def brownian_terms(tau: float, depth: int = DEPTH) -> dict[int, float]:
+    """{node id: coefficient} with W(tau) = sum coef * Z_node (host reference of `SeededNoise.brownian`)."""
+    if tau == 0.0:
+        tree_coordinate(tau)
+        return {}
+    chain = Chain.of(tau, depth)
+    known: dict[int, dict[int, float]] = {0: {}}
+
+    def bridge(left: int, right: int, p: float, s: float, node: int) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for k, c in known[left].items():
+            out[k] = out.get(k, 0.0) + (1.0 - p) * c
+        for k, c in known[right].items():
+            out[k] = out.get(k, 0.0) + p * c
+        if s != 0.0:
+            out[node] = out.get(node, 0.0) + s
+        return out
+
+    known[chain.points[0]] = {0: 1.0}
+    for node, point, (left, right, p, s) in zip(chain.nodes[1:], chain.points[1:], chain.steps[1:], strict=True):
+        known[point] = bridge(left, right, p, s, node)
+    lo, hi, p, s = chain.bridge
+    return {k: c for k, c in bridge(lo, hi, p, s, chain.residual).items() if c != 0.0}
+
+
+def increment_sd(a: Chain, b: Chain) -> float:
+    """Exact standard deviation of W(a.tau) - W(b.tau).
+
+    In different finest cells the tree and residuals give the Brownian law exactly: sqrt|tau_a - tau_b|. In one
+    cell of width d: W = W_l + p (W_r - W_l) + s Z_cell, so Var = (p_a - p_b)^2 d + (s_a - s_b)^2.
+    """
+    if a.tau == b.tau:
+        return 0.0
+    if a.bridge[:2] != b.bridge[:2]:
+        return math.sqrt(abs(a.tau - b.tau))
+    width = a.coordinate_time(a.bridge[1]) - a.coordinate_time(a.bridge[0])
+    return math.sqrt((a.bridge[2] - b.bridge[2]) ** 2 * width + (a.bridge[3] - b.bridge[3]) ** 2)
 
 
 def _float_bits(value: float) -> int:
@@ -178,7 +279,8 @@ class SeededNoise:
 
     Callable as a k-diffusion noise sampler, `noise(sigma, sigma_next)` (floats or 0-d tensors; tensors on an
     accelerator cost a host sync there, so the samplers pass floats). The samplers call `prepare` once with
-    every time they will need, so the loop itself makes no host transfers.
+    every time they will need, so the loop itself makes no host transfers: the node keys of every prepared time
+    reach the device in one transfer, and the loop only slices them.
     """
 
     def __init__(self, seed: int, like: torch.Tensor, schedule: NoiseSchedule, depth: int = DEPTH,
@@ -195,13 +297,21 @@ class SeededNoise:
         self._bases = {domain: torch.tensor([_signed(stream_key(self.seed, b, domain)) for b in range(self.batch)],
                                             dtype=torch.int64).to(self.device)
                        for domain in (DOMAIN_BROWNIAN, DOMAIN_LANGEVIN)}
-        self._terms: dict[float, dict[int, float]] = {}
+        self._chains: dict[float, Chain] = {}
         self._keys: dict[tuple[int, Any], torch.Tensor] = {}
         self._w_cache: OrderedDict[float, torch.Tensor] = OrderedDict()
+        self._tree: dict[int, torch.Tensor] = {}
+        self._recent: list[tuple[int, ...]] = []
 
     # -- preparation: all node keys reach the device in one transfer ---------------------------------------
     def tau(self, sigma: float) -> float:
         return tau_of_lambda(self.schedule.lambda_(float(sigma)))
+
+    def chain(self, tau: float) -> Chain:
+        """The tree chain of Brownian time tau (cached)."""
+        if tau not in self._chains:
+            self._chains[tau] = Chain.of(tau, self.depth)
+        return self._chains[tau]
 
     def prepare(self, increments: Iterable[tuple[float, float]] = (),
                 points: Iterable[tuple[float, int]] = ()) -> None:
@@ -212,8 +322,8 @@ class SeededNoise:
             for sigma in pair:
                 tau = self.tau(sigma)
                 if (DOMAIN_BROWNIAN, tau) not in self._keys and tau > 0.0:
-                    terms = self._terms.setdefault(tau, brownian_terms(tau, self.depth))
-                    wanted.append((DOMAIN_BROWNIAN, tau, list(terms)))
+                    chain = self.chain(tau)
+                    wanted.append((DOMAIN_BROWNIAN, tau, [*chain.nodes, chain.residual]))
         for sigma, iteration in points:
             key = (float(sigma), int(iteration))
             if (DOMAIN_LANGEVIN, key) not in self._keys:
@@ -235,14 +345,22 @@ class SeededNoise:
         return mix64(_float_bits(sigma) ^ mix64(iteration + 1))
 
     # -- evaluation ------------------------------------------------------------------------------------------
-    def _fields(self, keys: torch.Tensor, coefs: Sequence[float]) -> torch.Tensor:
-        """sum_k coefs[k] * normals(keys[:, k]), accumulated level by level in a fixed order."""
-        out = torch.zeros((self.batch, self.numel), dtype=self.dtype, device=self.device)
+    def _normals(self, keys: torch.Tensor) -> torch.Tensor:
+        """(B, K, numel) normals of the K fields `keys` (B, K), generated in chunks of bounded memory."""
         per_chunk = max(1, _CHUNK_ELEMENTS // max(1, self.batch * self.numel))
-        for start in range(0, keys.shape[1], per_chunk):
-            z = _normals_from_keys(keys[:, start:start + per_chunk], self._counters, self.numel, self.dtype)
-            for j in range(z.shape[1]):
-                out.add_(z[:, j], alpha=coefs[start + j])
+        if keys.shape[1] <= per_chunk:
+            return _normals_from_keys(keys, self._counters, self.numel, self.dtype)
+        return torch.cat([_normals_from_keys(keys[:, start:start + per_chunk], self._counters, self.numel, self.dtype)
+                          for start in range(0, keys.shape[1], per_chunk)], dim=1)
+
+    def _node_value(self, step: tuple[int, int, float, float], z: torch.Tensor | None) -> torch.Tensor:
+        """W at a tree node or a queried time: the bridge between its cell's ends (W(0) = 0) plus s * z."""
+        left, right, p, s = step
+        w_right = self._tree[right]
+        out = torch.mul(w_right, p) if left == 0 else torch.lerp(self._tree[left], w_right, p)
+        if s != 0.0:
+            assert z is not None
+            out.add_(z, alpha=s)
         return out
 
     def brownian(self, tau: float) -> torch.Tensor:
@@ -253,31 +371,58 @@ class SeededNoise:
         if tau == 0.0:
             value = torch.zeros((self.batch, self.numel), dtype=self.dtype, device=self.device)
         else:
-            if (DOMAIN_BROWNIAN, tau) not in self._keys:
-                self._terms.setdefault(tau, brownian_terms(tau, self.depth))
-                self._upload([(DOMAIN_BROWNIAN, tau, list(self._terms[tau]))])
-            value = self._fields(self._keys[(DOMAIN_BROWNIAN, tau)], list(self._terms[tau].values()))
+            value = self._walk(tau)
         self._w_cache[tau] = value
         while len(self._w_cache) > 4:
             self._w_cache.popitem(last=False)
         return value
+
+    def _walk(self, tau: float) -> torch.Tensor:
+        """W(tau) from the tree: the chain's nodes from the first one not kept, and the residual, in one hash."""
+        chain = self.chain(tau)
+        if (DOMAIN_BROWNIAN, tau) not in self._keys:
+            self._upload([(DOMAIN_BROWNIAN, tau, [*chain.nodes, chain.residual])])
+        levels = 1 if tau == 1.0 else len(chain.points)  # W(1) is the root itself
+        first = next((n for n in range(levels) if chain.points[n] not in self._tree), levels)
+        residual = levels > 1 and chain.bridge[3] != 0.0
+        keys = self._keys[(DOMAIN_BROWNIAN, tau)]
+        z = self._normals(torch.cat([keys[:, first:levels], keys[:, -1:]], dim=1) if residual
+                          else keys[:, first:levels]) if residual or first < levels else None
+        for j, n in enumerate(range(first, levels)):
+            assert z is not None
+            point = chain.points[n]
+            self._tree[point] = z[:, j].clone() if n == 0 else self._node_value(chain.steps[n], z[:, j])
+        self._keep(chain.points[:levels])
+        if levels == 1:
+            return self._tree[chain.points[0]]
+        return self._node_value(chain.bridge, z[:, -1] if residual and z is not None else None)
+
+    def _keep(self, points: tuple[int, ...]) -> None:
+        """Keep only the tree nodes on the last two chains (a sweep over decreasing times reuses their tops)."""
+        self._recent = [*self._recent[-1:], points]
+        keep = {p for chain in self._recent for p in chain}
+        for point in [p for p in self._tree if p not in keep]:
+            del self._tree[point]
+
+    def increment_sd(self, sigma: float, sigma_next: float) -> float:
+        """Exact standard deviation of W(tau(sigma)) - W(tau(sigma_next)) (see `increment_sd`)."""
+        return increment_sd(self.chain(self.tau(sigma)), self.chain(self.tau(sigma_next)))
 
     def increment(self, sigma: float, sigma_next: float) -> torch.Tensor:
         """Standard normal z(sigma, sigma_next) = (W(tau(sigma)) - W(tau(sigma_next))) / sd, shaped like x."""
         a, b = self.tau(sigma), self.tau(sigma_next)
         if a == b:
             raise ValueError(f"no Brownian increment between sigma={sigma} and sigma={sigma_next} (same time)")
-        ta = self._terms.setdefault(a, brownian_terms(a, self.depth)) if a > 0 else {}
-        tb = self._terms.setdefault(b, brownian_terms(b, self.depth)) if b > 0 else {}
-        diff = self.brownian(a) - self.brownian(b)
-        return diff.mul_(1.0 / increment_sd(ta, tb)).reshape(self.batch, *self.sample_shape)
+        sd = self.increment_sd(sigma, sigma_next)
+        diff = torch.sub(self.brownian(a), self.brownian(b))
+        return diff.mul_(1.0 / sd).reshape(self.batch, *self.sample_shape)
 
     def langevin(self, sigma: float, iteration: int) -> torch.Tensor:
         """Fresh standard normals for Langevin iteration `iteration` at `sigma` (their own key domain)."""
         key = (float(sigma), int(iteration))
         if (DOMAIN_LANGEVIN, key) not in self._keys:
             self.prepare(points=[key])
-        z = self._fields(self._keys[(DOMAIN_LANGEVIN, key)], [1.0])
+        z = self._normals(self._keys[(DOMAIN_LANGEVIN, key)])[:, 0]
         return z.reshape(self.batch, *self.sample_shape)
 
     def __call__(self, sigma: Any, sigma_next: Any) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from samplers.noise import (
     DOMAIN_BROWNIAN,
     DOMAIN_INITIAL,
     MASK64,
+    Chain,
     SeededNoise,
     brownian_terms,
     increment_sd,
@@ -99,18 +101,70 @@ def test_cpu_and_accelerator_agree() -> None:
         torch.testing.assert_close(gpu.increment(s, t).cpu(), cpu.increment(s, t), rtol=1e-5, atol=1e-5)
 
 
-def test_brownian_terms_give_variance_tau_and_the_dyadic_skeleton() -> None:
-    for tau in (0.5, 0.25, 0.75, 1.0, 3 / 8, 1 - 2**-20):
+def _brute_sd(a: dict[int, float], b: dict[int, float]) -> float:
+    return math.sqrt(sum((a.get(k, 0.0) - b.get(k, 0.0)) ** 2 for k in a.keys() | b.keys()))
+
+
+def _cov(a: dict[int, float], b: dict[int, float], c: dict[int, float], d: dict[int, float]) -> float:
+    """Cov(W(a) - W(b), W(c) - W(d)) from the host-side term dicts (unit-variance independent normals)."""
+    return sum((a.get(k, 0.0) - b.get(k, 0.0)) * (c.get(k, 0.0) - d.get(k, 0.0)) for k in a.keys() | b.keys())
+
+
+def test_brownian_terms_give_variance_tau_and_exact_increments() -> None:
+    for tau in (0.5, 0.25, 0.75, 1.0, 3 / 8, 0.3, 1e-6, 0.028, 0.936, 1 - 1e-9):
         terms = brownian_terms(tau)
-        assert sum(c * c for c in terms.values()) == pytest.approx(tau, rel=1e-12)
+        assert sum(c * c for c in terms.values()) == pytest.approx(tau, rel=1e-12)  # residual included: exact
     assert brownian_terms(0.0) == {}
     assert brownian_terms(1.0) == {0: 1.0}
     with pytest.raises(ValueError, match="Brownian time"):
         brownian_terms(1.5)
-    # Var(W(a) - W(b)) = |a - b| between dyadic points, and never more than that elsewhere
-    assert increment_sd(brownian_terms(0.75), brownian_terms(0.25)) == pytest.approx(math.sqrt(0.5), rel=1e-12)
-    a, b = brownian_terms(0.3), brownian_terms(0.3 + 1e-3)  # linear below 2^-20: variance short by <= 2^-21
-    assert math.sqrt(1e-3 - 2**-21) <= increment_sd(a, b) <= math.sqrt(1e-3)
+    rng = random.Random(0)
+    for _ in range(300):
+        a = rng.random()
+        b = min(1.0, a + rng.choice([1e-6, 1e-4, 1e-3, 1e-2, 0.3]) * rng.random())
+        if a == b:
+            continue
+        ta, tb = brownian_terms(a), brownian_terms(b)
+        ca, cb = Chain.of(a), Chain.of(b)
+        assert increment_sd(ca, cb) == pytest.approx(_brute_sd(ta, tb), rel=1e-9, abs=1e-15)  # analytic = brute
+        if ca.bridge[:2] != cb.bridge[:2]:  # different finest cells: the Brownian law exactly
+            assert _brute_sd(ta, tb) == pytest.approx(math.sqrt(b - a), rel=1e-9)
+    # disjoint increments over times in distinct finest cells are exactly uncorrelated, nested ones are not
+    t = [0.9, 0.61, 0.6, 0.33, 0.02]
+    terms = [brownian_terms(x) for x in t]
+    assert len({Chain.of(x).bridge[:2] for x in t}) == len(t)
+    for i, j in itertools.combinations(range(len(t) - 1), 2):
+        assert abs(_cov(terms[i], terms[i + 1], terms[j], terms[j + 1])) < 1e-12
+    assert _cov(terms[0], terms[2], terms[1], terms[2]) == pytest.approx(0.61 - 0.6, rel=1e-9)
+
+
+def test_device_path_equals_the_host_reference() -> None:
+    """W(tau) on the device (tree nodes kept between queries, batched hashes) is sum coef * keyed normal."""
+    like = torch.zeros(2, 500, dtype=torch.float64)
+    src = SeededNoise(3, like, FLOW)
+    for tau in (0.7, 0.5, 0.31, 0.3, 1.0, 0.01, 0.72, 0.3000001, 0.0):  # jumps back and forth, shared cells
+        terms = brownian_terms(tau)
+        ref = torch.zeros(2, 500, dtype=torch.float64)
+        for node, coef in terms.items():
+            ref += coef * keyed_normals(3, 2, (500,), DOMAIN_BROWNIAN, node, dtype=torch.float64)
+        torch.testing.assert_close(src.brownian(tau), ref, rtol=0, atol=1e-13)
+
+
+def test_query_order_does_not_change_the_path() -> None:
+    like = torch.zeros(1, 64)
+    taus = [0.93, 0.8, 0.55, 0.5, 0.41, 0.2, 0.07, 0.0301, 0.03]
+    forward, shuffled = SeededNoise(8, like, VE), SeededNoise(8, like, VE)
+    values = {tau: forward.brownian(tau).clone() for tau in taus}
+    for tau in random.Random(1).sample(taus, len(taus)):
+        assert torch.equal(shuffled.brownian(tau), values[tau])
+
+
+def test_run_grids_put_every_point_in_its_own_finest_cell() -> None:
+    """Where the joint law of the step noises is exactly Brownian: Karras/exponential grids to 100 steps."""
+    for n in (10, 20, 50, 100):
+        for sigmas in (grids.karras(n, 0.029, 14.6), grids.exponential(n, 0.029, 14.6)):
+            cells = [Chain.of(tau_of_lambda(VE.lambda_(s))).bridge[:2] for s in sigmas.tolist() if s > 0]
+            assert len(set(cells)) == len(cells), n
 
 
 def test_brownian_time_depends_on_lambda_only() -> None:
@@ -134,12 +188,8 @@ def test_refined_grids_see_the_same_brownian_path() -> None:
     # the coarse increment is the sum of the fine ones it covers (each z times its standard deviation)
     for s, t in itertools.pairwise(coarse):
         inside = [f for f in fine if t <= f <= s]
-        total = sum(b.increment(u, v) * _sd(b, u, v) for u, v in itertools.pairwise(inside))
-        torch.testing.assert_close(a.increment(s, t) * _sd(a, s, t), total, rtol=0, atol=2e-6)
-
-
-def _sd(source: SeededNoise, s: float, t: float) -> float:
-    return increment_sd(brownian_terms(source.tau(s)), brownian_terms(source.tau(t)))
+        total = sum(b.increment(u, v) * b.increment_sd(u, v) for u, v in itertools.pairwise(inside))
+        torch.testing.assert_close(a.increment(s, t) * a.increment_sd(s, t), total, rtol=0, atol=2e-6)
 
 
 def test_increments_are_standard_normal_independent_and_correlated_as_brownian_motion() -> None:
