@@ -1,7 +1,8 @@
 """The one loop that runs a Plan: linear combinations of tensors, noise, model calls, callbacks, checks.
 
-The state is kept in at least float32 and returned in the input dtype. Sigmas reach the device once; the
-only host synchronisation is the final non-finite check on accelerators (CPU checks each call at no cost).
+The state is kept in at least float32 and returned in the input dtype. Sigmas reach the device once, before the
+loop; the only host synchronisation after that is the final non-finite check on accelerators (CPU checks each
+call at no cost); tests/test_no_sync.py counts host reads inside the loop.
 `ModelCaller` is the model-call contract on its own, for loops that cannot be planned (the adaptive sampler).
 """
 
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .plan import Plan, Stage, Term
+from .plan import Plan, Stage
 from .progress import progress_bar
 
 Model = Callable[..., torch.Tensor]
@@ -25,27 +26,39 @@ class NonFiniteModelOutput(FloatingPointError):
 
 
 class _FiniteGuard:
-    """Checks model outputs for NaN/inf: at once on CPU, deferred to one sync at the end elsewhere."""
+    """Checks model outputs for NaN/inf: at once on CPU, deferred to one sync at the end elsewhere.
+
+    NaN and inf propagate through a sum, so one reduction per call is the check (far cheaper than
+    isfinite().all()). Deferred, each call's sum is written into a preallocated device vector (no allocation, no
+    host read); `finish` reads them once.
+    """
+
+    immediate_on: tuple[str, ...] = ("cpu",)
+    """Device types checked at once (reading a CPU scalar costs no device sync)."""
+    _CHUNK = 64
 
     def __init__(self, device: torch.device, describe: Callable[[int], str]) -> None:
-        self.immediate = device.type == "cpu"
+        self.immediate = device.type in self.immediate_on
         self.describe = describe
-        self.flags: list[torch.Tensor] = []
+        self.sums: list[torch.Tensor] = []
+        self.count = 0
 
     def check(self, denoised: torch.Tensor, call: int) -> None:
-        # NaN and inf propagate through a sum: one reduction pass, far cheaper than isfinite().all().
-        bad = ~torch.isfinite(denoised.sum())
         if self.immediate:
-            if bad:
+            if not math.isfinite(float(denoised.sum())):
                 self._raise(call)
-        else:
-            self.flags.append(bad)
+            return
+        chunk, at = divmod(call, self._CHUNK)
+        while len(self.sums) <= chunk:
+            self.sums.append(torch.empty(self._CHUNK, dtype=denoised.dtype, device=denoised.device))
+        torch.sum(denoised, dim=tuple(range(denoised.dim())), out=self.sums[chunk][at])
+        self.count = max(self.count, call + 1)
 
     def finish(self) -> None:
-        if self.flags:
-            flags = torch.stack(self.flags)
-            if flags.any():
-                self._raise(int(flags.nonzero()[0, 0]))
+        if self.count:
+            bad = ~torch.isfinite(torch.cat(self.sums)[:self.count])
+            if bad.any():
+                self._raise(int(bad.nonzero()[0, 0]))
 
     def _raise(self, call: int) -> None:
         raise NonFiniteModelOutput(f"the model returned NaN or inf at {self.describe(call)}")
@@ -102,14 +115,19 @@ class ModelCaller:
         return f"model call {call} (step {step}, sigma={sigma:.6g})"
 
     def sigma_tensor(self, sigma: float) -> torch.Tensor:
-        """A 0-d sigma on the device (a host-to-device copy: plans make all of theirs at once instead)."""
-        return torch.tensor(sigma, dtype=self.sigma_dtype).to(self.device)
+        """A 0-d sigma on the device, filled by a kernel (no host-to-device copy, which would synchronise)."""
+        return torch.full((), sigma, dtype=self.sigma_dtype, device=self.device)
 
-    def evaluate(self, y: torch.Tensor, sigma: torch.Tensor, sigma_value: float, step: int) -> torch.Tensor:
-        """D(y, sigma) in the working dtype, checked; the caller must `notify` next."""
+    def evaluate(self, y: torch.Tensor, sigma: torch.Tensor, sigma_value: float, step: int,
+                 sigma_in: torch.Tensor | None = None) -> torch.Tensor:
+        """D(y, sigma) in the working dtype, checked; the caller must `notify` next. `sigma_in` is the model's
+        sigma[B] when the caller has it already (plans make them all at once), else sigma * ones[B]."""
         call = len(self.calls)
         self.calls.append((step, sigma_value))
-        denoised = self.model(y.to(self.in_dtype), sigma * self.s_in, **self.extra_args).to(self.work)
+        x_in = y if y.dtype == self.in_dtype else y.to(self.in_dtype)
+        denoised = self.model(x_in, sigma * self.s_in if sigma_in is None else sigma_in, **self.extra_args)
+        if denoised.dtype != self.work:
+            denoised = denoised.to(self.work)
         if self.transform is not None:
             denoised = self.transform(denoised)
         self.guard.check(denoised, call)
@@ -129,9 +147,9 @@ class ModelCaller:
         self.bar.update(1)
 
     def __call__(self, y: torch.Tensor, sigma: torch.Tensor, sigma_value: float, step: int,
-                 extra: dict[str, Any] | None = None) -> torch.Tensor:
+                 extra: dict[str, Any] | None = None, sigma_in: torch.Tensor | None = None) -> torch.Tensor:
         """evaluate, then notify."""
-        denoised = self.evaluate(y, sigma, sigma_value, step)
+        denoised = self.evaluate(y, sigma, sigma_value, step, sigma_in)
         self.notify(y, sigma, denoised, step, extra)
         return denoised
 
@@ -157,34 +175,38 @@ def run_plan(
         if noise is None:
             raise ValueError("this plan draws noise: pass a noise source")
         noise.prepare(*plan.noise_times())
-    evals = [stage for stage in plan.stages if stage.evaluate]
-    sigma_values = torch.tensor([stage.sigma for stage in evals], dtype=sigma_dtype).to(x.device)
+    program = plan.program()
+    nfe = plan.nfe
+    # every sigma the model will see, as 0-d values and as sigma[B] rows, in one host-to-device transfer
+    sigma_values = torch.tensor([stage.sigma for stage in plan.stages if stage.evaluate],
+                                dtype=sigma_dtype).to(x.device)
+    sigma_rows = sigma_values[:, None] * x.new_ones([x.shape[0]], dtype=sigma_dtype)
+    needs_eps = ["eps" in kinds for kinds in plan.kinds]
     state = x.to(working_dtype(x.dtype))
-    buffer: dict[int, dict[str, torch.Tensor]] = {}
-    with progress_bar(total=plan.nfe, disable=disable) as bar:
-        caller = ModelCaller(model, x, extra_args=extra_args, callback=callback, bar=bar, total=plan.nfe,
+    slots: list[torch.Tensor | None] = [None] * (2 * nfe)  # slot 2j: D of call j, 2j + 1: its eps
+    with progress_bar(total=nfe, disable=disable) as bar:
+        caller = ModelCaller(model, x, extra_args=extra_args, callback=callback, bar=bar, total=nfe,
                              transform=transform, sigma_dtype=sigma_dtype)
-        for n, stage in enumerate(plan.stages):
+        for stage, terms, released in program:
             if stage.langevin is not None:
                 assert noise is not None
-                y = _langevin(state, buffer[stage.langevin.index]["D"], stage, noise)
+                y = _langevin(state, slots[2 * stage.langevin.index], stage, noise)
             else:
-                y = _combine(state, stage.a, stage.terms, buffer)
+                y = _combine(state, stage.a, terms, slots)
                 if stage.noise is not None:
                     assert noise is not None
                     z = noise.increment(stage.noise.sigma_from, stage.noise.sigma_to)
                     y = y + z * stage.noise.coef if y is state else y.add_(z, alpha=stage.noise.coef)
             if stage.evaluate:
                 call = caller.nfe
-                denoised = caller(y, sigma_values[call], stage.sigma, stage.step)
-                entry = {"D": denoised}
-                if "eps" in plan.kinds[call]:
-                    entry["eps"] = torch.add(y, denoised, alpha=-stage.alpha).mul_(1.0 / stage.sigma)
-                buffer[call] = entry
+                denoised = caller(y, sigma_values[call], stage.sigma, stage.step, sigma_in=sigma_rows[call])
+                slots[2 * call] = denoised
+                if needs_eps[call]:
+                    slots[2 * call + 1] = torch.add(y, denoised, alpha=-stage.alpha).mul_(1.0 / stage.sigma)
             if stage.commit:
                 state = y
-            for j in [j for j in buffer if plan.last_use[j] <= n]:
-                del buffer[j]
+            for slot in released:
+                slots[slot] = None
     caller.guard.finish()
     return state.to(x.dtype)
 
@@ -206,15 +228,17 @@ def _langevin(x: torch.Tensor, denoised: torch.Tensor, stage: Stage, noise: Nois
     return y.add_(z, alpha=move.s_noise * math.sqrt(2.0 * step))
 
 
-def _combine(x: torch.Tensor, a: float, terms: tuple[Term, ...], buffer: dict[int, dict[str, torch.Tensor]]
+def _combine(x: torch.Tensor, a: float, terms: tuple[tuple[float, int], ...], slots: list[torch.Tensor | None]
              ) -> torch.Tensor:
-    """y = a*x + sum(coef * buffer[index][kind]); returns x itself for the identity stage."""
+    """y = a*x + sum(coef * slots[slot]); returns x itself for the identity stage."""
     if not terms:
         return x if a == 1.0 else x * a
-    first, *rest = terms
-    y = buffer[first.index][first.kind] * first.coef
+    (coef, slot), *rest = terms
+    first = slots[slot]
+    assert first is not None
+    y = first * coef
     if a != 0.0:
         y.add_(x, alpha=a)
-    for term in rest:
-        y.add_(buffer[term.index][term.kind], alpha=term.coef)
+    for coef, slot in rest:
+        y.add_(slots[slot], alpha=coef)
     return y

@@ -77,6 +77,10 @@ class Stage:
     langevin: Langevin | None = None
 
 
+Program = list[tuple[Stage, tuple[tuple[float, int], ...], tuple[int, ...]]]
+"""Per stage: (stage, its terms as (coef, slot), the slots no later stage reads); slot = 2*index + (kind == eps)."""
+
+
 @dataclass
 class Plan:
     """Stages plus bookkeeping: which predictions each evaluation must keep, and until which stage."""
@@ -84,6 +88,18 @@ class Plan:
     stages: list[Stage] = field(default_factory=list)
     kinds: list[set[Kind]] = field(default_factory=list)
     last_use: list[int] = field(default_factory=list)
+    _program: Program | None = field(default=None, init=False, repr=False, compare=False)
+
+    def program(self) -> Program:
+        """The stages with buffer slots resolved and the releases after each stage, built once (a finished plan
+        is not modified: the driver runs this form)."""
+        if self._program is None:
+            releases: list[list[int]] = [[] for _ in self.stages]
+            for index, last in enumerate(self.last_use):
+                releases[last] += [2 * index, 2 * index + 1]
+            self._program = [(stage, tuple((t.coef, 2 * t.index + (t.kind == "eps")) for t in stage.terms),
+                              tuple(freed)) for stage, freed in zip(self.stages, releases, strict=True)]
+        return self._program
 
     @property
     def nfe(self) -> int:

@@ -5,6 +5,7 @@ Names are a public interface (saved ComfyUI workflows and WebUI infotexts refer 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -71,7 +72,28 @@ class SamplerEntry:
         grid = distinct(read_sigmas(sigmas, schedule))
         if len(grid) <= 1:
             return None, opts
-        return build_plan(self.spec, grid, schedule, opts), opts
+        return _cached_plan(self.spec, grid, schedule, opts), opts
+
+
+_RUN_ONLY = frozenset({"seed", "noise_sampler"})
+"""Options that pick the noise but do not shape a plan: left out of the plan cache's key."""
+
+
+@functools.lru_cache(maxsize=64)
+def _build_cached(spec: SolverSpec, grid: tuple[float, ...], schedule: Any, options: tuple[tuple[str, Any], ...]
+                  ) -> Plan:
+    return build_plan(spec, list(grid), schedule, dict(options))
+
+
+def _cached_plan(spec: SolverSpec, grid: list[float], schedule: Any, opts: Mapping[str, Any]) -> Plan:
+    """build_plan memoised on (spec, grid, schedule, options) when they are hashable (hosts rerun one grid with
+    new seeds); plans are shared, and nothing modifies a finished plan."""
+    key = tuple(sorted((k, v) for k, v in opts.items() if k not in _RUN_ONLY))
+    try:
+        hash((spec, schedule, key))
+    except TypeError:
+        return build_plan(spec, grid, schedule, dict(opts))
+    return _build_cached(spec, tuple(grid), schedule, key)
 
 
 def _transform(opts: Mapping[str, Any]) -> DynamicThreshold | None:

@@ -55,6 +55,17 @@ def _model_calls(entry: SamplerEntry, x: torch.Tensor, sigmas: torch.Tensor) -> 
     return int(info["nfe"])
 
 
+def _has_plan(entry: SamplerEntry, sigmas: torch.Tensor) -> bool:
+    """Whether the entry runs a plan (adaptive and optimisation-loop samplers have none)."""
+    if is_adaptive(entry):
+        return False
+    try:
+        entry.plan(sigmas)
+    except NotImplementedError:
+        return False
+    return True
+
+
 def _time_batch(fn: Callable[[], Any], number: int, sync: Callable[[], None],
                 clock: Callable[[], float] = time.perf_counter) -> float:
     sync()
@@ -109,8 +120,7 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
     twins = {name: run for name, run in twin_runs(trivial_model, x, sigmas, seed).items() if name in entries}
     for name, run in twins.items():
         jobs[f"comfyui/{name}"] = (run, jobs[name][1])
-    plan_jobs = {name: (lambda e=entry: e.plan(sigmas)) for name, entry in entries.items()
-                 if not is_adaptive(entry)}
+    plan_jobs = {name: (lambda e=entry: e.plan(sigmas)) for name, entry in entries.items() if _has_plan(entry, sigmas)}
 
     numbers: dict[str, int] = {}
     with torch.no_grad(), warnings.catch_warnings():
