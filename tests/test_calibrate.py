@@ -203,3 +203,19 @@ def test_a_grid_nothing_improves_is_returned_unchanged() -> None:
     result = calibrate_grid(problem.model, "dpm_solver_2m", 2, initial, x, reference=torch.zeros_like(x))
     assert torch.equal(result.sigmas, initial) and result.objective_after == result.objective_before
     assert math.isfinite(result.objective_before)
+
+
+def test_calibrated_benchmark_runs_and_reports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from samplers.bench import calibrated as bench
+    from samplers.bench.cases import select_cases
+
+    monkeypatch.setattr(bench, "EVALUATION_SAMPLES", 16)
+    case = select_cases(["ve_mixture/karras"])[0]
+    results = bench.run_calibrated([case], [5], [bench.Candidate("dpm_solver_2m")], samples=16, max_evals=30,
+                                   grids_dir=tmp_path)
+    row = results["cases"]["ve_mixture/karras"]["nfes"]["5"]["dpm_solver_2m"]
+    assert row["nfe"] == 5 and row["calibration_after"] < row["calibration_before"]
+    assert math.isfinite(row["standard_rmse"]) and math.isfinite(row["calibrated_rmse"])
+    assert load_grid(tmp_path / "ve_mixture_karras_dpm_solver_2m_5.safetensors", "dpm_solver_2m", 5).nfe == 5
+    text = bench.report(results)
+    assert "## ve_mixture/karras at NFE 5" in text and "DPM-Solver 2M" in text
