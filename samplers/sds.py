@@ -168,9 +168,10 @@ def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str,
                disable: bool | None = None, sigma_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """SDS along a distinct descending grid (len >= 2) from x noised at grid[0]; returns x at grid[-1].
 
-    At sigma_i (inner step k): D = model(x_t, sigma_i); x0 <- D on the first call, then x0 <- x0 - lr grad for every
-    call; x_t <- alpha(s) x0 + s eps with s = sigma_(i+1) after the last inner step (sigma_i before), eps the implied
-    noise (x_t - alpha D)/sigma_i or fresh keyed normals (sds_noise), or in mode sdi the inversion of x0 to s.
+    At sigma_i (inner step k): D = model(x_t, sigma_i); x0 starts as the first call's D, and every call takes the
+    step x0 <- x0 - lr grad (a no-op on that first call except in mode csd); then x_t <- alpha(s) x0 + s eps with
+    s = sigma_(i+1) after the last inner step (sigma_i before), eps the implied noise (x_t - alpha D)/sigma_i or
+    fresh keyed normals (sds_noise), or in mode sdi the inversion of x0 to s.
     """
     schedule: NoiseSchedule = opts["schedule"]
     mode, inner, lr = opts["sds_mode"], opts["sds_inner_steps"], opts["sds_lr"]
