@@ -73,18 +73,21 @@ def test_compare_ratio_and_goal() -> None:
 
 
 def test_compare_refuses_a_win_on_a_shorter_ode() -> None:
-    """Flow 'simple' grids end at shift(1/n): 10 intervals stop the ODE earlier than 20, which is no win."""
+    """Flow 'simple' grids end at shift(1/n): 10 intervals stop the ODE earlier than 20, which is no win, on
+    either side."""
     ours = {"x": [cell(8, 8, 1e-4, sigma_last=0.3), cell(10, 10, 1e-3, sigma_last=0.25)],
             "y": [cell(10, 10, 3e-3, sigma_last=0.136)]}
-    theirs = {"p": [cell(20, 20, 2e-3, sigma_last=0.136)]}
-    out = compare(ours, theirs, 10, 20)["rmse"]
+    theirs = {"p": [cell(20, 20, 2e-3, sigma_last=0.136)], "q": [cell(10, 19, 1e-5, sigma_last=0.25)]}
+    out = compare(ours, theirs, 10, 20, end=0.136)["rmse"]
+    assert out["theirs"]["label"] == "p"
     assert out["ours_any"]["label"] == "x" and out["ratio_any"] == pytest.approx(0.5)
     assert out["ours"]["label"] == "y" and out["ratio"] == pytest.approx(1.5) and out["met"] is False
+    assert compare(ours, theirs, 10, 20)["rmse"]["theirs"]["label"] == "q"  # no end given: everything counts
     del ours["y"]
-    out = compare(ours, theirs, 10, 20)["rmse"]
+    out = compare(ours, theirs, 10, 20, end=0.136)["rmse"]
     assert out["ours"] is None and out["ratio"] is None and out["met"] is False
     ours["x"][1]["sigma_last"] = 0.136
-    assert compare(ours, theirs, 10, 20)["rmse"]["met"] is True
+    assert compare(ours, theirs, 10, 20, end=0.136)["rmse"]["met"] is True
 
 
 def test_budget_rows_and_envelope() -> None:

@@ -123,12 +123,10 @@ def best_within(rows: Mapping[str, Sequence[Mapping[str, Any]]], budget: int, st
     return best
 
 
-def same_ode(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
-    """Whether our run's grid reaches at least as low a last nonzero sigma as theirs (True when either does not
-    say): on grids whose end depends on the step count (flow 'simple') fewer steps mean a shorter ODE before the
-    final denoise, and a smaller error against a shorter ODE is no win."""
-    a, b = ours.get("sigma_last"), theirs.get("sigma_last")
-    return a is None or b is None or a <= b * (1 + 1e-9)
+def ends_by(cell: Mapping[str, Any], end: float | None) -> bool:
+    """Whether a run's grid ends (last nonzero sigma) at or below `end` (True when either is unknown)."""
+    last = cell.get("sigma_last")
+    return end is None or last is None or last <= end * (1 + 1e-9)
 
 
 def _ratio(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None, stat: str) -> float | None:
@@ -138,19 +136,24 @@ def _ratio(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None, sta
 
 
 def compare(ours: Mapping[str, Sequence[Mapping[str, Any]]], theirs: Mapping[str, Sequence[Mapping[str, Any]]],
-            our_budget: int = OUR_BUDGET, their_budget: int = THEIR_BUDGET) -> dict[str, Any]:
-    """Per stat: their best at their_budget; our best at our_budget among our runs whose grid ends at least as low
-    (`same_ode`; all runs on grids with a fixed end); ratio ours/theirs and `met` (ratio <= 1; False when no run
-    of ours qualifies, None when theirs has none). `ours_any` / `ratio_any`: our best without the end condition."""
+            our_budget: int = OUR_BUDGET, their_budget: int = THEIR_BUDGET, end: float | None = None
+            ) -> dict[str, Any]:
+    """Per stat: our best at our_budget and theirs at their_budget, counting on both sides only runs whose grid
+    ends at sigma <= `end` (the benchmark passes the last nonzero sigma of the case's grid at their_budget: on
+    grids whose end depends on the step count, flow 'simple', fewer steps mean a shorter ODE before the final
+    denoise, and a smaller error on a shorter ODE is no win); ratio ours/theirs and `met` (ratio <= 1; False when
+    no run of ours qualifies, None when none of theirs does). `ours_any` / `ratio_any`: our best on any grid."""
+    def keep(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
+        return {k: [c for c in cells if ends_by(c, end)] for k, cells in rows.items()}
+
     out: dict[str, Any] = {}
     for stat in STATS:
-        t = best_within(theirs, their_budget, stat)
+        t = best_within(keep(theirs), their_budget, stat)
+        o = best_within(keep(ours), our_budget, stat)
         any_o = best_within(ours, our_budget, stat)
-        same = ours if t is None else {k: [c for c in cells if same_ode(c, t)] for k, cells in ours.items()}
-        o = best_within(same, our_budget, stat)
         r = _ratio(o, t, stat)
         met = None if t is None else (r is not None and r <= 1.0)
-        out[stat] = {"ours": o, "theirs": t, "ratio": r, "met": met, "ours_any": any_o,
+        out[stat] = {"ours": o, "theirs": t, "ratio": r, "met": met, "end": end, "ours_any": any_o,
                      "ratio_any": _ratio(any_o, t, stat)}
     return out
 
@@ -260,7 +263,9 @@ def run_comparison(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerE
         theirs = {s.label: their_runs(comfy_runner, s, max_nfe) for s in comfy_samplers}
         cases[runner.case.name] = {
             "data_std": runner.data_std,
-            "summary": compare(ours, theirs, our_budget, their_budget),
+            "summary": compare(ours, theirs, our_budget, their_budget, runner.sigma_last(their_budget)),
+            "equal_nfe": {str(b): compare(ours, theirs, b, b, runner.sigma_last(b))
+                          for b in sorted({our_budget, their_budget})},
             "theirs_table": budget_rows(theirs, budgets),
             "envelope": {side: {stat: envelope(rows, plot_budgets, stat) for stat in STATS}
                          for side, rows in (("ours", ours), ("theirs", theirs))},
@@ -308,12 +313,43 @@ def summary_table(cmp: Mapping[str, Any]) -> str:
             ours_text = _who(o)
             if o is None and s["ours_any"] is not None:
                 a = s["ours_any"]
-                ours_text = (f"none ends at σ <= {t['sigma_last']:.3g} (best on a shorter ODE: {_who(a)}, "
+                ours_text = (f"none ends at σ <= {s['end']:.3g} (best on a shorter ODE: {_who(a)}, "
                              f"{fmt_err(a[stat] / std)}, ratio {fmt_ratio(s['ratio_any'])})")
             body.append([case, STAT_NAMES[stat], ours_text, fmt_err(o[stat] / std) if o else "—",
                          _who(t), fmt_err(t[stat] / std) if t else "—", fmt_ratio(s["ratio"]), verdict])
     return table(["case", "metric", f"ours, NFE <= {ob}", "error / data std", f"ComfyUI, NFE <= {tb}",
                   "error / data std", "ratio ours/theirs", "goal"], body)
+
+
+def shorter_ode_notes(cmp: Mapping[str, Any]) -> list[str]:
+    """One line per case and metric where our best on any grid (ours_any) ends at a higher sigma than theirs."""
+    lines = []
+    for case, c in cmp["cases"].items():
+        for stat in STATS:
+            s = c["summary"][stat]
+            a = s["ours_any"]
+            if a is not None and s["theirs"] is not None and a != s["ours"]:
+                lines.append(f"- {case}, {STAT_NAMES[stat]}: our best on any grid within {cmp['our_budget']} calls is "
+                             f"{_who(a)} at {fmt_err(a[stat] / c['data_std'])} (ratio {fmt_ratio(s['ratio_any'])}), "
+                             f"but its grid ends at σ {a['sigma_last']:.3g}, above {s['end']:.3g} (the case's grid "
+                             f"at {cmp['their_budget']} intervals).")
+    return lines
+
+
+def equal_nfe_table(cmp: Mapping[str, Any]) -> str:
+    """Per case: best of ours / best of ComfyUI's at the same budget, by RMSE and by median."""
+    budgets = list(next(iter(cmp["cases"].values()))["equal_nfe"]) if cmp["cases"] else []
+    body = []
+    for case, c in cmp["cases"].items():
+        line = [case]
+        for b in budgets:
+            for stat in STATS:
+                s = c["equal_nfe"][b][stat]
+                line.append(f"{fmt_ratio(s['ratio'])} ({s['ours']['label'] if s['ours'] else '—'} / "
+                            f"{s['theirs']['label'] if s['theirs'] else '—'})")
+        body.append(line)
+    header = ["case", *[f"NFE {b}: {'RMSE' if stat == 'rmse' else 'median'}" for b in budgets for stat in STATS]]
+    return table(header, body)
 
 
 def _their_table(c: Mapping[str, Any], budgets: Sequence[int]) -> str:
@@ -361,9 +397,18 @@ def comparison_markdown(res: Mapping[str, Any]) -> str:
             "there, then the final denoise); on the flow 'simple' grid it depends on the step count (shift(1/n)), so "
             "there a run at 10 calls and one at 20 solve ODEs of different lengths.", "",
             f"### Summary: our best at NFE <= {ob} vs ComfyUI's best at NFE <= {tb}", "",
-            "Ratio < 1: ours is more accurate with half the calls or fewer (the goal). Our runs count only where "
-            "their grid ends at a sigma no higher than the ComfyUI run's (a smaller error on a shorter ODE is no "
-            "win); that matters on the flow 'simple' grid only.", "", summary_table(cmp), ""]
+            "Ratio < 1: ours is more accurate with half the calls or fewer (the goal). On both sides a run counts "
+            f"only where its grid ends at a sigma no higher than the case's grid at {tb} intervals (a smaller error "
+            "on a shorter ODE is no win); that matters on the flow 'simple' grid only, where it leaves our "
+            "adaptive samplers (which run between the ends of the 20-interval grid) and, on ComfyUI's side, the "
+            "one-call-per-step samplers and dpm_fast.", "", summary_table(cmp), ""]
+    notes = shorter_ode_notes(cmp)
+    if notes:
+        out += ["Not counted (shorter ODE):", "", *notes, ""]
+    out += ["### At equal NFE: best of ours / best of ComfyUI's", "",
+            "Cells: error ratio (our best / their best) at the same budget, with the two samplers (runs on grids "
+            "ending no higher than the case's grid at that many intervals).", "",
+            equal_nfe_table(cmp), ""]
     budgets = cmp["budgets"]
     for case, c in cmp["cases"].items():
         out += [f"### {case}: ComfyUI samplers, RMSE", "", _their_table(c, budgets), ""]
