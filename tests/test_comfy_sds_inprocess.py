@@ -196,3 +196,37 @@ def test_refine_keeps_the_latent_outside_its_noise_mask(env: dict[str, Any]) -> 
     out, before = refined["samples"], lat["samples"]
     torch.testing.assert_close(out[..., :4], before[..., :4], rtol=1e-5, atol=1e-5)
     assert (out[..., 4:] - before[..., 4:]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(("mode", "calls_per_step"), [("sds", 1), ("sdi", 5)])
+def test_refine_progress_counts_model_calls_and_a_cancel_stops_it(env: dict[str, Any], mode: str,
+                                                                  calls_per_step: int) -> None:
+    """ComfyUI's progress hook sees every model call (sdi: 4 inversion calls + 1 per step) and is where a
+    user's Cancel is raised: raising there stops the run at once."""
+    import comfy.model_management
+    import comfy.utils
+
+    seen: list[tuple[int, int]] = []
+    stop_at: list[int] = [0]
+
+    def hook(value: int, total: int, preview: Any, node_id: Any = None) -> None:
+        seen.append((value, total))
+        if value == stop_at[0]:
+            raise comfy.model_management.InterruptProcessingException()
+
+    inputs = {"steps": 3, "optimizer": "sgd", "lr": 0.1, "start_percent": 0.2, "end_percent": 0.8,
+              "start_sigma": 0.0, "end_sigma": 0.0, "cfg": 5.0, "seed": 1, "mode": mode, "weighting": "uniform",
+              "inner_steps": 2, "grad_clip": 0.0}
+    refine = node(env, "DPMSolverSDSRefine").refine
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        refine(env["ve"], POSITIVE, NEGATIVE, latent(1), **inputs)
+        total = 3 * 2 * calls_per_step
+        assert seen == [(i, total) for i in range(1, total + 1)]
+        seen.clear()
+        stop_at[0] = 2
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            refine(env["ve"], POSITIVE, NEGATIVE, latent(1), **inputs)
+        assert seen == [(1, total), (2, total)]
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
