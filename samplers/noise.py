@@ -6,9 +6,10 @@ domain separates uses (initial latent, Brownian path, Langevin corrector), the n
 domain, and the element is the position within the sample. The integers are mixed with the SplitMix64
 finaliser, written with torch int64 operations (wrap-around multiplication, logical shifts as arithmetic
 shift plus mask), so the same integers come out on any device, with no host round trip; the two 32-bit halves
-of each 64-bit hash give two 23-bit uniforms (exact in every float dtype) and one Box-Muller pair of normals,
-computed in the caller's floating dtype (normals are bounded by sqrt(2 ln 2^23) = 5.6). Results on two
-devices (or in float32 vs float64) agree up to the rounding of log/sqrt/cos/sin.
+of each 64-bit hash give two 23-bit uniforms (exact in float32 and float64) and one Box-Muller pair of normals,
+computed in the caller's floating dtype, at least float32 (normals are bounded by sqrt(2 ln 2^23) = 5.6; half
+dtypes get the float32 normals rounded). Results on two devices (or in float32 vs float64) agree up to the
+rounding of log/sqrt/cos/sin.
 
 Brownian path. W is a standard Brownian motion in the Brownian time tau = 1/(1 + e^lambda) in [0, 1] (tau = sigma
 for flow models, sigma/(1+sigma) for VE; it depends on lambda only, so VP and VE scalings of one schedule get the
@@ -124,20 +125,21 @@ def _node_keys(bases: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
 def _normals_from_keys(keys: torch.Tensor, counters: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
     """(*keys.shape, n) standard normals: element pair m of field `key` hashes key + m*GOLDEN.
 
-    The low 23 bits of each 32-bit half of the 64-bit hash become the mantissa of a float32 in [1, 2), giving
-    uniforms u in [0, 1) that are exact in any float dtype. Box-Muller: r = sqrt(-2 log(1 - u_low)), normals
-    r cos(2 pi u_high), r sin(2 pi u_high) (elements 2m and 2m + 1). Each half is masked while still in int64
-    lanes, so every operation runs on contiguous memory.
+    The low 23 bits of each 32-bit half of the 64-bit hash give uniforms u = bits * 2^-23 in [0, 1), exact in
+    float32 and float64 (half dtypes get the float32 normals, rounded). Box-Muller: r = sqrt(-2 log(1 - u_low)),
+    normals r cos(2 pi u_high), r sin(2 pi u_high) (elements 2m and 2m + 1). The halves are masked while still in
+    int64 lanes, so every operation runs on contiguous memory, and the 2^-23 scale is folded into the next
+    multiplication (exact: a power of two).
     """
+    work = torch.promote_types(dtype, torch.float32)  # half dtypes: computed in float32, then rounded
     z = mix64_tensor(keys[..., None] + counters)
-    high = torch.bitwise_right_shift(z, 32).bitwise_and_(0x7FFFFF).bitwise_or_(0x3F800000)
-    low = z.bitwise_and_(0x7FFFFF).bitwise_or_(0x3F800000)
-    radius = torch.log1p(low.to(torch.int32).view(torch.float32).to(dtype).sub_(1.0).neg_()).mul_(-2.0).sqrt_()
-    angle = high.to(torch.int32).view(torch.float32).to(dtype).sub_(1.0).mul_(2.0 * math.pi)
-    out = torch.empty((*angle.shape, 2), dtype=dtype, device=angle.device)
+    high = torch.bitwise_right_shift(z, 32).bitwise_and_(0x7FFFFF).to(work)
+    radius = torch.log1p(z.bitwise_and_(0x7FFFFF).to(work).mul_(-(2.0**-23))).mul_(-2.0).sqrt_()
+    angle = high.mul_(2.0 * math.pi * 2.0**-23)
+    out = torch.empty((*angle.shape, 2), dtype=work, device=angle.device)
     torch.mul(torch.cos(angle), radius, out=out[..., 0])
     torch.mul(torch.sin(angle), radius, out=out[..., 1])
-    return out.reshape(*keys.shape, -1)[..., :n]
+    return out.reshape(*keys.shape, -1)[..., :n].to(dtype)
 
 
 def _counters(n: int, device: torch.device) -> torch.Tensor:

@@ -93,6 +93,14 @@ def test_float32_and_float64_agree_up_to_float_error() -> None:
     assert float(z64.abs().max()) < math.sqrt(2 * 23 * math.log(2)) + 1e-12
 
 
+def test_half_dtypes_round_the_float32_normals() -> None:
+    z32 = keyed_normals(4, 2, (N,), DOMAIN_BROWNIAN, 6, dtype=torch.float32)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = keyed_normals(4, 2, (N,), DOMAIN_BROWNIAN, 6, dtype=dtype)
+        assert half.dtype == dtype and torch.isfinite(half).all()
+        assert torch.equal(half, z32.to(dtype))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
 def test_cpu_and_accelerator_agree() -> None:
     cpu = SeededNoise(11, torch.zeros(2, 4, 16, 16), VE)
