@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 from itertools import pairwise
@@ -24,7 +25,8 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("bench")
     json_path, png_path = out / "bench.json", out / "plot.png"
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), pytest.MonkeyPatch.context() as mp:
+        mp.delenv("COMFYUI_PATH", raising=False)  # the real ComfyUI is timed in a subprocess (test below) only
         rc = main(["--quick", "--json", str(json_path), "--plot", str(png_path)])
     assert rc == 0
     return json.loads(json_path.read_text()), buf.getvalue(), png_path
@@ -90,6 +92,19 @@ def test_overhead_reported_against_euler(quick: tuple[dict, str, Path]) -> None:
         for row in run["samplers"].values():
             assert row["nfe"] >= 10 and math.isfinite(row["overhead_us_per_call"])
     assert "Euler loop (reference)" in text
+
+
+@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="COMFYUI_PATH is not set")
+def test_overhead_times_comfyui_twins_in_the_same_run() -> None:
+    """With COMFYUI_PATH, ComfyUI's dpmpp_2m / 2m_sde / 3m_sde run in the same round robin as our twins."""
+    proc = subprocess.run([sys.executable, "-m", "samplers.bench.overhead", "--steps", "4", "--repeats", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for ours, theirs in (("dpm_solver_pp_2m", "sample_dpmpp_2m"), ("dpm_solver_pp_2m_sde", "sample_dpmpp_2m_sde"),
+                         ("dpm_solver_pp_3m_sde", "sample_dpmpp_3m_sde")):
+        row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {ours} | {theirs} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(math.isfinite(float(c)) for c in cells[2:6]), row
 
 
 def test_report_tables_mark_best(quick: tuple[dict, str, Path]) -> None:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .overhead import twin_table
 from .study import geomean
 
 
@@ -285,6 +286,11 @@ def overhead_section(res: dict[str, Any]) -> str:
         line.append("—" if plan_us is None else f"{plan_us:.0f}")
         body.append(line)
     out.append(table(header, body))
+    for r in runs:
+        if r.get("comfyui"):
+            out += ["", f"ComfyUI's own twins, same model, latent and grid, in the same round robin ({r['threads']} "
+                    f"thread(s), {r['comfyui_path']}); SDE twins at eta 1 with their torchsde Brownian tree:", "",
+                    twin_table(r)]
     single = [r for r in runs if r["threads"] == 1]
     loaded = [r for r in runs if single and r["threads"] > 1
               and r["model_us_per_call"] > 3 * single[0]["model_us_per_call"]]
@@ -376,7 +382,8 @@ def noise_section(res: dict[str, Any]) -> str:
     out = ["## Cost of the step noise", "",
            "Milliseconds per step for one step's noise of a latent (Karras grid, one increment per step), CPU, one "
            "thread, thread CPU time; median of the repeats. 'seeded Brownian' is samplers/noise.py (counter-based "
-           "hash, 21 dyadic levels per new time); 'torchsde' one torchsde.BrownianTree per sample queried per step "
+           "hash, Brownian-bridge tree, about 6 new fields per step at 20 steps); 'torchsde' one "
+           "torchsde.BrownianTree per sample queried per step "
            f"(k-diffusion style){'' if runs[0]['torchsde'] else ' — torchsde not installed: not measured'}; "
            "torch.randn is the floor (not seeded per sample, not refinable).", ""]
     names = {"seeded_brownian": "seeded Brownian (ours)", "torchsde_brownian_tree": "torchsde BrownianTree",
