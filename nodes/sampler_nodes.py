@@ -40,15 +40,8 @@ def _default_widget(name: str, entries: list[SamplerEntry]) -> Any:
     return spec.widget_value(None)
 
 
-def _no_guidance_yet() -> None:
-    """Stand-in for the guidance_parts option while a node's options are checked (nothing sampled yet)."""
-    return None
-
-
 def _probe(entry: SamplerEntry, options: Mapping[str, Any], label: str) -> None:
     """Let the core judge the options together; errors name the inputs the core names."""
-    if "guidance_parts" in entry.defaults:  # filled when sampling, from ComfyUI's post-CFG hook (sampling.py)
-        options = {"guidance_parts": _no_guidance_yet, **options}
     for grid in _PROBE_GRIDS:
         try:
             entry.count_model_calls(grid, **options)

@@ -143,11 +143,6 @@ def _sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
 
 
-def surrogate_loss(grad: torch.Tensor) -> torch.Tensor:
-    """0.5 * mean(g^2) (0-d): the loss 0.5 |x0 - sg(x0 - g)|^2 per latent element, whose gradient in x0 is g."""
-    return grad.float().square().mean() * 0.5
-
-
 class DPMSolverSDSGradient:
     """The SDS gradient of a latent at one noise level, with its target and loss."""
 
@@ -206,7 +201,7 @@ class DPMSolverSDSGradient:
         grad = found["grad"]
         with torch.inference_mode():
             gradient = latent_difference_out(model, grad).to(target.device)
-        return ({**latent, "samples": gradient}, {**latent, "samples": target}, float(surrogate_loss(grad)))
+        return ({**latent, "samples": gradient}, {**latent, "samples": target}, float(sds.surrogate_loss(grad)))
 
 
 class DPMSolverSDSRefine:
@@ -251,20 +246,11 @@ class DPMSolverSDSRefine:
             recorder = None
             if v["mode"] == "csd":
                 extra_args, recorder = with_guidance_hook(extra_args)
-            previous = [x0]
 
             def model_call_done(payload: dict[str, Any]) -> None:
                 bar.update_absolute(payload["nfe"], payload["total"])  # also where ComfyUI raises a user's Cancel
-                if "x0" not in payload or payload.get("inversion"):  # an inversion call of mode sdi
-                    return
-                sigma = grid[payload["step"]]
-                if recorder is not None and recorder.parts() is not None:
-                    cond, uncond, scale = recorder.parts()
-                    grad = sds.csd_gradient(cond, uncond, sigma, v["weighting"], schedule, scale)
-                else:
-                    grad = sds.sds_gradient(previous[0], payload["denoised"], sigma, v["weighting"], schedule)
-                losses.append(surrogate_loss(sds.clip_gradient(grad, v["grad_clip"])))
-                previous[0] = payload["x0"]
+                if "loss" in payload:  # an optimisation step (not an inversion call of mode sdi)
+                    losses.append(payload["loss"])
 
             return sds.sds_refine(
                 denoiser, x0, grid, schedule, extra_args=extra_args, mode=v["mode"], weighting=v["weighting"],

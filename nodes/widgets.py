@@ -154,6 +154,17 @@ KNOWN: dict[str, WidgetSpec] = {
     "snr": _float("Signal-to-noise ratio that sets the Langevin corrector's step size.", 0.001, 10.0, 0.01),
     "r": _float("Position of the intermediate model call, as a fraction of the step in half-log-SNR.",
                 0.01, 0.99, 0.01),
+    # Options of score distillation (dpm_solver_sds).
+    "sds_lr": _float("Score distillation: step size of each update x0 <- x0 - lr * lambda(sigma) * (x0 - D). With "
+                     "the uniform weighting, 1 makes each step x0 <- D (DDIM, or LCM with fresh noise); smaller "
+                     "values move x0 part of the way.", 0.001, 10.0, 0.01),
+    "sds_inner_steps": _int("Score distillation: optimisation steps at each sigma of the schedule, one model call "
+                            "each (the sampler costs steps * inner steps model calls, plus inversions in mode sdi).",
+                            1, 50),
+    "sds_grad_clip": _float("Score distillation: largest L2 norm of each latent's gradient, in latent units "
+                            "(0 = no clipping).", 0.0, 1000.0, 0.1),
+    "sds_inversion_steps": _int("Score distillation, mode sdi: model calls of each DPM-Solver inversion of x0 that "
+                                "replaces the fresh noise (more: a more exact inversion, more model calls).", 1, 50),
 }
 
 

@@ -32,6 +32,8 @@ from .thresholding import DynamicThreshold
 MODES = ("sds", "csd", "sdi")
 WEIGHTINGS = ("dreamfusion", "sjc", "uniform")
 OPTIMIZERS = ("sgd", "adam")
+SAMPLER_NAME = "dpm_solver_sds"
+"""Registry name of `sample_sds` (samplers/registry.py), used in its error messages."""
 DOMAIN_SDS = 4
 """Key domain of the SDS fresh noise for samplers.noise.keyed_normals (1-3: initial, Brownian, Langevin)."""
 
@@ -44,6 +46,7 @@ GuidanceParts = Callable[[], "tuple[torch.Tensor, torch.Tensor, float] | None"]
 __all__ = [
     "DOMAIN_SDS", "MODES", "OPTIMIZERS", "WEIGHTINGS", "clip_gradient", "count_sds_calls", "csd_gradient",
     "fresh_noise", "implied_noise", "invert", "noised", "sample_sds", "sds_gradient", "sds_refine", "sds_weight",
+    "surrogate_loss",
 ]
 
 
@@ -100,6 +103,12 @@ def csd_gradient(cond_denoised: torch.Tensor, uncond_denoised: torch.Tensor, sig
     what the condition adds (in eps terms: lambda' (eps_cond - eps_uncond), as in the CSD paper).
     """
     return torch.sub(cond_denoised, uncond_denoised).mul_(-float(cfg) * sds_weight(sigma, weighting, schedule))
+
+
+def surrogate_loss(grad: torch.Tensor) -> torch.Tensor:
+    """0.5 mean(g^2) over the batch (0-d, float32 or wider): the loss 0.5 |x0 - sg(x0 - g)|^2 per element, whose
+    gradient in x0 is g."""
+    return grad.to(torch.promote_types(grad.dtype, torch.float32)).square().mean().mul_(0.5)
 
 
 def clip_gradient(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -175,6 +184,11 @@ def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str,
     """
     schedule: NoiseSchedule = opts["schedule"]
     mode, inner, lr = opts["sds_mode"], opts["sds_inner_steps"], opts["sds_lr"]
+    if mode == "csd" and opts["guidance_parts"] is None:
+        raise ValueError(f"{SAMPLER_NAME}: option sds_mode 'csd' needs the option guidance_parts (a zero-argument "
+                         "callable returning (cond_denoised, uncond_denoised, cfg) of the latest model call), and "
+                         "none was given when sampling started: the host must fill it from its CFG hook (ComfyUI's "
+                         "DPM-Solver sampler functions do)")
     transform = DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"]) if opts["thresholding"] else None
     total = count_sds_calls(grid, opts)
     seed = resolve_seed(opts["seed"], extra_args)
@@ -257,9 +271,11 @@ def sds_refine(model: Model, x0: torch.Tensor, sigmas: Sequence[float] | torch.T
 
     Step n at sigma: eps = fresh keyed normals (node n; mode sdi: the order-2 DPM-Solver inversion of x0 to sigma,
     `inversion_steps` model calls), D = model(alpha x0 + sigma eps, sigma), grad = lambda(sigma)(x0 - D) (csd: the
-    guidance term), clipped per sample to grad_clip, then an SGD or Adam step. No gradient flows through the
-    network; runs under torch.inference_mode(). The callback gets each model call (payload "x0": the latent after
-    the step; "inversion": True for the calls of an sdi inversion). Returns the refined x0 in its dtype.
+    guidance term), clipped per sample to grad_clip, then an SGD (x0 <- x0 - lr grad) or Adam step. No gradient
+    flows through the network; runs under torch.inference_mode(). The callback gets each model call; an
+    optimisation step's payload adds "x0" (the latent after the step), "grad" (the clipped gradient the step used)
+    and "loss" (`surrogate_loss(grad)`, a 0-d tensor on x0's device: no host sync); the calls of an sdi inversion
+    carry "x0" (the latent being inverted) and "inversion": True. Returns the refined x0 in its dtype.
     """
     sched = resolve_schedule(schedule)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -297,11 +313,10 @@ def sds_refine(model: Model, x0: torch.Tensor, sigmas: Sequence[float] | torch.T
                     eps = fresh_noise(opts["seed"], x, n)
                 x_t = noised(x, eps, s, sched)
                 denoised = caller.evaluate(x_t, sigma_rows[s], s, i)
-                if adam is None:
-                    x = step.sgd(x, denoised, s, opts["sds_lr"])
-                else:
-                    x = adam.step(x, step.gradient(x, denoised, s), opts["sds_lr"])
-                caller.notify(x_t, sigma_rows[s], denoised, i, {"x0": x})
+                grad = step.gradient(x, denoised, s)
+                x = torch.add(x, grad, alpha=-opts["sds_lr"]) if adam is None else adam.step(x, grad, opts["sds_lr"])
+                caller.notify(x_t, sigma_rows[s], denoised, i, {"x0": x, "grad": grad, "loss": surrogate_loss(grad)}
+                              if caller.callback is not None else None)
                 n += 1
         caller.guard.finish()
         out = x.to(x0.dtype)
@@ -309,14 +324,11 @@ def sds_refine(model: Model, x0: torch.Tensor, sigmas: Sequence[float] | torch.T
 
 
 def parse_sds_options(name: str, defaults: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """The sampler's options, validated (csd without guidance_parts is reported before any model call)."""
+    """The sampler's options, validated one by one. Mode csd is accepted without guidance_parts here (hosts fill
+    that option from their CFG hook when sampling starts); `sample_sds` reports it missing before any model call."""
     opts = parse_options(name, defaults, options)
     if opts["thresholding"]:
         DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
-    if opts["sds_mode"] == "csd" and opts["guidance_parts"] is None:
-        raise ValueError(f"{name}: option sds_mode 'csd' needs the option guidance_parts (a zero-argument callable "
-                         "returning (cond_denoised, uncond_denoised, cfg) of the latest model call; hosts fill it "
-                         "from their CFG hook)")
     return opts
 
 

@@ -181,6 +181,42 @@ def test_the_sds_sampler_node_builds_a_csd_sampler(env: tuple[dict, Any]) -> Non
     assert sampler.extra_options["sds_mode"] == "csd" and "guidance_parts" not in sampler.extra_options
 
 
+SDS_NUMBERS = {"sds_lr": ("FLOAT", 0.001, 10.0, 1.0), "sds_inner_steps": ("INT", 1, 50, 1),
+               "sds_grad_clip": ("FLOAT", 0.0, 1000.0, 0.0), "sds_inversion_steps": ("INT", 1, 50, 4)}
+"""The SDS sampler node's numeric inputs: kind, min, max, default."""
+
+
+def test_the_sds_sampler_nodes_numbers_have_sensible_ranges(env: tuple[dict, Any]) -> None:
+    _, package = env
+    cls = package.NODE_CLASS_MAPPINGS["DPMSolverSampler_dpm_solver_sds"]
+    spec = cls.INPUT_TYPES()["required"]
+    assert list(spec) == list(package.nodes.interface.RELEASED_INPUTS["DPMSolverSampler_dpm_solver_sds"])
+    for name, (kind, low, high, default) in SDS_NUMBERS.items():
+        got_kind, options = spec[name]
+        assert (got_kind, options["min"], options["max"], options["default"]) == (kind, low, high, default), name
+        assert 0 < options["step"] <= (1 if kind == "INT" else 0.1), name
+        assert options["tooltip"].startswith("Score distillation") and len(options["tooltip"]) > 60, name
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("sds_lr", 0.0, "input 'sds_lr' must be at least 0.001"),
+    ("sds_lr", 11.0, "input 'sds_lr' must be at most 10.0"),
+    ("sds_inner_steps", 51, "input 'sds_inner_steps' must be at most 50"),
+    ("sds_inner_steps", 2**31 - 1, "input 'sds_inner_steps' must be at most 50"),
+    ("sds_grad_clip", -1.0, "input 'sds_grad_clip' must be at least 0.0"),
+    ("sds_grad_clip", 1e9, "input 'sds_grad_clip' must be at most 1000.0"),
+    ("sds_inversion_steps", 0, "input 'sds_inversion_steps' must be at least 1"),
+    ("sds_inversion_steps", 51, "input 'sds_inversion_steps' must be at most 50"),
+])
+def test_the_sds_sampler_node_refuses_numbers_out_of_range(env: tuple[dict, Any], name: str, value: Any,
+                                                           message: str) -> None:
+    _, package = env
+    cls = package.NODE_CLASS_MAPPINGS["DPMSolverSampler_dpm_solver_sds"]
+    inputs = {n: options["default"] for n, (_, options) in cls.INPUT_TYPES()["required"].items()}
+    with pytest.raises(package.nodes.widgets.InputError, match=f"^DPM-Solver SDS: {message}"):
+        cls().get_sampler(**{**inputs, name: value})
+
+
 # --- the nodes' inputs ----------------------------------------------------------------------------------------
 
 class Patcher:

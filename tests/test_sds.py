@@ -208,6 +208,45 @@ def test_gradient_clipping_bounds_each_sample_step() -> None:
     assert steps[0] == pytest.approx(0.01, rel=1e-12) and steps[1] <= 0.01 + 1e-15
 
 
+@pytest.mark.parametrize(("mode", "optimizer", "clip"), [("sds", "sgd", 0.0), ("sds", "sgd", 0.3),
+                                                       ("sds", "adam", 0.3), ("sdi", "sgd", 0.0),
+                                                       ("csd", "adam", 0.0)])
+def test_refine_reports_each_steps_gradient_and_loss(mode: str, optimizer: str, clip: float) -> None:
+    """Each optimisation step's payload carries the clipped gradient it used (recomputed here from the payload's
+    x_t, D and the previous x0) and its loss 0.5 mean(g^2) as a 0-d tensor; inversion calls carry neither."""
+    means, stds = [[2.0, 0.5], [-2.0, 1.0]], [[0.3, 0.5], [0.3, 0.4]]
+    guided = RecordingGuidance(GuidedMixture(GaussianMixture(means, stds, [0.5, 0.5]),
+                                             GaussianMixture(means, stds, [0.9, 0.1]), 3.0))
+    x0 = torch.tensor([[3.0, 1.0], [0.2, -0.4], [-1.0, 2.0]], dtype=F64)
+    sigmas, seen, parts = [2.0, 1.0, 0.5], [], []
+
+    def record(payload: dict) -> None:
+        seen.append(payload)
+        parts.append(guided.last)
+
+    out = sds_refine(guided, x0, sigmas, "ve", mode=mode, weighting="dreamfusion", lr=0.4, optimizer=optimizer,
+                     inner_steps=2, grad_clip=clip, inversion_steps=2, guidance_parts=guided.parts, callback=record)
+    steps = [(p, c) for p, c in zip(seen, parts, strict=True) if not p.get("inversion")]
+    assert len(steps) == 6 and len(seen) == (18 if mode == "sdi" else 6)
+    assert all("grad" not in p and "loss" not in p for p in seen if p.get("inversion"))
+    before = x0
+    for n, (payload, (cond, uncond, cfg)) in enumerate(steps):
+        sigma = sigmas[n // 2]
+        if mode == "csd":
+            expected = csd_gradient(cond, uncond, sigma, "dreamfusion", "ve", cfg)
+        else:
+            expected = sds_gradient(before, payload["denoised"], sigma, "dreamfusion", "ve")
+        expected = clip_gradient(expected, clip)
+        torch.testing.assert_close(payload["grad"], expected, rtol=1e-12, atol=1e-14)
+        loss = payload["loss"]
+        assert isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.dtype == F64
+        torch.testing.assert_close(loss, 0.5 * expected.square().mean(), rtol=1e-12, atol=0)
+        if optimizer == "sgd":
+            torch.testing.assert_close(payload["x0"], before - 0.4 * expected, rtol=1e-12, atol=1e-14)
+        before = payload["x0"]
+    assert torch.equal(before, out)
+
+
 # -- determinism, batch invariance, counting, contracts ----------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["sampler", "refine"])
@@ -387,12 +426,17 @@ def test_csd_steps_along_the_guidance_term_only() -> None:
     assert torch.isfinite(sampled).all()
 
 
-def test_csd_without_guidance_parts_is_a_clear_error() -> None:
+def test_csd_options_check_without_guidance_parts_and_sampling_reports_them_missing() -> None:
+    """Hosts fill guidance_parts from their CFG hook only when sampling starts: checking (counting) csd options
+    needs no stand-in, and sampling without the parts fails clearly before any model call."""
+    grid = grid_for("ve", 4)
+    assert SDS.count_model_calls(grid, sds_mode="csd", sds_inner_steps=2) == SDS.count_model_calls(
+        grid, sds_inner_steps=2) == 8
     model = Counting(two_modes())
-    with pytest.raises(ValueError, match="sds_mode 'csd' needs the option guidance_parts"):
-        SDS(model, start("ve"), grid_for("ve", 4), sds_mode="csd", disable=True)
-    with pytest.raises(ValueError, match=r"csd.*guidance_parts"):
-        SDS.count_model_calls(grid_for("ve", 4), sds_mode="csd")
+    seen: list[dict] = []
+    with pytest.raises(ValueError, match="dpm_solver_sds: option sds_mode 'csd' needs the option guidance_parts"):
+        SDS(model, start("ve"), grid, sds_mode="csd", callback=seen.append, disable=True)
+    assert model.calls == 0 and seen == []
     with pytest.raises(ValueError, match="sds_refine: mode 'csd' needs guidance_parts"):
         sds_refine(model, torch.zeros(2, 2, dtype=F64), [1.0], "ve", mode="csd")
     with pytest.raises(ValueError, match="guidance_parts returned None"):
