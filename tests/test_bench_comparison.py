@@ -88,6 +88,11 @@ def test_compare_refuses_a_win_on_a_shorter_ode() -> None:
     assert out["ours"] is None and out["ratio"] is None and out["met"] is False
     ours["x"][1]["sigma_last"] = 0.136
     assert compare(ours, theirs, 10, 20, end=0.136)["rmse"]["met"] is True
+    theirs["q"][0]["stop"] = 0.001  # uni_pc: its grid ends high but it integrates down to 0.001
+    assert compare(ours, theirs, 10, 20, end=0.136)["rmse"]["theirs"]["label"] == "q"
+    assert comparison.envelope(theirs, [19, 20], "rmse", {19: 0.01, 20: 0.136}) == [(19, 1e-5), (20, 1e-5)]
+    del theirs["q"][0]["stop"]
+    assert comparison.envelope(theirs, [19, 20], "rmse", {19: 0.01, 20: 0.136}) == [(20, 2e-3)]
 
 
 def test_budget_rows_and_envelope() -> None:

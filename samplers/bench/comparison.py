@@ -124,8 +124,9 @@ def best_within(rows: Mapping[str, Sequence[Mapping[str, Any]]], budget: int, st
 
 
 def ends_by(cell: Mapping[str, Any], end: float | None) -> bool:
-    """Whether a run's grid ends (last nonzero sigma) at or below `end` (True when either is unknown)."""
-    last = cell.get("sigma_last")
+    """Whether the ODE a run solved ends at or below `end`: where the sampler stops ('stop': uni_pc at 0.001,
+    dpm_fast at the last nonzero sigma), else its grid's last nonzero sigma (True when unknown)."""
+    last = cell.get("stop", cell.get("sigma_last"))
     return end is None or last is None or last <= end * (1 + 1e-9)
 
 
@@ -165,10 +166,18 @@ def budget_rows(rows: Mapping[str, Sequence[Mapping[str, Any]]], budgets: Sequen
             for label, cells in rows.items()}
 
 
-def envelope(rows: Mapping[str, Sequence[Mapping[str, Any]]], budgets: Sequence[int], stat: str
-             ) -> list[tuple[int, float]]:
-    """(budget, best value of `stat` at that budget) for the budgets where some sampler has a finite value."""
-    return [(b, best[stat]) for b in budgets if (best := best_within(rows, b, stat)) is not None]
+def envelope(rows: Mapping[str, Sequence[Mapping[str, Any]]], budgets: Sequence[int], stat: str,
+             ends: Mapping[int, float] | None = None) -> list[tuple[int, float]]:
+    """(budget, best value of `stat` at that budget) for the budgets where some sampler has a finite value; with
+    `ends`, only runs that end by ends[budget] count (see compare)."""
+    points = []
+    for b in budgets:
+        end = None if ends is None else ends.get(b)
+        kept = {k: [c for c in cells if ends_by(c, end)] for k, cells in rows.items()}
+        best = best_within(kept, b, stat)
+        if best is not None:
+            points.append((b, best[stat]))
+    return points
 
 
 # --- running ---------------------------------------------------------------------------------------------------
@@ -259,6 +268,7 @@ def run_comparison(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerE
     cases: dict[str, Any] = {}
     for runner in runners:
         comfy_runner = ComfyCaseRunner(comfy, runner)
+        ends = {b: runner.sigma_last(b) for b in plot_budgets}
         ours = {c.label: our_runs(runner, c, max_nfe) for c in ours_list}
         theirs = {s.label: their_runs(comfy_runner, s, max_nfe) for s in comfy_samplers}
         cases[runner.case.name] = {
@@ -267,7 +277,7 @@ def run_comparison(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerE
             "equal_nfe": {str(b): compare(ours, theirs, b, b, runner.sigma_last(b))
                           for b in sorted({our_budget, their_budget})},
             "theirs_table": budget_rows(theirs, budgets),
-            "envelope": {side: {stat: envelope(rows, plot_budgets, stat) for stat in STATS}
+            "envelope": {side: {stat: envelope(rows, plot_budgets, stat, ends) for stat in STATS}
                          for side, rows in (("ours", ours), ("theirs", theirs))},
             "ours_runs": ours, "theirs_runs": theirs,
         }
@@ -398,10 +408,12 @@ def comparison_markdown(res: Mapping[str, Any]) -> str:
             "there a run at 10 calls and one at 20 solve ODEs of different lengths.", "",
             f"### Summary: our best at NFE <= {ob} vs ComfyUI's best at NFE <= {tb}", "",
             "Ratio < 1: ours is more accurate with half the calls or fewer (the goal). On both sides a run counts "
-            f"only where its grid ends at a sigma no higher than the case's grid at {tb} intervals (a smaller error "
-            "on a shorter ODE is no win); that matters on the flow 'simple' grid only, where it leaves our "
-            "adaptive samplers (which run between the ends of the 20-interval grid) and, on ComfyUI's side, the "
-            "one-call-per-step samplers and dpm_fast.", "", summary_table(cmp), ""]
+            f"only where the ODE it solved ends at a sigma no higher than the case's grid at {tb} intervals (a "
+            "smaller error on a shorter ODE is no win; uni_pc, which runs to 0.001, always counts); that matters "
+            "on the flow 'simple' grid, where it leaves our adaptive samplers (which run between the ends of the "
+            "20-interval grid) and, on ComfyUI's side, the one-call-per-step samplers, uni_pc, dpm_fast and "
+            "dpm_adaptive, and for the KSampler-grid variants (penultimate sigma dropped).", "",
+            summary_table(cmp), ""]
     notes = shorter_ode_notes(cmp)
     if notes:
         out += ["Not counted (shorter ODE):", "", *notes, ""]
