@@ -167,6 +167,10 @@ CONTROLS: tuple[Control, ...] = (
     Control("corrector", "Corrector", "DPM-Solver corrector", "choice",
             "predictor-corrector samplers: the corrector run after each step",
             choices=("none", "langevin", "unic")),
+    Control("sds_noise", "SDS noise", "DPM-Solver SDS noise", "choice",
+            "score distillation (DPM-Solver SDS): re-noise with the noise the model implies (implied, DDIM-like) "
+            "or with fresh noise from each image's seed (fresh, LCM-like)",
+            choices=("implied", "fresh")),
 )
 """Every accordion control, in script-argument order (append only)."""
 

@@ -101,9 +101,12 @@ def default_scheduler(entry: Any, have_logsnr: bool) -> str:
 
 
 def sampler_options(entry: Any, have_logsnr: bool) -> dict[str, Any]:
-    """`SamplerData.options`: the WebUI reads `scheduler` and `brownian_noise`; ENTRY_KEY is ours."""
+    """`SamplerData.options`: the WebUI reads `scheduler` and `brownian_noise`; ENTRY_KEY is ours.
+
+    `brownian_noise` for every entry that takes a `noise_sampler` (the SDE samplers, and score distillation for
+    its fresh noise): the WebUI then passes its noise sampler seeded with the per-image seeds."""
     options: dict[str, Any] = {"scheduler": default_scheduler(entry, have_logsnr), ENTRY_KEY: entry.name}
-    if entry.stochastic:
+    if "noise_sampler" in entry.defaults:
         options["brownian_noise"] = True
     return options
 

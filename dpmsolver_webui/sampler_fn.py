@@ -9,7 +9,8 @@ processing object as `model.p` (set in `Sampler.initialize`) and the k-diffusion
 
 Per call this function: takes the user's explicit options from `p` (set by the accordion script), keeps the
 ones the entry accepts, adds `schedule="flow"` on flow models, the WebUI's noise sampler (or the batch seed)
-for stochastic entries, and reports progress to the WebUI once per sigma interval.
+for entries that take one (stochastic samplers; score distillation with fresh noise, whose noise is then seeded
+per image like theirs), and reports progress to the WebUI once per sigma interval.
 """
 
 from __future__ import annotations

@@ -201,7 +201,8 @@ OPTIONS.update({o.name: o for o in [
            "score distillation: largest L2 norm of each sample's gradient (0 = no clipping)"),
     Option("sds_noise", "implied", _choice("implied", "fresh"),
            "score distillation (modes sds, csd): noise that re-noises x0 to the next sigma: 'implied' "
-           "(x_t - alpha D)/sigma (DDIM) or 'fresh' seeded normals (LCM)", ("implied", "fresh")),
+           "(x_t - alpha D)/sigma (DDIM) or 'fresh' normals (LCM): from noise_sampler when given (a host's "
+           "per-image noise), else seeded", ("implied", "fresh")),
     Option("sds_inversion_steps", 4, _integer(1),
            "score distillation, mode sdi: model calls of each DPM-Solver++(2M) inversion of x0"),
     Option("guidance_parts", None, _guidance_parts,

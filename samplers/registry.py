@@ -195,7 +195,8 @@ def _entry(name: str, label: str, description: str, spec: SolverSpec, **defaults
 
 
 SDS_OPTIONS = ("schedule", "thresholding", "threshold_quantile", "threshold_max", "sds_mode", "sds_weighting", "sds_lr",
-               "sds_inner_steps", "sds_grad_clip", "sds_noise", "sds_inversion_steps", "seed", "guidance_parts")
+               "sds_inner_steps", "sds_grad_clip", "sds_noise", "sds_inversion_steps", "seed", "guidance_parts",
+               "noise_sampler")
 """Options of dpm_solver_sds (defaults: DDIM; see samplers/sds.py)."""
 
 

@@ -44,9 +44,9 @@ GuidanceParts = Callable[[], "tuple[torch.Tensor, torch.Tensor, float] | None"]
 """Zero-argument callable: (cond_denoised, uncond_denoised, cfg) of the most recent model call, or None."""
 
 __all__ = [
-    "DOMAIN_SDS", "MODES", "OPTIMIZERS", "WEIGHTINGS", "clip_gradient", "count_sds_calls", "csd_gradient",
-    "fresh_noise", "implied_noise", "invert", "noised", "sample_sds", "sds_gradient", "sds_refine", "sds_weight",
-    "surrogate_loss",
+    "DOMAIN_SDS", "MODES", "OPTIMIZERS", "SAMPLER_NAME", "WEIGHTINGS", "clip_gradient", "count_sds_calls",
+    "csd_gradient", "fresh_noise", "fresh_noise_intervals", "implied_noise", "invert", "noised", "sample_sds",
+    "sds_gradient", "sds_refine", "sds_weight", "surrogate_loss",
 ]
 
 
@@ -172,6 +172,26 @@ def count_sds_calls(grid: Sequence[float], opts: dict[str, Any]) -> int:
     return steps + renoise * opts["sds_inversion_steps"]
 
 
+def fresh_noise_intervals(grid: Sequence[float], inner: int) -> list[tuple[float, float]]:
+    """(sigma, sigma_next) queries of a host noise sampler, one per fresh-noise draw of `sample_sds`, in draw order.
+
+    Draws: `inner` per interval (s, t) of the grid, none for the final re-noising to t = 0. They take disjoint
+    sub-intervals (equal in sigma) of the grid's positive part, so Brownian increments give independent normals
+    and no query leaves [smallest sigma > 0, grid[0]] (the range a host's Brownian tree covers): interval (s, t > 0)
+    is cut into `inner` parts, and when the grid ends at 0 the last interval with t > 0 into 2 inner - 1, its
+    last inner - 1 parts serving the final interval. With inner = 1 the queries are the grid's intervals (s, t > 0),
+    as for SDE samplers. A grid [s, 0] has no interval to cut: its inner - 1 draws are missing from the list.
+    """
+    positive = [(s, t) for s, t in pairwise(grid) if t > 0.0]
+    queries: list[tuple[float, float]] = []
+    for i, (s, t) in enumerate(positive):
+        last = i == len(positive) - 1 and grid[-1] == 0.0
+        parts = 2 * inner - 1 if last else inner
+        cuts = [s + (t - s) * k / parts for k in range(parts)] + [t]
+        queries += list(pairwise(cuts))
+    return queries
+
+
 def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str, Any], *,
                extra_args: dict[str, Any] | None = None, callback: Callback | None = None,
                disable: bool | None = None, sigma_dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -180,7 +200,8 @@ def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str,
     At sigma_i (inner step k): D = model(x_t, sigma_i); x0 starts as the first call's D, and every call takes the
     step x0 <- x0 - lr grad (a no-op on that first call except in mode csd); then x_t <- alpha(s) x0 + s eps with
     s = sigma_(i+1) after the last inner step (sigma_i before), eps the implied noise (x_t - alpha D)/sigma_i or
-    fresh keyed normals (sds_noise), or in mode sdi the inversion of x0 to s.
+    fresh normals (sds_noise: the host's noise_sampler on the sub-intervals of `fresh_noise_intervals`, else keyed
+    normals of the seed), or in mode sdi the inversion of x0 to s.
     """
     schedule: NoiseSchedule = opts["schedule"]
     mode, inner, lr = opts["sds_mode"], opts["sds_inner_steps"], opts["sds_lr"]
@@ -192,6 +213,8 @@ def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str,
     transform = DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"]) if opts["thresholding"] else None
     total = count_sds_calls(grid, opts)
     seed = resolve_seed(opts["seed"], extra_args)
+    noise_sampler = opts["noise_sampler"] if opts["sds_noise"] == "fresh" and mode != "sdi" else None
+    queries = fresh_noise_intervals(grid, inner) if noise_sampler is not None else []
     inv_steps = opts["sds_inversion_steps"]
     with torch.inference_mode(), progress_bar(total=total, disable=disable) as bar:
         caller = ModelCaller(model, x, extra_args=extra_args, callback=callback, bar=bar, total=total,
@@ -222,8 +245,12 @@ def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str,
                         y, next(calls), sig, i, {"x0": x0, "inversion": True}), x0, plans[target], schedule, target)
                     x_t = noised(x0, eps, target, schedule)
                 else:
-                    eps = implied_noise(x_t, denoised, s, schedule) if opts["sds_noise"] == "implied" \
-                        else fresh_noise(seed, x_t, n)
+                    if opts["sds_noise"] == "implied":
+                        eps = implied_noise(x_t, denoised, s, schedule)
+                    elif n < len(queries):
+                        eps = noise_sampler(*queries[n]).to(device=x_t.device, dtype=x_t.dtype)
+                    else:
+                        eps = fresh_noise(seed, x_t, n)
                     x_t = noised(x0, eps, target, schedule)
                 n += 1
         caller.guard.finish()

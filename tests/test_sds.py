@@ -20,6 +20,7 @@ from samplers.sds import (
     clip_gradient,
     csd_gradient,
     fresh_noise,
+    fresh_noise_intervals,
     implied_noise,
     noised,
     sds_gradient,
@@ -264,6 +265,79 @@ def test_fresh_noise_is_deterministic_per_seed_and_batch_invariant(how: str) -> 
     assert not torch.allclose(batch, run(x, 12))
     for b in range(3):
         torch.testing.assert_close(run(x[b:b + 1], 11 + b), batch[b:b + 1], rtol=0, atol=1e-12)
+
+
+class HostBrownian:
+    """A host's per-image noise sampler (like k-diffusion's Brownian tree in the WebUI): normals that depend on each
+    image's seed and the queried interval only, defined on [sigma_min, sigma_max] of the host's grid; a query
+    outside is an error (torchsde warns and returns zeros there)."""
+
+    def __init__(self, seeds: list[int], shape: tuple[int, ...], sigmas: torch.Tensor) -> None:
+        positive = sigmas[sigmas > 0]
+        self.seeds, self.shape = seeds, shape
+        self.low, self.high = float(positive.min()), float(positive.max())
+        self.queries: list[tuple[float, float]] = []
+
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        a, b = float(sigma), float(sigma_next)
+        assert self.low <= b < a <= self.high, (a, b, self.low, self.high)
+        self.queries.append((a, b))
+        key = hash((a, b)) % 2**31
+        return torch.stack([torch.randn(self.shape, dtype=F64, generator=torch.Generator().manual_seed(s * 7919 + key))
+                            for s in self.seeds])
+
+
+@pytest.mark.parametrize("end", ["zero", "above_zero"])
+@pytest.mark.parametrize("inner", [1, 2, 3])
+def test_fresh_noise_intervals_are_disjoint_and_inside_the_grid(end: str, inner: int) -> None:
+    grid = grid_for("ve", 5).tolist()
+    grid = grid if end == "zero" else grid[:-1]
+    queries = fresh_noise_intervals(grid, inner)
+    draws = (len(grid) - 1) * inner - (1 if end == "zero" else 0)  # no draw for the final re-noising to 0
+    assert len(queries) == draws
+    positive = [g for g in grid if g > 0]
+    assert queries[0][0] == grid[0] and queries[-1][1] == positive[-1]
+    assert all(a > b for a, b in queries) and all(b == c for (_, b), (c, _) in pairwise(queries))  # a chain
+    if inner == 1:
+        assert queries == [(s, t) for s, t in pairwise(grid) if t > 0]  # the queries of an SDE sampler
+    assert len(fresh_noise_intervals([3.0, 0.0], inner)) == 0
+
+
+def test_fresh_noise_comes_from_the_hosts_noise_sampler() -> None:
+    """With lr 1 and uniform weight the loop is LCM with the host's normals z_i = noise_sampler(sigma_i,
+    sigma_(i+1)); each image's result depends on its own seed only; inner steps stay inside the host's range."""
+    mix = two_modes()
+    sigmas = grid_for("ve", 6)
+    x = start("ve", n=2)
+    host = HostBrownian([5, 123], (2,), sigmas)
+    out = SDS(mix, x, sigmas, sds_noise="fresh", noise_sampler=host, disable=True)
+    alpha = resolve_schedule("ve").alpha
+    ref = x
+    for s, t in pairwise(sigmas.tolist()):
+        d = mix(ref, torch.full((2,), s, dtype=F64))
+        ref = alpha(t) * d + t * host(s, t) if t > 0 else d
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    assert not torch.allclose(out, SDS(mix, x, sigmas, sds_noise="fresh", disable=True))  # not the keyed normals
+    for inner in (1, 3):
+        batch_host = HostBrownian([5, 123], (2,), sigmas)
+        batch = SDS(mix, x, sigmas, sds_noise="fresh", sds_inner_steps=inner, sds_lr=0.6, noise_sampler=batch_host,
+                    disable=True)
+        assert batch_host.queries == fresh_noise_intervals(sigmas.tolist(), inner)
+        alone = SDS(mix, x[1:], sigmas, sds_noise="fresh", sds_inner_steps=inner, sds_lr=0.6,
+                    noise_sampler=HostBrownian([123], (2,), sigmas), disable=True)
+        torch.testing.assert_close(batch[1:], alone, rtol=0, atol=1e-12)
+    implied = SDS(mix, x, sigmas, noise_sampler=HostBrownian([5, 123], (2,), sigmas), disable=True)
+    assert torch.equal(implied, SDS(mix, x, sigmas, disable=True))  # implied noise needs no draws
+
+
+def test_a_one_interval_grid_draws_its_inner_noise_from_the_seed() -> None:
+    """[s, 0] leaves a host's noise sampler no interval: the inner re-noisings at s use the keyed normals."""
+    mix, x, sigmas = two_modes(), start("ve"), torch.tensor([2.0, 0.0], dtype=F64)
+    host = HostBrownian([1, 2, 3, 4], (2,), sigmas)
+    out = SDS(mix, x, sigmas, sds_noise="fresh", sds_inner_steps=3, noise_sampler=host, seed=4, disable=True)
+    assert host.queries == []
+    torch.testing.assert_close(out, SDS(mix, x, sigmas, sds_noise="fresh", sds_inner_steps=3, seed=4, disable=True),
+                               rtol=0, atol=0)
 
 
 def test_seed_comes_from_extra_args_like_the_other_samplers() -> None:

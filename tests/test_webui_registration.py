@@ -96,7 +96,9 @@ def test_default_scheduler_and_options_are_json_safe(webui: SimpleNamespace) -> 
         expected = "logsnr_uniform" if data.options["dpmsolver_entry"] == "dpm_solver_fast" else "karras"
         assert data.options["scheduler"] == expected
         entry = SAMPLERS[data.options["dpmsolver_entry"]]
-        assert ("brownian_noise" in data.options) == entry.stochastic  # the WebUI then passes its noise sampler
+        # the WebUI then passes its noise sampler: SDE samplers, and score distillation for its fresh noise
+        assert ("brownian_noise" in data.options) == ("noise_sampler" in entry.defaults)
+        assert ("noise_sampler" in entry.defaults) == (entry.stochastic or entry.name == "dpm_solver_sds")
         assert "solver_type" not in data.options  # the WebUI would pass solver_type='heun' for that key
         assert webui.sd_schedulers.schedulers_map.get(data.options["scheduler"]) is not None
 

@@ -175,7 +175,7 @@ def test_stochastic_entry_gets_the_webui_noise_sampler_and_per_image_seeds(flavo
     fake = register_fake(webui)
     data = webui.sd_samplers.all_samplers_map[fake.label]
     assert data.options["brownian_noise"] is True
-    assert all(("brownian_noise" in d.options) == SAMPLERS[d.options["dpmsolver_entry"]].stochastic
+    assert all(("brownian_noise" in d.options) == ("noise_sampler" in SAMPLERS[d.options["dpmsolver_entry"]].defaults)
                for d in webui.sd_samplers.all_samplers if d.options.get("dpmsolver_entry") in SAMPLERS)
     batch = job(webui, fake.label, {"eta": 0.5, "solver_type": "taylor"}, steps=5, batch_size=2, seed=100)
     batch_samples, infotext = webui.processing.process_images(batch)
@@ -196,6 +196,23 @@ def test_stochastic_entry_falls_back_to_the_seed_without_a_noise_sampler(flavor:
     webui.processing.process_images(p)
     assert "noise_sampler" not in fake.received[-1]
     assert fake.received[-1]["seed"] == 77
+
+
+def test_sds_fresh_noise_follows_each_images_seed(flavor: str) -> None:
+    """Score distillation with fresh noise takes the WebUI's noise sampler, seeded per image like the SDE
+    samplers' noise: an image comes out the same alone or in a batch, whatever the other images' seeds."""
+    webui = harness.load_webui(flavor)
+    label = SAMPLERS["dpm_solver_sds"].label
+    batch = job(webui, label, {"sds_noise": "fresh"}, steps=6, batch_size=2, seed=100)
+    batch.all_seeds = batch.seeds = [100, 7]  # per-image seeds need not be consecutive (variation seeds, API)
+    batch_samples, infotext = webui.processing.process_images(batch)
+    assert "DPM-Solver SDS noise: fresh" in infotext and torch.isfinite(batch_samples).all()
+    single = job(webui, label, {"sds_noise": "fresh"}, steps=6, batch_size=1, seed=7)
+    single_samples, _ = webui.processing.process_images(single)
+    torch.testing.assert_close(batch_samples[1:], single_samples, rtol=0, atol=0)
+    implied = job(webui, label, steps=6, batch_size=1, seed=7)
+    implied_samples, implied_infotext = webui.processing.process_images(implied)
+    assert our_keys(webui, implied_infotext) == [] and not torch.allclose(implied_samples, single_samples)
 
 
 def test_interrupt_returns_the_last_latent(flavor: str) -> None:

@@ -31,7 +31,7 @@ def test_accordion_controls_are_stable_and_hide_unused_options(webui: SimpleName
     assert len(runner.inputs) == len(controls)
     visible = {c.option for c, comp in zip(controls, runner.inputs, strict=True) if comp.kwargs["visible"]}
     assert visible == {"solver_type", "lower_order_final", "third_order", "r1", "r2", "order", "eta", "s_noise",
-                       "rtol", "atol", "corrector"}  # today's registry
+                       "rtol", "atol", "corrector", "sds_noise"}  # today's registry
     solver_type = runner.inputs[[c.option for c in controls].index("solver_type")]
     assert solver_type.kwargs["choices"] == ["default", "dpmsolver", "taylor"]
     assert solver_type.value == "default"
