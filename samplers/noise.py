@@ -235,10 +235,9 @@ class Chain:
 
 def brownian_terms(tau: float, depth: int = DEPTH) -> dict[int, float]:
     """{node id: coefficient} with W(tau) = sum coef * Z_node (host reference of `SeededNoise.brownian`)."""
+    chain = Chain.of(tau, depth)  # validates tau
     if tau == 0.0:
-        tree_coordinate(tau)
         return {}
-    chain = Chain.of(tau, depth)
     known: dict[int, dict[int, float]] = {0: {}}
 
     def bridge(left: int, right: int, p: float, s: float, node: int) -> dict[int, float]:
@@ -336,11 +335,18 @@ class SeededNoise:
         unique = list({(d, k): nodes for d, k, nodes in wanted}.items())
         if not unique:
             return
+        unique.sort(key=lambda item: item[0][0])  # one key computation per domain
         flat = torch.tensor([_signed(n) for _, nodes in unique for n in nodes], dtype=torch.int64).to(self.device)
         at = 0
-        for (domain, key), nodes in unique:
-            self._keys[(domain, key)] = _node_keys(self._bases[domain], flat[at:at + len(nodes)])
-            at += len(nodes)
+        for domain in dict.fromkeys(d for (d, _), _ in unique):
+            group = [(key, nodes) for (d, key), nodes in unique if d == domain]
+            size = sum(len(nodes) for _, nodes in group)
+            keys = _node_keys(self._bases[domain], flat[at:at + size])
+            start = 0
+            for key, nodes in group:
+                self._keys[(domain, key)] = keys[:, start:start + len(nodes)]
+                start += len(nodes)
+            at += size
 
     @staticmethod
     def _langevin_node(sigma: float, iteration: int) -> int:
