@@ -22,7 +22,10 @@ from typing import Any
 import torch
 
 from .. import grids
+from ..deterministic import build_plan
+from ..options import parse_options
 from ..registry import SAMPLERS, SamplerEntry
+from ..sigmas import distinct, read_sigmas
 from .comfytwin import TWINS, comfyui_path, twin_runs
 from .measure import is_adaptive
 
@@ -64,6 +67,14 @@ def _has_plan(entry: SamplerEntry, sigmas: torch.Tensor) -> bool:
     except NotImplementedError:
         return False
     return True
+
+
+def _uncached_build(entry: SamplerEntry, sigmas: torch.Tensor) -> Callable[[], Any]:
+    """Building the entry's plan at its defaults without the registry's plan cache (what a new grid costs)."""
+    assert entry.spec is not None
+    opts = parse_options(entry.name, entry.defaults, {})
+    grid = distinct(read_sigmas(sigmas, opts["schedule"]))
+    return lambda: build_plan(entry.spec, grid, opts["schedule"], opts)
 
 
 def _time_batch(fn: Callable[[], Any], number: int, sync: Callable[[], None],
@@ -120,7 +131,9 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
     twins = {name: run for name, run in twin_runs(trivial_model, x, sigmas, seed).items() if name in entries}
     for name, run in twins.items():
         jobs[f"comfyui/{name}"] = (run, jobs[name][1])
-    plan_jobs = {name: (lambda e=entry: e.plan(sigmas)) for name, entry in entries.items() if _has_plan(entry, sigmas)}
+    planned = [name for name, entry in entries.items() if _has_plan(entry, sigmas)]
+    plan_jobs = {name: (lambda e=entries[name]: e.plan(sigmas)) for name in planned}
+    plan_jobs |= {f"build/{name}": _uncached_build(entries[name], sigmas) for name in planned}
 
     numbers: dict[str, int] = {}
     with torch.no_grad(), warnings.catch_warnings():
@@ -160,6 +173,7 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
         r["min_ratio_to_euler"] = r["min_overhead_us_per_call"] / euler["min_overhead_us_per_call"] \
             if euler["min_overhead_us_per_call"] > 0 else None
         r["plan_us_per_run"] = statistics.median(plan_samples[name]) * 1e6 if name in plan_samples else None
+        r["plan_build_us"] = statistics.median(plan_samples[f"build/{name}"]) * 1e6 if name in plan_samples else None
         rows[name] = r
     comfyui = {}
     for name in twins:
@@ -212,10 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{res['clock']}, {res['grid']}, median of {res['repeats']} interleaved repeats; model "
           f"{res['model_us_per_call']:.1f} µs/call, Euler loop overhead {res['euler']['overhead_us_per_call']:.1f} "
           "µs/call\n")
-    print("| sampler | NFE | overhead µs/call | plan µs/run |\n|---|---|---|---|")
+    print("| sampler | NFE | overhead µs/call | plan µs/run (cached) | plan build µs |\n|---|---|---|---|---|")
     for name, r in res["samplers"].items():
         plan = "—" if r["plan_us_per_run"] is None else f"{r['plan_us_per_run']:.0f}"
-        print(f"| {name} | {r['nfe']} | {r['overhead_us_per_call']:.1f} | {plan} |")
+        build = "—" if r["plan_build_us"] is None else f"{r['plan_build_us']:.0f}"
+        print(f"| {name} | {r['nfe']} | {r['overhead_us_per_call']:.1f} | {plan} | {build} |")
     if res["comfyui"]:
         print(f"\nComfyUI twins ({res['comfyui_path']}):\n")
         print(twin_table(res))

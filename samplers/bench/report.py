@@ -262,7 +262,8 @@ def overhead_section(res: dict[str, Any]) -> str:
            f"({models}), grid {o['grid']}, median (and min) of {o['repeats']} interleaved repeats, each the mean "
            "of a batch of runs. "
            "Overhead = (run time - NFE x model time) / NFE; x Euler = that over the plain Euler loop's; "
-           "plan = building the stage list, once per run (part of the overhead).", ""]
+           "plan = the plan each run looks up (part of the overhead; plans are cached per grid and options, "
+           "building a new one costs plan_build_us in the JSON).", ""]
     out += ["Clocks: " + ", ".join(f"{r['threads']} thread(s): {r.get('clock', 'wall clock')}" for r in runs)
             + " (one thread runs all work on the calling thread, so its CPU time is immune to other load).", ""]
     header = ["sampler", "NFE"]
