@@ -219,3 +219,17 @@ def test_calibrated_benchmark_runs_and_reports(monkeypatch: pytest.MonkeyPatch, 
     assert load_grid(tmp_path / "ve_mixture_karras_dpm_solver_2m_5.safetensors", "dpm_solver_2m", 5).nfe == 5
     text = bench.report(results)
     assert "## ve_mixture/karras at NFE 5" in text and "DPM-Solver 2M" in text
+
+
+def test_long_flow_grids_end_where_the_twenty_step_grid_ends() -> None:
+    from samplers.bench.calibrated import base_case_name, long_flow_case
+    from samplers.bench.cases import select_cases
+
+    flow = select_cases(["flow_mixture/simple"])[0]
+    long = long_flow_case(flow)
+    assert base_case_name(long.name) == flow.name
+    for n in (2, 4, 10):
+        values = long.grid(n).tolist()
+        assert len(values) == n + 1 and values[0] == 1.0 and values[-1] == 0.0
+        assert values[-2] == flow.grid(20).tolist()[-2]
+        assert all(a > b for a, b in pairwise(values))

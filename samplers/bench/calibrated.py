@@ -10,6 +10,7 @@ accuracy table's cell. Run `python -m samplers.bench.calibrated --help`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .. import grids
 from ..calibrate import CalibratedGrid, calibrate_grid, intervals_for_nfe, save_grid
 from ..registry import SAMPLERS
 from .cases import Case, select_cases
@@ -33,6 +35,9 @@ NETWORK_CALIBRATION_SAMPLES = 32
 EVALUATION_SAMPLES = 128
 NFES = (10,)
 MAX_EVALS = 400
+LONG_FLOW_STEPS = 20
+"""Flow cases are also calibrated on grids ending where the case's 20-interval grid ends: ComfyUI's 'simple' grid
+with n intervals ends at shift(1/n), so 10 calls on it solve a shorter ODE than 20 calls (see long_flow_case)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,26 @@ CANDIDATES: tuple[Candidate, ...] = (
 )
 """Our best deterministic samplers at NFE <= 10 (docs/bench.md) and the exact third-order variants. (DPM-Solver++
 2M and 3S were calibrated too and gained least: at most 2.3x and 4.7x, never the best of a case.)"""
+
+
+def long_flow_case(case: Case, steps: int = LONG_FLOW_STEPS) -> Case:
+    """The flow case with grids sigma = shift(t), t uniform from 1 down to 1/steps (then 0) for every n: the ends of
+    the case's `steps`-interval 'simple' grid, so fewer intervals solve the same ODE as that grid."""
+    shift = case.problem.shift if case.problem.shift is not None else 3.0
+
+    last = [v for v in case.grid(steps).tolist() if v > 0][-1]
+
+    def make(n: int) -> torch.Tensor:
+        inner = [grids.flow_shift(1.0 + (1.0 / steps - 1.0) * i / (n - 1), shift) for i in range(n - 1)]
+        return torch.tensor([*inner, last, 0.0] if n > 1 else [case.problem.sigma_max, 0.0], dtype=DTYPE)
+
+    return dataclasses.replace(case, name=f"{case.name}@{steps}", grid_name=f"shift(t), t from 1 to 1/{steps}",
+                               make_grid=make, _grids={})
+
+
+def base_case_name(name: str) -> str:
+    """The benchmark case a (possibly long_flow_case) name belongs to."""
+    return name.split("@", 1)[0]
 
 
 def calibration_noise(case: Case, n: int) -> torch.Tensor:
@@ -204,7 +229,7 @@ def comparison_candidates(path: Path = RESULTS) -> list[Any]:
             for key, row in rows.items():
                 label = f"{row['label']}, calibrated grid"
                 entry = found.setdefault(key, (label, row["sampler"], row["options"], {}))
-                entry[3].setdefault(case_name, []).append(row["sigmas"])
+                entry[3].setdefault(base_case_name(case_name), []).append(row["sigmas"])
     return [ComparisonCandidate(label, sampler, grid=grids, options=options)
             for label, sampler, options, grids in found.values()]
 
@@ -227,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samplers", default="", help="comma-separated sampler names (default: all candidates)")
     parser.add_argument("--samples", type=int, default=CALIBRATION_SAMPLES, help="calibration noises per case")
     parser.add_argument("--max-evals", type=int, default=MAX_EVALS, help="sampler runs per Nelder-Mead restart")
+    parser.add_argument("--no-long-flow", action="store_true",
+                        help=f"skip the flow grids that end where the {LONG_FLOW_STEPS}-interval grid ends")
     parser.add_argument("--grids", type=Path, default=None, help="folder to save the calibrated grids in")
     parser.add_argument("--out", type=Path, default=Path("docs/calibrated"), help="output stem (.md and .json)")
     args = parser.parse_args(argv)
@@ -238,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         extra = list(select_network_cases(patterns or None))
     cases = select_cases(patterns, extra)
+    if not args.no_long_flow:
+        cases += [long_flow_case(c) for c in cases if c.schedule == "flow"]
     wanted = [s for s in args.samplers.split(",") if s]
     candidates = [c for c in CANDIDATES if not wanted or c.sampler in wanted]
     results = run_calibrated(cases, [int(v) for v in args.nfe.split(",")], candidates, args.samples,
