@@ -4,13 +4,13 @@ ComfyUI in-process (skipped without COMFYUI_PATH) with a random-weight SD1.5-sha
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from comfy_inprocess import conditioning, real_comfy_models
 from test_comfy_support import install_fake_comfy, load_package, purge_package
 
 from samplers import grids
@@ -68,46 +68,16 @@ def test_grid_file_names_stay_in_the_grid_folder(package: Any, tmp_path: Path) -
 def comfy_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if not COMFYUI_PATH:
         pytest.skip("COMFYUI_PATH is not set: needs a ComfyUI checkout")
-    from dpmsolver_tools.comfy_server import TORCHVISION_STUB
-    from dpmsolver_tools.make_test_checkpoint import UNET_CONFIG, _fill
-
-    stubs = tmp_path_factory.mktemp("stubs")
-    for rel, text in TORCHVISION_STUB.items():
-        (stubs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (stubs / rel).write_text(text)
-    added = [str(Path(COMFYUI_PATH).resolve()), str(stubs)]
-    sys.path[:0] = added
-    try:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
-        import comfy.ops
-        import comfy.sd
+    with real_comfy_models(COMFYUI_PATH, tmp_path_factory.mktemp("stubs")) as models:
         import folder_paths
-        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-        from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
-        generator = torch.Generator().manual_seed(0)
-        with torch.device("meta"):
-            unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="meta",
-                             operations=comfy.ops.disable_weight_init)
-        state = {k: _fill(tuple(v.shape), k, generator) for k, v in unet.state_dict().items()}
-        model = comfy.sd.load_diffusion_model_state_dict(state)
-        (flow_model,) = ModelSamplingSD3().patch(model, 3.0)
         output = tmp_path_factory.mktemp("output")
         previous = folder_paths.get_output_directory()
         folder_paths.set_output_directory(str(output))
         package = load_package(PACKAGE + "_real")
-        yield {"package": package, "ve": model, "flow": flow_model, "output": output}
+        yield {"package": package, **models, "output": output}
         purge_package(PACKAGE + "_real")
         folder_paths.set_output_directory(previous)
-    finally:
-        for path in added:
-            sys.path.remove(path)
-
-
-def _conditioning(seed: int) -> list[list[Any]]:
-    return [[torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
 @pytest.mark.parametrize(("family", "scheduler"), [("ve", "karras"), ("flow", "simple")])
@@ -118,7 +88,7 @@ def test_calibrate_node_in_comfyui(comfy_env: dict[str, Any], family: str, sched
     model = comfy_env[family]
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     node = package.NODE_CLASS_MAPPINGS["DPMSolverCalibrateGrid"]()
-    (sigmas,) = node.calibrate(model, _conditioning(1), _conditioning(2), 5.0, latent, "dpm_solver_3m", scheduler,
+    (sigmas,) = node.calibrate(model, conditioning(1), conditioning(2), 5.0, latent, "dpm_solver_3m", scheduler,
                                4, 2, 7, 20, 12, f"test_{family}")
     ms = model.get_model_object("model_sampling")
     standard = comfy.samplers.calculate_sigmas(ms, scheduler, 4).double()

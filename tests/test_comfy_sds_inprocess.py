@@ -13,13 +13,12 @@ front of it gives the flow path. Checks are identities that hold for any weights
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from comfy_inprocess import conditioning, real_comfy_models
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: needs a ComfyUI checkout")
@@ -29,42 +28,13 @@ PACKAGE = "dpm_solver_samplers_sds_inprocess"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from dpmsolver_tools.comfy_server import TORCHVISION_STUB
-    from dpmsolver_tools.make_test_checkpoint import UNET_CONFIG, _fill
-
-    stubs = tmp_path_factory.mktemp("stubs")
-    for rel, text in TORCHVISION_STUB.items():
-        (stubs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (stubs / rel).write_text(text)
-    added = [str(Path(COMFYUI_PATH or "").resolve()), str(stubs)]
-    sys.path[:0] = added
-    try:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
-        import comfy.ops
-        import comfy.sd
-        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-        from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+    with real_comfy_models(COMFYUI_PATH or "", tmp_path_factory.mktemp("stubs")) as models:
+        import comfy
         from test_comfy_support import load_package, purge_package
 
-        generator = torch.Generator().manual_seed(0)
-        with torch.device("meta"):
-            unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="meta",
-                             operations=comfy.ops.disable_weight_init)
-        state = {k: _fill(tuple(v.shape), k, generator) for k, v in unet.state_dict().items()}
-        model = comfy.sd.load_diffusion_model_state_dict(state)
-        (flow_model,) = ModelSamplingSD3().patch(model, 3.0)
         package = load_package(PACKAGE)
-        yield {"package": package, "ve": model, "flow": flow_model, "comfy": comfy}
+        yield {"package": package, **models, "comfy": comfy}
         purge_package(PACKAGE)
-    finally:
-        for path in added:
-            sys.path.remove(path)
-
-
-def conditioning(seed: int) -> list[list[Any]]:
-    return [[torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
 POSITIVE, NEGATIVE = conditioning(1), conditioning(2)
