@@ -130,3 +130,15 @@ def test_dpm_solver_fast_in_ve_form_on_fast_step_grid_is_comfyui_dpm_fast():
     assert sorted(res) == ["10", "20"]
     for diff, scale in res.values():
         assert diff <= 1e-9 * scale
+
+
+def test_study_rows_and_report():
+    case = _case("flow_mixture/simple")
+    rows = flowgrids.grid_form_study(case, CaseRunner(case, 8), samplers=("dpm_solver_pp_pc", "dpm_solver_fast"),
+                                     nfes=(10, 20))
+    assert {(r["grid"], r["schedule"], r["final_denoise"]) for r in rows if r["sampler"] == "dpm_solver_fast"} == {
+        (g, f, d) for g in [*flowgrids.GRID_FAMILIES, "dpm_fast steps"] for f in flowgrids.FORMS for d in (False, True)}
+    assert all(r["calls"] <= r["nfe"] and math.isfinite(r["rmse"]) for r in rows)
+    assert {r["calls"] for r in rows if r["grid"] == "dpm_fast steps"} == {10, 20}
+    text = flowgrids.report({"cases": {case.name: {"data_std": 1.0, "study": rows, "calibrated": []}}})
+    assert "dpm_fast@20" in text and "### NFE <= 10" in text and "DPM-Solver++ PC" in text

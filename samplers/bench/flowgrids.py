@@ -35,7 +35,7 @@ from .calibrated import (
     long_flow_case,
 )
 from .cases import Case, all_cases
-from .comparison import Candidate
+from .comparison import Candidate, equal_nfe_table, summary_table
 from .measure import DTYPE, CaseRunner, References
 from .report import fmt_err, table
 
@@ -257,6 +257,54 @@ def _final_table(rows: Sequence[dict[str, Any]], std: float) -> str:
     return table(["NFE", "form", "final denoise", "calls", "RMSE / data std", "median error / data std"], body)
 
 
+def _best(rows: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    """The row of smallest finite rel_rmse among those whose fields equal `match`."""
+    kept = [r for r in rows if all(r[k] == v for k, v in match.items()) and math.isfinite(r["rel_rmse"])]
+    return min(kept, key=lambda r: r["rel_rmse"], default=None)
+
+
+def _say(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "—"
+    final = ", final denoise" if r["final_denoise"] else ""
+    return f"{SAMPLERS[r['sampler']].label}, {r['schedule']} form, {r['grid']}{final}: {fmt_err(r['rel_rmse'])}"
+
+
+def findings(case: dict[str, Any]) -> list[str]:
+    """The headline numbers of one case: the dpm_fast twin at 20 calls against our best at 10 and 20, per grid
+    family and form."""
+    rows = case["study"]
+    twin = _best(rows, nfe=20, grid="dpm_fast steps", schedule="ve", final_denoise=False)
+    lines = [f"- ComfyUI's dpm_fast at 20 calls (its twin: DPM-Solver-fast, VE form, dpm_fast steps): "
+             f"{fmt_err(twin['rel_rmse']) if twin else '—'}."]
+    for nfe in NFES:
+        for grid in GRID_FAMILIES:
+            for form in FORMS:
+                best = _best(rows, nfe=nfe, grid=grid, schedule=form)
+                ratio = f" ({best['rel_rmse'] / twin['rel_rmse']:.2f}x dpm_fast@20)" if best and twin else ""
+                lines.append(f"- NFE {nfe}, {grid}, {form} form: best {_say(best)}{ratio}.")
+    for r in case.get("calibrated", []):
+        ratio = f" ({r['calibrated']['rel_rmse'] / twin['rel_rmse']:.2f}x dpm_fast@20)" if twin else ""
+        lines.append(f"- NFE {r['nfe']}, calibrated from log σ, {SAMPLERS[r['sampler']].label}, {r['schedule']} "
+                     f"form: {fmt_err(r['calibrated']['rel_rmse'])}{ratio}.")
+    return lines
+
+
+COMPARISON_COMMAND = ("COMFYUI_PATH=/tmp/ComfyUI python -m samplers.bench --problems 'flow_mixture/*' --skip "
+                      "study,overhead,adaptive,distribution,noise --candidates samplers.bench.flowgrids --json PATH")
+
+
+def comparison_section(bench: dict[str, Any]) -> list[str]:
+    """The ComfyUI comparison (summary and equal-NFE tables) of a benchmark run with these candidates."""
+    cmp = bench.get("comparison") or {}
+    if not cmp.get("enabled"):
+        return []
+    return ["## ComfyUI comparison with these candidates", "",
+            f"`{COMPARISON_COMMAND}` (ComfyUI {cmp['comfyui']['version']}); see docs/comparison.md for the rules.",
+            "", f"Our best at NFE <= {cmp['our_budget']} vs ComfyUI's best at NFE <= {cmp['their_budget']}:", "",
+            summary_table(cmp), "", "At equal NFE (our best / their best):", "", equal_nfe_table(cmp), ""]
+
+
 def report(res: dict[str, Any]) -> str:
     """docs/flow_lownfe.md from the results."""
     out = ["# Flow models at 10 calls: grid or integrator?", "",
@@ -271,7 +319,7 @@ def report(res: dict[str, Any]) -> str:
            "ComfyUI's dpm_fast uses (dpm_solver_fast on it in VE form is the same method). Cell: the largest grid "
            "whose calls fit the budget; no final denoise unless stated.", ""]
     for name, case in res["cases"].items():
-        out += [f"## {name} (data std {case['data_std']:.4g})", ""]
+        out += [f"## {name} (data std {case['data_std']:.4g})", "", "RMSE / data std:", "", *findings(case), ""]
         for nfe in NFES:
             out += [f"### NFE <= {nfe}", "", _study_table(case["study"], nfe), ""]
         out += ["### DPM-Solver++ PC on the log σ grid: form and final denoise", "",
@@ -283,6 +331,7 @@ def report(res: dict[str, Any]) -> str:
             out += [f"### Calibrated grids (from log σ, {case['calibrated'][0]['calibration_samples']} noises of seed "
                     f"{CALIBRATION_SEED}, evaluated on the benchmark's)", "",
                     table(["sampler", "form", "NFE", "log σ", "calibrated", "median / data std, calibrated"], body), ""]
+    out += res.get("comparison_section", [])
     return "\n".join(out)
 
 
@@ -303,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m samplers.bench.flowgrids", description=__doc__.split("\n")[0])
     p.add_argument("--networks", action="store_true", help="also the demo flow network digits_flow/simple")
     p.add_argument("--no-calibrate", action="store_true", help="skip the calibrated grids")
+    p.add_argument("--comparison", type=Path, metavar="JSON",
+                   help=f"add the comparison section of a benchmark JSON written by: {COMPARISON_COMMAND}")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON path (the .md is written beside it)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -312,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         cases += network_cases()
     res = run(cases, calibrate=not args.no_calibrate)
+    if args.comparison is not None:
+        res["comparison_section"] = comparison_section(json.loads(args.comparison.read_text()))
     args.out.write_text(json.dumps(res, indent=1))
     args.out.with_suffix(".md").write_text(report(res))
     print(report(res))
