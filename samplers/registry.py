@@ -65,35 +65,51 @@ class SamplerEntry:
 
     def _plan(self, sigmas: torch.Tensor, options: dict[str, Any]) -> tuple[Plan | None, dict[str, Any]]:
         assert self.spec is not None
+        learned = options.pop("learned_plan", None)  # multistep ODE samplers: samplers/learned.py
         opts = parse_options(self.name, self.defaults, options)
+        if learned is not None:
+            from .learned import check_learned
+
+            check_learned(learned, self.name, self.spec.structure, self.stochastic, opts)
         if opts["thresholding"]:
             DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
         schedule = opts["schedule"]
         grid = distinct(read_sigmas(sigmas, schedule))
         if len(grid) <= 1:
             return None, opts
-        return _cached_plan(self.spec, grid, schedule, opts), opts
+        return _cached_plan(self.spec, grid, schedule, opts, learned), opts
 
 
 _RUN_ONLY = frozenset({"seed", "noise_sampler"})
 """Options that pick the noise but do not shape a plan: left out of the plan cache's key."""
 
 
+def _build(spec: SolverSpec, grid: list[float], schedule: Any, opts: dict[str, Any], learned: Any) -> Plan:
+    """build_plan, then the learned plan's corrections when one is given."""
+    plan = build_plan(spec, grid, schedule, opts)
+    if learned is None:
+        return plan
+    from .learned import apply_learned
+
+    return apply_learned(plan, learned, grid)
+
+
 @functools.lru_cache(maxsize=64)
-def _build_cached(spec: SolverSpec, grid: tuple[float, ...], schedule: Any, options: tuple[tuple[str, Any], ...]
-                  ) -> Plan:
-    return build_plan(spec, list(grid), schedule, dict(options))
+def _build_cached(spec: SolverSpec, grid: tuple[float, ...], schedule: Any, options: tuple[tuple[str, Any], ...],
+                  learned: Any = None) -> Plan:
+    return _build(spec, list(grid), schedule, dict(options), learned)
 
 
-def _cached_plan(spec: SolverSpec, grid: list[float], schedule: Any, opts: Mapping[str, Any]) -> Plan:
-    """build_plan memoised on (spec, grid, schedule, options) when they are hashable (hosts rerun one grid with
-    new seeds); plans are shared, and nothing modifies a finished plan."""
+def _cached_plan(spec: SolverSpec, grid: list[float], schedule: Any, opts: Mapping[str, Any],
+                 learned: Any = None) -> Plan:
+    """build_plan memoised on (spec, grid, schedule, options, learned plan) when they are hashable (hosts rerun
+    one grid with new seeds); plans are shared, and nothing modifies a finished plan."""
     key = tuple(sorted((k, v) for k, v in opts.items() if k not in _RUN_ONLY))
     try:
-        hash((spec, schedule, key))
+        hash((spec, schedule, key, learned))
     except TypeError:
-        return build_plan(spec, grid, schedule, dict(opts))
-    return _build_cached(spec, tuple(grid), schedule, key)
+        return _build(spec, grid, schedule, dict(opts), learned)
+    return _build_cached(spec, tuple(grid), schedule, key, learned)
 
 
 def _transform(opts: Mapping[str, Any]) -> DynamicThreshold | None:

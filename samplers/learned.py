@@ -1,0 +1,332 @@
+"""Learned plans: a multistep sampler's grid plus per-stage coefficient corrections and per-call sigma shifts,
+fitted by gradient descent on the user's own (differentiable) model.
+
+A deterministic multistep plan is a chain of linear stages y = a*x + sum_j b_j F_j (F_j = D_j or eps_j, see
+samplers/plan.py), each model call made at its stage's sigma. A learned plan keeps the structure and changes
+
+    b_j -> b_j + c_j   with sum_j c_j = 0 over the D terms and over the eps terms of each stage,
+    sigma -> sigma * exp(tau)   for the sigma the model is called at (alpha = alpha(sigma) follows),
+
+so constant predictions are still integrated exactly (first order is kept); a stage with one term of a kind
+keeps its coefficient. c and tau minimise E = RMS(plan(model, x_T) - reference) on calibration noises, by Adam
+through a float64 re-implementation of the plan's recursion (torch autograd through the model). The result is
+saved as a safetensors file next to the calibrated-grid files of samplers/calibrate.py (same conventions), and
+sampled with through the multistep entries' `learned_plan=` option, which checks that it fits the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .calibrate import CalibrationError, check_grid, reference_solution
+from .options import parse_options
+from .plan import Plan
+from .schedules import NoiseSchedule, resolve_schedule
+
+FORMAT = "dpm-solver-learned-plan"
+FORMAT_VERSION = 1
+LEARN_STEPS = 600
+LEARN_RATE = 2e-2
+RUN_ONLY = frozenset({"seed", "noise_sampler"})
+"""Options a learned plan does not record (hosts set the seed per run; deterministic plans draw no noise)."""
+GRID_RTOL = 1e-5
+"""Relative tolerance between the grid a learned plan is used on and the grid it was learned on (hosts may
+pass float32 sigmas)."""
+
+Model = Callable[..., torch.Tensor]
+
+
+class LearnedPlanError(CalibrationError):
+    """A learned plan does not fit the call it is used in, or a learned-plan file is not what was expected."""
+
+
+@dataclass(frozen=True)
+class LearnedPlan:
+    """A grid and the corrections learned for one sampler on it (hashable: it is part of the plan cache's key)."""
+
+    sigmas: tuple[float, ...]
+    """The grid (descending, usually ending at 0) the corrections were learned on."""
+    sampler: str
+    schedule: str
+    options: tuple[tuple[str, Any], ...]
+    """The sampler options the plan was learned with (sorted pairs, defaults included, schedule left out); a call
+    must use the same values."""
+    terms: tuple[int, ...]
+    """Number of terms of every stage of the plan (its layout; a call must build the same one)."""
+    corrections: tuple[float, ...]
+    """c: added to the coefficients of all terms, stage by stage, in plan order."""
+    shifts: tuple[float, ...]
+    """tau: log-sigma shift of every model call."""
+    objective_before: float
+    objective_after: float
+    info: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def grid(self) -> torch.Tensor:
+        """The sigmas as a float64 tensor (pass this to the sampler)."""
+        return torch.tensor(self.sigmas, dtype=torch.float64)
+
+    @property
+    def nfe(self) -> int:
+        return len(self.shifts)
+
+    def metadata(self) -> dict[str, str]:
+        """The safetensors metadata (all strings)."""
+        return {"format": FORMAT, "version": str(FORMAT_VERSION), "sampler": self.sampler, "nfe": str(self.nfe),
+                "schedule": self.schedule, "options": json.dumps(dict(self.options), sort_keys=True),
+                "objective_before": repr(self.objective_before), "objective_after": repr(self.objective_after),
+                "info": json.dumps(dict(self.info), sort_keys=True)}
+
+
+def plan_layout(plan: Plan) -> tuple[int, ...]:
+    """Number of terms of each stage."""
+    return tuple(len(stage.terms) for stage in plan.stages)
+
+
+def zero_corrections(plan: Plan) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(corrections, shifts) that leave `plan` as it is."""
+    return (0.0,) * sum(plan_layout(plan)), (0.0,) * plan.nfe
+
+
+def check_learned(learned: Any, sampler: str, structure: str, stochastic: bool, opts: Mapping[str, Any]) -> None:
+    """Raise LearnedPlanError unless `learned` can be used by `sampler` called with the parsed options `opts`."""
+    if not isinstance(learned, LearnedPlan):
+        raise LearnedPlanError(f"learned_plan must be a samplers.learned.LearnedPlan (see load_learned), got "
+                               f"{type(learned).__name__}")
+    if structure != "multistep" or stochastic:
+        raise LearnedPlanError(f"{sampler} does not accept learned_plan: only deterministic multistep samplers do")
+    if learned.sampler != sampler:
+        raise LearnedPlanError(f"learned_plan was learned for {learned.sampler}, not {sampler}")
+    schedule = getattr(opts.get("schedule"), "name", None)
+    if schedule != learned.schedule:
+        raise LearnedPlanError(f"learned_plan was learned for schedule {learned.schedule!r}, the call uses "
+                               f"{schedule!r}")
+    for name, value in learned.options:
+        if opts.get(name) != value:
+            raise LearnedPlanError(f"learned_plan was learned with {name}={value!r}, the call uses "
+                                   f"{name}={opts.get(name)!r}")
+
+
+def apply_learned(plan: Plan, learned: LearnedPlan, grid: Sequence[float]) -> Plan:
+    """`plan` (built on `grid`) with the learned corrections: coefficients b + c, model calls at sigma*e^tau."""
+    if len(grid) != len(learned.sigmas) or any(
+            abs(a - b) > GRID_RTOL * max(abs(b), 1e-12) for a, b in zip(grid, learned.sigmas, strict=True)):
+        raise LearnedPlanError(f"learned_plan was learned on the grid {list(learned.sigmas)}, the call passes "
+                               f"{list(grid)}: sample with learned.grid")
+    if plan.stochastic or plan_layout(plan) != learned.terms or plan.nfe != len(learned.shifts):
+        raise LearnedPlanError("learned_plan does not match the sampler's plan on this grid (different stages or "
+                               "model calls): it was learned with other options or another version")
+    schedule = resolve_schedule(learned.schedule)
+    corrections = iter(learned.corrections)
+    shifts = iter(learned.shifts)
+    stages = []
+    for stage in plan.stages:
+        terms = tuple(dataclasses.replace(t, coef=t.coef + next(corrections)) for t in stage.terms)
+        new = dataclasses.replace(stage, terms=terms)
+        if stage.evaluate:
+            tau = next(shifts)
+            if tau != 0.0:
+                sigma = stage.sigma * math.exp(tau)
+                if not sigma < schedule.sigma_max:
+                    raise LearnedPlanError(f"learned_plan moves a model call to sigma={sigma:.6g}, beyond the "
+                                           f"schedule's sigma_max={schedule.sigma_max}")
+                new = dataclasses.replace(new, sigma=sigma, alpha=schedule.alpha(sigma))
+        stages.append(new)
+    return Plan(stages=stages, kinds=[set(k) for k in plan.kinds], last_use=list(plan.last_use))
+
+
+def _corrected(coefs: torch.Tensor, kinds: torch.Tensor, raw: torch.Tensor | None) -> torch.Tensor:
+    """c = max|b| (raw - mean of raw over the terms of the same kind): zero-sum per kind, scaled to the stage."""
+    if raw is None:
+        return torch.zeros_like(coefs)
+    out = torch.zeros_like(coefs)
+    scale = coefs.abs().max()
+    for kind in (0, 1):
+        mask = kinds == kind
+        if int(mask.sum()) > 1:
+            out = torch.where(mask, scale * (raw - raw[mask].mean()), out)
+    return out
+
+
+def _run(model: Model, x: torch.Tensor, plan: Plan, raw: Sequence[torch.Tensor | None], tau: torch.Tensor,
+         schedule: NoiseSchedule, extra_args: Mapping[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The plan's recursion in float64 with corrections (differentiable): (final state, corrections per stage)."""
+    state = x
+    slots: dict[int, torch.Tensor] = {}
+    corrections = []
+    call = 0
+    for stage, terms, _ in plan.program():
+        coefs = torch.tensor([c for c, _ in terms], dtype=torch.float64)
+        kinds = torch.tensor([slot % 2 for _, slot in terms])
+        c = _corrected(coefs, kinds, raw[len(corrections)]) if terms else coefs
+        corrections.append(c)
+        if terms:
+            y = state * stage.a if stage.a != 0.0 else torch.zeros_like(state)
+            for b, (_, slot) in zip(coefs + c, terms, strict=True):
+                y = y + slots[slot] * b
+        else:
+            y = state if stage.a == 1.0 else state * stage.a
+        if stage.evaluate:
+            sigma = stage.sigma * torch.exp(tau[call])
+            alpha = torch.as_tensor(schedule.alpha(sigma), dtype=torch.float64)
+            denoised = model(y, sigma.expand(y.shape[0]), **extra_args).to(torch.float64)
+            slots[2 * call], slots[2 * call + 1] = denoised, (y - alpha * denoised) / sigma
+            call += 1
+        if stage.commit:
+            state = y
+    return state, corrections
+
+
+def learn_plan(
+    model: Model,
+    sampler: str,
+    sigmas: torch.Tensor | Sequence[float],
+    x: torch.Tensor,
+    schedule: str = "ve",
+    reference: torch.Tensor | None = None,
+    options: Mapping[str, Any] | None = None,
+    extra_args: dict[str, Any] | None = None,
+    steps: int = LEARN_STEPS,
+    lr: float = LEARN_RATE,
+    info: Mapping[str, str] | None = None,
+    progress: Callable[[int, float], Any] | None = None,
+) -> LearnedPlan:
+    """Fit corrections c and shifts tau of `sampler`'s plan on `sigmas` to the noises `x` (batch first).
+
+    `model` must be differentiable in torch (autograd through its output). `reference`: what an exact solver
+    returns from x on the grid (default: samplers.calibrate.reference_solution). Adam with a cosine-decayed
+    learning rate for `steps` steps; the best iterate is kept (zero corrections if none beats them).
+    `progress(step, rms)` is called after every step.
+    """
+    from .registry import SAMPLERS
+
+    entry = SAMPLERS.get(sampler)
+    opts = dict(options or {})
+    if entry is None or entry.spec is None:
+        raise LearnedPlanError(f"unknown sampler {sampler!r}")
+    if "schedule" in opts:
+        raise LearnedPlanError("pass the schedule as learn_plan's `schedule` argument, not in options")
+    grid = check_grid(sigmas, schedule)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise LearnedPlanError(f"steps must be an integer >= 0, got {steps!r}")
+    if not (isinstance(lr, float | int) and lr > 0):
+        raise LearnedPlanError(f"lr must be a positive number, got {lr!r}")
+    plan = entry.plan(torch.tensor(grid, dtype=torch.float64), schedule=schedule, **opts)
+    assert plan is not None
+    check_learned(_blank(sampler, schedule, opts, grid, plan), sampler, entry.spec.structure, entry.stochastic,
+                  {**opts, "schedule": resolve_schedule(schedule)})
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise LearnedPlanError("x must hold at least one initial noise (batch dimension first)")
+    x = x.to(torch.float64)
+    if reference is None:
+        reference = reference_solution(model, x, torch.tensor(grid, dtype=torch.float64), schedule, extra_args)
+    if reference.shape != x.shape:
+        raise LearnedPlanError(f"reference has shape {tuple(reference.shape)}, expected x's {tuple(x.shape)}")
+    reference = reference.to(torch.float64)
+    noise_schedule = resolve_schedule(schedule)
+    extra = dict(extra_args or {})
+    raw = [torch.zeros(len(stage.terms), dtype=torch.float64, requires_grad=True) if len(stage.terms) > 1 else None
+           for stage in plan.stages]
+    tau = torch.zeros(plan.nfe, dtype=torch.float64, requires_grad=True)
+    free = torch.tensor([noise_schedule.alpha(st.sigma) != 0.0 for st in plan.stages if st.evaluate],
+                        dtype=torch.float64)  # calls at alpha = 0 (flow sigma = 1) stay where they are
+    optimizer = torch.optim.Adam([*[r for r in raw if r is not None], tau], lr=float(lr))
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
+    best: tuple[float, list[torch.Tensor], torch.Tensor] | None = None
+    before = math.inf
+    for step in range(steps + 1):
+        optimizer.zero_grad()
+        out, corrections = _run(model, x, plan, raw, tau * free, noise_schedule, extra)
+        loss = ((out - reference) ** 2).mean()
+        value = float(loss.detach().sqrt())
+        if step == 0:
+            before = value
+        if math.isfinite(value) and (best is None or value < best[0]):
+            best = (value, [c.detach().clone() for c in corrections], (tau * free).detach().clone())
+        if progress is not None:
+            progress(step, value)
+        if step == steps:
+            break
+        loss.backward()
+        optimizer.step()
+        decay.step()
+    if best is None:
+        raise LearnedPlanError("the sampler's error is not finite on these noises: nothing to learn from")
+    after, corrections, shifts = best
+    return LearnedPlan(tuple(grid), sampler, schedule, _plan_options(sampler, entry.defaults, opts),
+                       plan_layout(plan), tuple(v for c in corrections for v in c.tolist()), tuple(shifts.tolist()),
+                       before, after, tuple(sorted((info or {}).items())))
+
+
+def _plan_options(sampler: str, defaults: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The sampler's options after parsing (defaults filled in) as sorted pairs, without the schedule and the
+    options that do not shape a plan (RUN_ONLY)."""
+    parsed = parse_options(sampler, defaults, opts)
+    return tuple(sorted((k, v) for k, v in parsed.items() if k != "schedule" and k not in RUN_ONLY))
+
+
+def _blank(sampler: str, schedule: str, opts: Mapping[str, Any], grid: Sequence[float], plan: Plan) -> LearnedPlan:
+    """A learned plan with zero corrections (the plain sampler)."""
+    corrections, shifts = zero_corrections(plan)
+    return LearnedPlan(tuple(grid), sampler, schedule, tuple(sorted(opts.items())), plan_layout(plan), corrections,
+                       shifts, math.nan, math.nan)
+
+
+def save_learned(path: str | Path, learned: LearnedPlan) -> Path:
+    """Write `learned` as safetensors (float64 tensors sigmas, corrections, shifts; int64 terms; metadata);
+    '.safetensors' is appended when missing, as samplers.calibrate.save_grid does."""
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    if target.suffix != ".safetensors":
+        target = target.with_name(target.name + ".safetensors")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"sigmas": torch.tensor(learned.sigmas, dtype=torch.float64),
+               "corrections": torch.tensor(learned.corrections, dtype=torch.float64).reshape(-1),
+               "shifts": torch.tensor(learned.shifts, dtype=torch.float64).reshape(-1),
+               "terms": torch.tensor(learned.terms, dtype=torch.int64).reshape(-1)}
+    save_file(tensors, str(target), metadata=learned.metadata())
+    return target
+
+
+def load_learned(path: str | Path, sampler: str | None = None) -> LearnedPlan:
+    """Read a file written by save_learned; with `sampler` given, refuse a plan learned for another sampler."""
+    from safetensors import SafetensorError, safe_open
+
+    source = Path(path)
+    if not source.is_file():
+        raise LearnedPlanError(f"learned plan file {str(source)!r} does not exist")
+    try:
+        with safe_open(str(source), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            names = list(handle.keys())
+            tensors = {k: handle.get_tensor(k) for k in names}
+    except (SafetensorError, OSError) as err:
+        raise LearnedPlanError(f"{str(source)!r} is not a safetensors file: {err}") from None
+    needed = {"sigmas", "corrections", "shifts", "terms"}
+    if meta.get("format") != FORMAT or not needed <= set(tensors):
+        raise LearnedPlanError(f"{str(source)!r} is not a learned plan file (no '{FORMAT}' metadata or missing "
+                               f"tensors {sorted(needed - set(tensors))})")
+    if meta.get("version") != str(FORMAT_VERSION):
+        raise LearnedPlanError(f"{str(source)!r} has learned-plan format version {meta.get('version')}, this code "
+                               f"reads version {FORMAT_VERSION}")
+    if sampler is not None and meta.get("sampler") != sampler:
+        raise LearnedPlanError(f"{str(source)!r} was learned for {meta.get('sampler')}, not {sampler}")
+    learned = LearnedPlan(
+        tuple(tensors["sigmas"].tolist()), meta["sampler"], meta["schedule"],
+        tuple(sorted(json.loads(meta["options"]).items())), tuple(int(v) for v in tensors["terms"].tolist()),
+        tuple(tensors["corrections"].tolist()), tuple(tensors["shifts"].tolist()),
+        float(meta["objective_before"]), float(meta["objective_after"]),
+        tuple(sorted(json.loads(meta["info"]).items())))
+    if sum(learned.terms) != len(learned.corrections):
+        raise LearnedPlanError(f"{str(source)!r}: {len(learned.corrections)} corrections for "
+                               f"{sum(learned.terms)} terms")
+    return learned

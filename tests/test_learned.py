@@ -1,0 +1,144 @@
+"""Learned plans (samplers/learned.py): they lower the held-out error, survive a file round trip, change nothing
+when their corrections are zero, and refuse calls they do not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from samplers import grids
+from samplers.bench.problems import ve_mixture
+from samplers.calibrate import reference_solution
+from samplers.learned import LearnedPlan, LearnedPlanError, learn_plan, load_learned, save_learned, zero_corrections
+from samplers.registry import SAMPLERS
+
+PROBLEM = ve_mixture(7.5)
+GRID = grids.karras(6, PROBLEM.sigma_min, PROBLEM.sigma_max)
+
+
+def _noise(n: int, seed: int) -> torch.Tensor:
+    return PROBLEM.data.prior_noise(n, PROBLEM.sigma_max, torch.Generator().manual_seed(seed))
+
+
+def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b) ** 2).mean().sqrt())
+
+
+@pytest.fixture(scope="module")
+def learned() -> LearnedPlan:
+    x = _noise(128, 1)
+    return learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve",
+                      reference_solution(PROBLEM.model, x, GRID, "ve", steps=200), steps=40, info={"test": "yes"})
+
+
+def _zero(sampler: str, **options: object) -> LearnedPlan:
+    plan = SAMPLERS[sampler].plan(GRID, schedule="ve", **options)
+    assert plan is not None
+    corrections, shifts = zero_corrections(plan)
+    return LearnedPlan(tuple(GRID.tolist()), sampler, "ve", tuple(sorted(options.items())),
+                       tuple(len(s.terms) for s in plan.stages), corrections, shifts, 0.0, 0.0)
+
+
+def test_learned_plan_lowers_the_error_on_held_out_noises(learned: LearnedPlan) -> None:
+    assert learned.objective_after < 0.8 * learned.objective_before
+    x = _noise(256, 2)
+    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+    entry = SAMPLERS["dpm_solver_3m"]
+    plain = _rms(entry(PROBLEM.model, x.clone(), GRID, disable=True), reference)
+    corrected = _rms(entry(PROBLEM.model, x.clone(), learned.grid, disable=True, learned_plan=learned), reference)
+    assert corrected < 0.85 * plain
+    assert entry.count_model_calls(GRID, learned_plan=learned) == entry.count_model_calls(GRID) == 6
+
+
+def test_corrections_keep_constant_predictions_exact(learned: LearnedPlan) -> None:
+    plan = SAMPLERS["dpm_solver_3m"].plan(GRID, schedule="ve", learned_plan=learned)
+    plain = SAMPLERS["dpm_solver_3m"].plan(GRID, schedule="ve")
+    assert plan is not None and plain is not None
+    assert any(abs(c) > 0 for c in learned.corrections) and any(abs(t) > 0 for t in learned.shifts)
+    for new, old in zip(plan.stages, plain.stages, strict=True):
+        for kind in ("D", "eps"):
+            assert sum(t.coef for t in new.terms if t.kind == kind) == pytest.approx(
+                sum(t.coef for t in old.terms if t.kind == kind), abs=1e-12)
+
+
+def test_round_trip(learned: LearnedPlan, tmp_path: Path) -> None:
+    path = save_learned(tmp_path / "plan", learned)
+    assert path.name == "plan.safetensors"
+    again = load_learned(path, sampler="dpm_solver_3m")
+    assert again == learned
+    assert dict(again.info) == {"test": "yes"}
+    x = _noise(8, 3)
+    entry = SAMPLERS["dpm_solver_3m"]
+    assert torch.equal(entry(PROBLEM.model, x.clone(), again.grid, disable=True, learned_plan=again),
+                       entry(PROBLEM.model, x.clone(), learned.grid, disable=True, learned_plan=learned))
+
+
+@pytest.mark.parametrize(("sampler", "options"), [("dpm_solver_3m", {}), ("dpm_solver_pp_pc", {}),
+                                                  ("dpm_solver_pp_3m", {"third_order": "consistent"})])
+def test_zero_corrections_are_bit_identical(sampler: str, options: dict) -> None:
+    x = _noise(16, 4)
+    entry = SAMPLERS[sampler]
+    plain = entry(PROBLEM.model, x.clone(), GRID, disable=True, **options)
+    zero = entry(PROBLEM.model, x.clone(), GRID, disable=True, learned_plan=_zero(sampler, **options), **options)
+    assert torch.equal(plain, zero)
+
+
+def test_plan_cache_keeps_learned_and_plain_apart(learned: LearnedPlan) -> None:
+    entry = SAMPLERS["dpm_solver_3m"]
+    with_learned = entry.plan(GRID, learned_plan=learned)
+    plain = entry.plan(GRID)
+    assert with_learned is not None and plain is not None
+    assert with_learned.stages != plain.stages
+    assert entry.plan(GRID, learned_plan=learned) is with_learned
+
+
+def test_clear_errors(learned: LearnedPlan, tmp_path: Path) -> None:
+    with pytest.raises(LearnedPlanError, match="learned for dpm_solver_3m, not dpm_solver_2m"):
+        SAMPLERS["dpm_solver_2m"].plan(GRID, learned_plan=learned)
+    with pytest.raises(LearnedPlanError, match="only deterministic multistep"):
+        SAMPLERS["dpm_solver_3"].plan(GRID, learned_plan=learned)
+    with pytest.raises(LearnedPlanError, match=r"must be a samplers\.learned\.LearnedPlan"):
+        SAMPLERS["dpm_solver_3m"].plan(GRID, learned_plan="plan.safetensors")
+    with pytest.raises(LearnedPlanError, match="learned on the grid"):
+        SAMPLERS["dpm_solver_3m"].plan(grids.karras(6, 0.03, 14.6), learned_plan=learned)
+    with pytest.raises(LearnedPlanError, match="third_order='consistent'"):
+        SAMPLERS["dpm_solver_3m"].plan(GRID, learned_plan=learned, third_order="consistent")
+    with pytest.raises(LearnedPlanError, match="schedule 've'"):
+        SAMPLERS["dpm_solver_3m"].plan(torch.tensor([0.9, 0.5, 0.2, 0.0]), learned_plan=learned, schedule="flow")
+    with pytest.raises(LearnedPlanError, match="does not exist"):
+        load_learned(tmp_path / "missing.safetensors")
+    path = save_learned(tmp_path / "plan", learned)
+    with pytest.raises(LearnedPlanError, match="learned for dpm_solver_3m, not dpm_solver_pp_pc"):
+        load_learned(path, sampler="dpm_solver_pp_pc")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(LearnedPlanError, match="not a safetensors file"):
+        load_learned(tmp_path / "junk.safetensors")
+    x = _noise(4, 5)
+    with pytest.raises(LearnedPlanError, match="only deterministic multistep"):
+        learn_plan(PROBLEM.model, "dpm_solver_pp_3m_sde", GRID, x, "ve", x)
+    with pytest.raises(LearnedPlanError, match="reference has shape"):
+        learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", x[:2], steps=1)
+    with pytest.raises(LearnedPlanError, match="steps must be"):
+        learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", x, steps=-1)
+
+
+def test_run_only_options_are_not_recorded() -> None:
+    x = _noise(4, 6)
+    zero = learn_plan(PROBLEM.model, "dpm_solver_pp_pc", GRID, x, "ve", x, options={"seed": 7}, steps=0)
+    assert "seed" not in dict(zero.options) and dict(zero.options)["corrector"] == "unic"
+    plain = SAMPLERS["dpm_solver_pp_pc"](PROBLEM.model, x.clone(), GRID, disable=True, seed=3)
+    assert torch.equal(SAMPLERS["dpm_solver_pp_pc"](PROBLEM.model, x.clone(), GRID, disable=True, seed=3,
+                                                    learned_plan=zero), plain)
+
+
+def test_a_call_moved_beyond_sigma_max_is_refused() -> None:
+    grid = torch.tensor([0.9, 0.5, 0.2, 0.0], dtype=torch.float64)
+    plan = SAMPLERS["dpm_solver_3m"].plan(grid, schedule="flow")
+    assert plan is not None
+    corrections, shifts = zero_corrections(plan)
+    moved = LearnedPlan(tuple(grid.tolist()), "dpm_solver_3m", "flow", (), tuple(len(s.terms) for s in plan.stages),
+                        corrections, (0.2, *shifts[1:]), 0.0, 0.0)
+    with pytest.raises(LearnedPlanError, match="beyond the schedule's sigma_max"):
+        SAMPLERS["dpm_solver_3m"].plan(grid, schedule="flow", learned_plan=moved)
