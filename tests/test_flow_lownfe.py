@@ -60,10 +60,23 @@ def test_candidates_only_apply_to_flow_cases():
     ve, flow = _case("ve_mixture/karras"), _case("flow_mixture/simple")
     end = flowgrids.ode_end(flow)
     for c in cands:
+        if isinstance(c.grid, dict):
+            assert c.grid and all(name.endswith("/simple") and "flow" in name for name in c.grid)
+            continue
         assert c.grid(ve, 10) is None
         g = c.grid(flow, 10)
         last = [v for v in g.tolist() if v > 0][-1]
         assert last == pytest.approx(end)
+
+
+def test_calibrated_candidates_read_the_results_file(tmp_path):
+    assert flowgrids.calibrated_candidates(tmp_path / "missing.json") == []
+    path = tmp_path / "r.json"
+    path.write_text('{"cases": {"flow_mixture/simple": {"calibrated": [{"sampler": "dpm_solver_pp_pc", '
+                    '"schedule": "ve", "sigmas": [1.0, 0.5, 0.136]}]}}}')
+    (c,) = flowgrids.calibrated_candidates(path)
+    assert c.sampler == "dpm_solver_pp_pc" and c.options == {"schedule": "ve"}
+    assert c.grid == {"flow_mixture/simple": [[1.0, 0.5, 0.136]]}
 
 
 def test_ve_form_on_log_sigma_grid_beats_flow_form_on_flow_mixture():

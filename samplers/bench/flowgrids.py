@@ -120,7 +120,21 @@ def candidates() -> list[Candidate]:
             Candidate("DPM-Solver++ PC [flow form, log σ to σ_20]", "dpm_solver_pp_pc", _source("log σ", False),
                       {"schedule": "flow"}),
             Candidate("DPM-Solver-fast [VE form, dpm_fast step grid]", "dpm_solver_fast", _fast_source, ve)]
-    return out
+    return out + calibrated_candidates()
+
+
+def calibrated_candidates(path: Path | None = None) -> list[Candidate]:
+    """The calibrated grids of `path` (default docs/flow_lownfe.json, written by this module; none when absent)
+    as fixed-grid candidates, one per (sampler, form), on the cases they were calibrated for."""
+    path = RESULTS if path is None else path
+    if not path.is_file():
+        return []
+    found: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
+    for name, case in json.loads(path.read_text())["cases"].items():
+        for r in case.get("calibrated", []):
+            found.setdefault((r["sampler"], r["schedule"]), {}).setdefault(name, []).append(r["sigmas"])
+    return [Candidate(f"{SAMPLERS[sampler].label} [{'VE' if form == 've' else form} form, calibrated from log σ]",
+                      sampler, grid, {"schedule": form}) for (sampler, form), grid in found.items()]
 
 
 CANDIDATES = candidates
@@ -283,6 +297,14 @@ def findings(case: dict[str, Any]) -> list[str]:
                 best = _best(rows, nfe=nfe, grid=grid, schedule=form)
                 ratio = f" ({best['rel_rmse'] / twin['rel_rmse']:.2f}x dpm_fast@20)" if best and twin else ""
                 lines.append(f"- NFE {nfe}, {grid}, {form} form: best {_say(best)}{ratio}.")
+    for grid in GRID_FAMILIES:
+        pairs = [(r, _best(rows, nfe=r["nfe"], grid=grid, sampler=r["sampler"], final_denoise=r["final_denoise"],
+                           schedule="flow")) for r in rows if r["grid"] == grid and r["schedule"] == "ve"]
+        wins = [ve["rel_rmse"] < flow["rel_rmse"] for ve, flow in pairs if flow is not None]
+        gains = [flow["rel_rmse"] / ve["rel_rmse"] for ve, flow in pairs if flow is not None]
+        if gains:
+            lines.append(f"- {grid}: the VE form beats the flow form in {sum(wins)} of {len(wins)} (sampler, NFE, "
+                         f"final denoise) pairs; error ratio flow / VE from {min(gains):.2f} to {max(gains):.2f}.")
     for r in case.get("calibrated", []):
         ratio = f" ({r['calibrated']['rel_rmse'] / twin['rel_rmse']:.2f}x dpm_fast@20)" if twin else ""
         lines.append(f"- NFE {r['nfe']}, calibrated from log σ, {SAMPLERS[r['sampler']].label}, {r['schedule']} "
@@ -299,7 +321,8 @@ def comparison_section(bench: dict[str, Any]) -> list[str]:
     cmp = bench.get("comparison") or {}
     if not cmp.get("enabled"):
         return []
-    return ["## ComfyUI comparison with these candidates", "",
+    cases = ", ".join(cmp["cases"])
+    return [f"## ComfyUI comparison with these candidates: {cases}", "",
             f"`{COMPARISON_COMMAND}` (ComfyUI {cmp['comfyui']['version']}); see docs/comparison.md for the rules.",
             "", f"Our best at NFE <= {cmp['our_budget']} vs ComfyUI's best at NFE <= {cmp['their_budget']}:", "",
             summary_table(cmp), "", "At equal NFE (our best / their best):", "", equal_nfe_table(cmp), ""]
@@ -352,8 +375,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m samplers.bench.flowgrids", description=__doc__.split("\n")[0])
     p.add_argument("--networks", action="store_true", help="also the demo flow network digits_flow/simple")
     p.add_argument("--no-calibrate", action="store_true", help="skip the calibrated grids")
-    p.add_argument("--comparison", type=Path, metavar="JSON",
-                   help=f"add the comparison section of a benchmark JSON written by: {COMPARISON_COMMAND}")
+    p.add_argument("--comparison", type=Path, metavar="JSON", action="append", default=[],
+                   help=f"add the comparison section of a benchmark JSON written by: {COMPARISON_COMMAND} "
+                        "(repeatable; with --networks --problems 'digits_flow/*' for the demo flow network)")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON path (the .md is written beside it)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -363,8 +387,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         cases += network_cases()
     res = run(cases, calibrate=not args.no_calibrate)
-    if args.comparison is not None:
-        res["comparison_section"] = comparison_section(json.loads(args.comparison.read_text()))
+    res["comparison_section"] = [line for path in args.comparison
+                                 for line in comparison_section(json.loads(path.read_text()))]
     args.out.write_text(json.dumps(res, indent=1))
     args.out.with_suffix(".md").write_text(report(res))
     print(report(res))
