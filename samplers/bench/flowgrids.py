@@ -331,7 +331,8 @@ def comparison_section(bench: dict[str, Any]) -> list[str]:
 def report(res: dict[str, Any]) -> str:
     """docs/flow_lownfe.md from the results."""
     out = ["# Flow models at 10 calls: grid or integrator?", "",
-           f"Regenerate: `python -m samplers.bench.flowgrids` (writes docs/flow_lownfe.md and .json). Every run "
+           "Regenerate: `python -m samplers.bench.flowgrids --networks [--comparison BENCH.json ...]` (writes "
+           "docs/flow_lownfe.md and .json; `--render` re-renders them only). Every run "
            f"solves the ODE from sigma_max = 1 to the end of the case's {LONG_STEPS}-interval 'simple' grid "
            "(shift(1/20) = 0.136), the runs the ComfyUI comparison counts against dpm_fast at 20 calls. Error: "
            "RMSE / data std against the exact ODE state there (or its denoised value with the final denoise), "
@@ -378,17 +379,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--comparison", type=Path, metavar="JSON", action="append", default=[],
                    help=f"add the comparison section of a benchmark JSON written by: {COMPARISON_COMMAND} "
                         "(repeatable; with --networks --problems 'digits_flow/*' for the demo flow network)")
+    p.add_argument("--render", action="store_true",
+                   help="no runs: re-render the .md from the --out JSON (plus any --comparison sections)")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON path (the .md is written beside it)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    cases: list[Case] = list(all_cases())
-    if args.networks:
-        from .networks import network_cases
+    if args.render:
+        res = json.loads(args.out.read_text())
+    else:
+        cases: list[Case] = list(all_cases())
+        if args.networks:
+            from .networks import network_cases
 
-        cases += network_cases()
-    res = run(cases, calibrate=not args.no_calibrate)
-    res["comparison_section"] = [line for path in args.comparison
-                                 for line in comparison_section(json.loads(path.read_text()))]
+            cases += network_cases()
+        res = run(cases, calibrate=not args.no_calibrate)
+    if args.comparison or not args.render:
+        res["comparison_section"] = [line for path in args.comparison
+                                     for line in comparison_section(json.loads(path.read_text()))]
     args.out.write_text(json.dumps(res, indent=1))
     args.out.with_suffix(".md").write_text(report(res))
     print(report(res))
