@@ -166,7 +166,7 @@ def _run(model: Model, x: torch.Tensor, plan: Plan, raw: Sequence[torch.Tensor |
     for stage, terms, _ in plan.program():
         coefs = torch.tensor([c for c, _ in terms], dtype=torch.float64)
         kinds = torch.tensor([slot % 2 for _, slot in terms])
-        c = _corrected(coefs, kinds, raw[len(corrections)]) if terms else coefs
+        c = _corrected(coefs, kinds, raw[len(corrections)])
         corrections.append(c)
         if terms:
             y = state * stage.a if stage.a != 0.0 else torch.zeros_like(state)

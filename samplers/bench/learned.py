@@ -110,7 +110,9 @@ def report(results: Mapping[str, Any]) -> str:
            f"(seed {results['evaluation_seed']}). Each sampler runs on its calibrated grid of docs/calibrated.md; "
            "the learned plan adds coefficient corrections and per-call sigma shifts (samplers/learned.py) fitted "
            f"by {results['steps']} Adam steps on {results['calibration_samples']} noises of seed "
-           f"{results['calibration_seed']} (disjoint). ComfyUI's best at 20 calls: docs/comparison.md. Regenerate: "
+           f"{results['calibration_seed']} (disjoint). ComfyUI's best at 20 calls: the summary of "
+           "docs/comparison.md (for flow_mixture/simple@20 that of flow_mixture/simple, whose rules decide which "
+           "runs count). Regenerate: "
            "`python -m samplers.bench.learned`.", ""]
     body = []
     for name, case in results["cases"].items():
