@@ -322,8 +322,12 @@ def comparison_section(bench: dict[str, Any]) -> list[str]:
     if not cmp.get("enabled"):
         return []
     cases = ", ".join(cmp["cases"])
+    command = COMPARISON_COMMAND
+    if any(name.startswith("digits_") for name in cmp["cases"]):  # the demo networks (samplers/bench/networks.py)
+        command = command.replace("--problems 'flow_mixture/*'", "--networks --problems 'digits_flow/*'").replace(
+            "noise", "noise,network_distribution")
     return [f"## ComfyUI comparison with these candidates: {cases}", "",
-            f"`{COMPARISON_COMMAND}` (ComfyUI {cmp['comfyui']['version']}); see docs/comparison.md for the rules.",
+            f"`{command}` (ComfyUI {cmp['comfyui']['version']}); see docs/comparison.md for the rules.",
             "", f"Our best at NFE <= {cmp['our_budget']} vs ComfyUI's best at NFE <= {cmp['their_budget']}:", "",
             summary_table(cmp), "", "At equal NFE (our best / their best):", "", equal_nfe_table(cmp), ""]
 
