@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import math
 
 import torch
+
+SAME_SIGMA_RTOL = 1e-12
+"""Sigmas this close to a cached one are that one: the ODE moves x by O(rtol) there, far below the reference's
+tolerance, and a solver step of zero length in half-log-SNR would divide by zero."""
 
 
 class ChainedReference:
@@ -31,8 +36,9 @@ class ChainedReference:
         i = bisect.bisect_right(self._keys, key) - 1  # largest cached sigma >= sigma
         if i < 0 or sigma <= 0:
             raise ValueError(f"the reference covers 0 < sigma <= {-self._keys[0]}, got {sigma}")
-        if self._keys[i] == key:
-            return self._states[i]
+        for j in (i, i + 1):  # the cached sigmas on either side
+            if j < len(self._keys) and math.isclose(-self._keys[j], sigma, rel_tol=SAME_SIGMA_RTOL, abs_tol=0.0):
+                return self._states[j]
         x = self.solve(self._states[i], -self._keys[i], sigma)
         self._keys.insert(i + 1, key)
         self._states.insert(i + 1, x)
