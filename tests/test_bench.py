@@ -151,3 +151,12 @@ def test_chained_reference_treats_a_sigma_within_rounding_of_a_cached_one_as_tha
     assert ref.state_at(0.5 * (1 - 1e-15)) is at_half and ref.state_at(0.5 * (1 + 1e-15)) is at_half
     assert torch.equal(ref.state_at(0.25), torch.full((3,), 0.25))
     assert solves == [(1.0, 0.5), (0.5, 0.25)]
+
+
+@pytest.mark.parametrize("argv", [["--batches", "x"], ["--batches", "0"], ["--repeats", "0"]])
+def test_noisecost_command_refuses_bad_arguments(argv: list[str]) -> None:
+    from samplers.bench.noisecost import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
