@@ -27,7 +27,7 @@ from ..registry import SamplerEntry
 from .cases import Case
 from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler, errors
 from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, is_adaptive
-from .report import fmt_err, fmt_ratio, table
+from .report import budget_table_rows, fmt_err, fmt_ratio, table
 
 OUR_BUDGET = 10
 THEIR_BUDGET = 20
@@ -363,25 +363,7 @@ def equal_nfe_table(cmp: Mapping[str, Any]) -> str:
 
 
 def _their_table(c: Mapping[str, Any], budgets: Sequence[int]) -> str:
-    rows = c["theirs_table"]
-    best = {b: min((x["rmse"] for cells in rows.values() for x in cells if x["budget"] == b and x["rmse"] is not None),
-                   default=None) for b in budgets}
-    body = []
-    for label, cells in rows.items():
-        by_budget = {x["budget"]: x for x in cells}
-        line = [label]
-        for b in budgets:
-            x = by_budget.get(b)
-            if x is None:
-                line.append("—")
-                continue
-            text = fmt_err(x["rmse"])
-            if x["rmse"] is not None and x["rmse"] == best[b]:
-                text = f"**{text}**"
-            if x["nfe"] != b:
-                text += f" ({x['nfe']})"
-            line.append(text)
-        body.append(line)
+    body = budget_table_rows(c["theirs_table"], budgets)
     return table(["ComfyUI sampler", *[f"NFE {b}" for b in budgets]], body)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .overhead import twin_table
@@ -18,6 +18,30 @@ def fmt_err(v: float | None) -> str:
 def fmt_ratio(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}" if 0.01 <= v < 100 else f"{v:.1e}"
 
+
+
+def budget_table_rows(rows: Mapping[str, Sequence[Mapping[str, Any]]], budgets: Sequence[int]) -> list[list[str]]:
+    """Rows of a sampler x NFE-budget RMSE table: each cell its RMSE, the best of a column in bold, the calls
+    actually used in parentheses when below the budget, "—" where the sampler has no run."""
+    best = {b: min((c["rmse"] for cells in rows.values() for c in cells if c["budget"] == b and c["rmse"] is not None),
+                   default=None) for b in budgets}
+    body = []
+    for label, cells in rows.items():
+        by_budget = {c["budget"]: c for c in cells}
+        line = [label]
+        for b in budgets:
+            c = by_budget.get(b)
+            if c is None:
+                line.append("—")
+                continue
+            text = fmt_err(c["rmse"])
+            if c["rmse"] is not None and c["rmse"] == best[b]:
+                text = f"**{text}**"
+            if c["nfe"] != b:
+                text += f" ({c['nfe']})"
+            line.append(text)
+        body.append(line)
+    return body
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
     """A Markdown table; align per column 'l' or 'r' (first column left, others right by default)."""
@@ -48,26 +72,7 @@ def accuracy_section(res: dict[str, Any]) -> str:
             out += [f"Note: on this grid the last nonzero sigma depends on the step count ({lasts[0]:.3g} down to "
                     f"{lasts[-1]:.3g} here), so fewer steps also mean a shorter ODE before the final denoise: "
                     "errors are exact per grid but need not fall monotonically with NFE.", ""]
-        best = {}
-        for b in budgets:
-            vals = [c["rmse"] for cells in rows.values() for c in cells if c["budget"] == b and c["rmse"] is not None]
-            best[b] = min(vals) if vals else None
-        body = []
-        for name, cells in rows.items():
-            by_budget = {c["budget"]: c for c in cells}
-            line = [labels[name]]
-            for b in budgets:
-                c = by_budget.get(b)
-                if c is None:
-                    line.append("—")
-                    continue
-                text = fmt_err(c["rmse"])
-                if c["rmse"] is not None and c["rmse"] == best[b]:
-                    text = f"**{text}**"
-                if c["nfe"] != b:
-                    text += f" ({c['nfe']})"
-                line.append(text)
-            body.append(line)
+        body = budget_table_rows({labels[name]: cells for name, cells in rows.items()}, budgets)
         out += [table(["sampler", *[f"NFE {b}" for b in budgets]], body), ""]
     out += _relative_summary(res)
     out += _relative_summary(res, "median")
