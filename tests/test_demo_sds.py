@@ -17,7 +17,7 @@ from dpmsolver_demo.cli import main
 from dpmsolver_demo.sds import VARIANTS, demo_inputs, greyness, load_training_digits, nearest_digit_distance, refine
 from dpmsolver_demo.weights_io import MODEL_NAMES, load_model
 
-pytest.importorskip("sklearn")
+pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn (requirements-dev.txt)")
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -91,7 +91,7 @@ def test_results_are_fixed_by_the_seed_and_sdi_ignores_it(digits: torch.Tensor) 
 
 
 def test_command_writes_picture_table_and_json(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: no picture is written")
     rc, text, err = _run(["sds", "--steps", "8", "--out", str(tmp_path), "--seed", "2"])
     assert rc == 0, err
     assert (tmp_path / "sds_before_after.png").read_bytes()[:8] == PNG
