@@ -47,6 +47,11 @@ class SamplerEntry:
         **options: Any,
     ) -> torch.Tensor:
         """Integrate x from sigmas[0] to sigmas[-1]; the model maps (x, sigma[B], **extra_args) to D."""
+        return self._sample(model, x, sigmas, extra_args, callback, disable, options)
+
+    def _sample(self, model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None,
+                callback: Callback | None, disable: bool | None, options: dict[str, Any]) -> torch.Tensor:
+        """The run behind __call__ (one signature for every kind of entry): plan, noise, driver."""
         plan, opts = self._plan(sigmas, options)
         if plan is None:
             return x
@@ -126,16 +131,8 @@ def _sigma_dtype(sigmas: Any) -> torch.dtype:
 class AdaptiveEntry(SamplerEntry):
     """An adaptive-step sampler: it chooses its own steps between the grid's first and last nonzero sigma."""
 
-    def __call__(
-        self,
-        model: Model,
-        x: torch.Tensor,
-        sigmas: torch.Tensor,
-        extra_args: dict[str, Any] | None = None,
-        callback: Callback | None = None,
-        disable: bool | None = None,
-        **options: Any,
-    ) -> torch.Tensor:
+    def _sample(self, model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None,
+                callback: Callback | None, disable: bool | None, options: dict[str, Any]) -> torch.Tensor:
         """Integrate x from sigmas[0] to sigmas[-1] with adaptive steps (see samplers/adaptive.py)."""
         assert self.spec is not None
         grid, opts = self._grid(sigmas, options)
@@ -172,16 +169,8 @@ class SdsEntry(SamplerEntry):
 
     solves_ode = False
 
-    def __call__(
-        self,
-        model: Model,
-        x: torch.Tensor,
-        sigmas: torch.Tensor,
-        extra_args: dict[str, Any] | None = None,
-        callback: Callback | None = None,
-        disable: bool | None = None,
-        **options: Any,
-    ) -> torch.Tensor:
+    def _sample(self, model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None,
+                callback: Callback | None, disable: bool | None, options: dict[str, Any]) -> torch.Tensor:
         """Optimise x0 along `sigmas` from x noised at sigmas[0]; returns x0 noised at sigmas[-1]."""
         opts = sds.parse_sds_options(self.name, self.defaults, options)
         grid = sds.read_grid(sigmas, opts["schedule"])
