@@ -29,9 +29,7 @@ from .widgets import InputError, WidgetSpec
 log = logging.getLogger(__name__)
 
 CATEGORY = "sampling/custom_sampling/DPM-Solver/SDS"
-OPTIMIZERS = ("sgd", "adam")
-GRADIENT_NOISE_NODE = 0
-"""Key of the fresh noise the gradient node draws (samplers.sds.fresh_noise's `node`)."""
+OPTIMIZERS = sds.OPTIMIZERS
 
 Work = Callable[[Any, torch.Tensor, dict[str, Any]], torch.Tensor]
 
@@ -139,10 +137,6 @@ def run_in_guider(model: Any, positive: Any, negative: Any, cfg: float, latent: 
     return out.to(comfy.model_management.intermediate_device())
 
 
-def _sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    return torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
-
-
 class DPMSolverSDSGradient:
     """The SDS gradient of a latent at one noise level, with its target and loss."""
 
@@ -177,25 +171,19 @@ class DPMSolverSDSGradient:
         found: dict[str, torch.Tensor] = {}
 
         def work(denoiser: Any, x0: torch.Tensor, extra_args: dict[str, Any]) -> torch.Tensor:
+            """One SGD step of size 1 at sigma is x0 - g: the target; the step's payload carries g."""
             schedule = family_of_denoiser(denoiser)
             recorder = None
             if v["mode"] == "csd":
                 extra_args, recorder = with_guidance_hook(extra_args)
-            if v["mode"] == "sdi":
-                eps = sds.invert(denoiser, x0, sigma, schedule, extra_args)
-            else:
-                eps = sds.fresh_noise(v["seed"], x0, GRADIENT_NOISE_NODE)
-            denoised = denoiser(sds.noised(x0, eps, sigma, schedule), _sigma_batch(x0, sigma), **extra_args)
-            if recorder is not None:
-                parts = recorder.parts()
-                if parts is None:
-                    raise RuntimeError("csd: ComfyUI's post-CFG hook did not run (another node replaced the CFG?)")
-                cond, uncond, scale = parts
-                grad = sds.csd_gradient(cond, uncond, sigma, v["weighting"], schedule, scale)
-            else:
-                grad = sds.sds_gradient(x0, denoised, sigma, v["weighting"], schedule)
-            found["grad"] = grad
-            return x0 - grad
+
+            def step_done(payload: dict[str, Any]) -> None:
+                if "grad" in payload:  # the optimisation step (not an inversion call of mode sdi)
+                    found["grad"] = payload["grad"]
+
+            return sds.sds_refine(denoiser, x0, [sigma], schedule, extra_args=extra_args, mode=v["mode"],
+                                  weighting=v["weighting"], lr=1.0, optimizer="sgd", seed=v["seed"],
+                                  guidance_parts=None if recorder is None else recorder.parts, callback=step_done)
 
         target = run_in_guider(model, positive, negative, v["cfg"], latent, v["seed"], work)
         grad = found["grad"]
