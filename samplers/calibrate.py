@@ -30,6 +30,7 @@ from .driver import NonFiniteModelOutput
 from .registry import SAMPLERS, SamplerEntry
 from .schedules import resolve_schedule
 from .sigmas import distinct, read_sigmas
+from .tensorfile import read_tensors, write_tensors
 
 FORMAT = "dpm-solver-calibrated-grid"
 FORMAT_VERSION = 1
@@ -290,36 +291,15 @@ def calibrate_grid(
 
 def save_grid(path: str | Path, grid: CalibratedGrid) -> Path:
     """Write `grid` as a safetensors file: tensor "sigmas" (float64) and the metadata of CalibratedGrid."""
-    from safetensors.torch import save_file
-
-    target = Path(path)
-    if target.suffix != ".safetensors":
-        target = target.with_name(target.name + ".safetensors")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"sigmas": grid.sigmas.to(torch.float64).contiguous()}, str(target), metadata=grid.metadata())
-    return target
+    return write_tensors(path, {"sigmas": grid.sigmas.to(torch.float64)}, grid.metadata())
 
 
 def load_grid(path: str | Path, sampler: str | None = None, nfe: int | None = None) -> CalibratedGrid:
     """Read a file written by save_grid; with `sampler`/`nfe` given, refuse a grid calibrated for others."""
-    from safetensors import SafetensorError, safe_open
-
     source = Path(path)
-    if not source.is_file():
-        raise CalibrationError(f"calibrated grid file {str(source)!r} does not exist")
-    try:
-        with safe_open(str(source), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            keys = list(handle.keys())
-            sigmas = handle.get_tensor("sigmas") if "sigmas" in keys else None
-    except (SafetensorError, OSError) as err:
-        raise CalibrationError(f"{str(source)!r} is not a safetensors file: {err}") from None
-    if meta.get("format") != FORMAT or sigmas is None:
-        raise CalibrationError(f"{str(source)!r} is not a calibrated grid file (no '{FORMAT}' metadata and "
-                               "'sigmas' tensor)")
-    if meta.get("version") != str(FORMAT_VERSION):
-        raise CalibrationError(f"{str(source)!r} has grid format version {meta.get('version')!r}; this version "
-                               f"reads {FORMAT_VERSION}")
+    tensors, meta = read_tensors(source, kind="calibrated grid", fmt=FORMAT, version=FORMAT_VERSION,
+                                 required=("sigmas",), error=CalibrationError)
+    sigmas = tensors["sigmas"]
     try:
         stored = CalibratedGrid(
             sigmas.to(torch.float64), meta["sampler"], int(meta["nfe"]), meta["schedule"],

@@ -30,6 +30,7 @@ from .calibrate import CalibrationError, check_grid, reference_solution
 from .options import parse_options
 from .plan import Plan
 from .schedules import NoiseSchedule, resolve_schedule
+from .tensorfile import read_tensors, write_tensors
 
 FORMAT = "dpm-solver-learned-plan"
 FORMAT_VERSION = 1
@@ -283,41 +284,18 @@ def _blank(sampler: str, schedule: str, opts: Mapping[str, Any], grid: Sequence[
 def save_learned(path: str | Path, learned: LearnedPlan) -> Path:
     """Write `learned` as safetensors (float64 tensors sigmas, corrections, shifts; int64 terms; metadata);
     '.safetensors' is appended when missing, as samplers.calibrate.save_grid does."""
-    from safetensors.torch import save_file
-
-    target = Path(path)
-    if target.suffix != ".safetensors":
-        target = target.with_name(target.name + ".safetensors")
-    target.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"sigmas": torch.tensor(learned.sigmas, dtype=torch.float64),
                "corrections": torch.tensor(learned.corrections, dtype=torch.float64).reshape(-1),
                "shifts": torch.tensor(learned.shifts, dtype=torch.float64).reshape(-1),
                "terms": torch.tensor(learned.terms, dtype=torch.int64).reshape(-1)}
-    save_file(tensors, str(target), metadata=learned.metadata())
-    return target
+    return write_tensors(path, tensors, learned.metadata())
 
 
 def load_learned(path: str | Path, sampler: str | None = None) -> LearnedPlan:
     """Read a file written by save_learned; with `sampler` given, refuse a plan learned for another sampler."""
-    from safetensors import SafetensorError, safe_open
-
     source = Path(path)
-    if not source.is_file():
-        raise LearnedPlanError(f"learned plan file {str(source)!r} does not exist")
-    try:
-        with safe_open(str(source), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            names = list(handle.keys())
-            tensors = {k: handle.get_tensor(k) for k in names}
-    except (SafetensorError, OSError) as err:
-        raise LearnedPlanError(f"{str(source)!r} is not a safetensors file: {err}") from None
-    needed = {"sigmas", "corrections", "shifts", "terms"}
-    if meta.get("format") != FORMAT or not needed <= set(tensors):
-        raise LearnedPlanError(f"{str(source)!r} is not a learned plan file (no '{FORMAT}' metadata or missing "
-                               f"tensors {sorted(needed - set(tensors))})")
-    if meta.get("version") != str(FORMAT_VERSION):
-        raise LearnedPlanError(f"{str(source)!r} has learned-plan format version {meta.get('version')}, this code "
-                               f"reads version {FORMAT_VERSION}")
+    tensors, meta = read_tensors(source, kind="learned plan", fmt=FORMAT, version=FORMAT_VERSION,
+                                 required=("sigmas", "corrections", "shifts", "terms"), error=LearnedPlanError)
     if sampler is not None and meta.get("sampler") != sampler:
         raise LearnedPlanError(f"{str(source)!r} was learned for {meta.get('sampler')}, not {sampler}")
     learned = LearnedPlan(
