@@ -3,8 +3,6 @@ wide random-order range over-smooths, results are fixed by the seed, and the com
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -12,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_demo_cli import _run
 
-from dpmsolver_demo.cli import main
 from dpmsolver_demo.sds import VARIANTS, demo_inputs, greyness, load_training_digits, nearest_digit_distance, refine
 from dpmsolver_demo.weights_io import MODEL_NAMES, load_model
 
@@ -27,16 +25,6 @@ BY_KEY = {v.key: v for v in VARIANTS}
 @pytest.fixture(scope="module")
 def digits() -> torch.Tensor:
     return load_training_digits()
-
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(args)
-        except SystemExit as exc:  # argparse
-            rc = int(exc.code or 0)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def test_inputs_are_fixed_by_the_seed(digits: torch.Tensor) -> None:
