@@ -142,23 +142,6 @@ CANDIDATES = candidates
 
 # --- study -----------------------------------------------------------------------------------------------------
 
-class _Targets:
-    """Exact targets of a runner's noises, one fresh reference per (last sigma, final denoise): the network
-    reference's chained cache raised ZeroDivisionError on some target sequences, a fresh chain per key does not."""
-
-    def __init__(self, runner: CaseRunner) -> None:
-        self.runner = runner
-        self.cache: dict[tuple[float, bool], torch.Tensor] = {}
-
-    def __call__(self, sigmas: torch.Tensor) -> torch.Tensor:
-        values = sigmas.tolist()
-        final = values[-1] == 0.0
-        key = (round(values[-2] if final else values[-1], 12), final)
-        if key not in self.cache:
-            self.cache[key] = _references(self.runner.case, self.runner.x0).target(sigmas)
-        return self.cache[key]
-
-
 def _references(case: Case, x: torch.Tensor) -> Any:
     if getattr(case.problem, "demo", None) is not None:
         from .networks import NetworkReferences
@@ -167,7 +150,8 @@ def _references(case: Case, x: torch.Tensor) -> Any:
     return References(case, x)
 
 
-def _error(case: Case, runner: CaseRunner, targets: _Targets, sampler: str, sigmas: torch.Tensor, schedule: str,
+def _error(case: Case, runner: CaseRunner, targets: Callable[[torch.Tensor], torch.Tensor], sampler: str,
+           sigmas: torch.Tensor, schedule: str,
            ) -> dict[str, Any]:
     entry = SAMPLERS[sampler]
     with torch.no_grad():
@@ -192,7 +176,7 @@ def grid_form_study(case: Case, runner: CaseRunner, samplers: Sequence[str] = ST
                     nfes: Sequence[int] = NFES) -> list[dict[str, Any]]:
     """Per NFE budget, grid family, final denoise or not, sampler and form: the error on the largest grid that fits
     (all grids run from sigma_max to ode_end(case))."""
-    targets = _Targets(runner)
+    targets = runner.refs.target
     rows = []
     for nfe in nfes:
         for final in (False, True):
@@ -225,7 +209,7 @@ def calibrated_study(case: Case, runner: CaseRunner, nfe: int = 10, pairs: Seque
     count = NETWORK_CALIBRATION_SAMPLES if network else CALIBRATION_SAMPLES
     noise = calibration_noise(case, count)
     refs = _references(case, noise)
-    targets = _Targets(runner)
+    targets = runner.refs.target
     rows = []
     for sampler, form in pairs:
         start = _largest(sampler, form, lambda n: GRID_FAMILIES["log σ"](case, n, False), nfe)
@@ -370,6 +354,10 @@ def run(cases: Sequence[Case], calibrate: bool = True) -> dict[str, Any]:
         if not _is_flow(case):
             continue
         runner = CaseRunner(case, EVALUATION_SAMPLES)
+        if getattr(case.problem, "demo", None) is not None:
+            from .networks import adopt_network_runners
+
+            adopt_network_runners([runner])  # the network's own reference, as _references gives the calibration
         res["cases"][case.name] = {"data_std": runner.data_std, "ode_end": ode_end(case),
                                    "study": grid_form_study(case, runner),
                                    "calibrated": calibrated_study(case, runner) if calibrate else []}
