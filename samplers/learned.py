@@ -199,13 +199,15 @@ def learn_plan(
     lr: float = LEARN_RATE,
     info: Mapping[str, str] | None = None,
     progress: Callable[[int, float], Any] | None = None,
+    max_sigma: float | None = None,
 ) -> LearnedPlan:
     """Fit corrections c and shifts tau of `sampler`'s plan on `sigmas` to the noises `x` (batch first).
 
     `model` must be differentiable in torch (autograd through its output). `reference`: what an exact solver
     returns from x on the grid (default: samplers.calibrate.reference_solution). Adam with a cosine-decayed
     learning rate for `steps` steps; the best iterate is kept (zero corrections if none beats them).
-    `progress(step, rms)` is called after every step.
+    `progress(step, rms)` is called after every step. `max_sigma`: no model call moves above it (a flow model
+    sampled in the VE form is defined up to sigma 1 only); default: the schedule's sigma_max.
     """
     from .registry import SAMPLERS
 
@@ -239,19 +241,25 @@ def learn_plan(
     tau = torch.zeros(plan.nfe, dtype=torch.float64, requires_grad=True)
     free = torch.tensor([noise_schedule.alpha(st.sigma) != 0.0 for st in plan.stages if st.evaluate],
                         dtype=torch.float64)  # calls at alpha = 0 (flow sigma = 1) stay where they are
+    cap = noise_schedule.sigma_max if max_sigma is None else min(float(max_sigma), noise_schedule.sigma_max)
+    if not cap > 0:
+        raise LearnedPlanError(f"max_sigma must be positive, got {max_sigma!r}")
+    room = torch.tensor([math.log(cap / st.sigma) if math.isfinite(cap) else math.inf
+                         for st in plan.stages if st.evaluate], dtype=torch.float64).clamp(min=0.0)
     optimizer = torch.optim.Adam([*[r for r in raw if r is not None], tau], lr=float(lr))
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     best: tuple[float, list[torch.Tensor], torch.Tensor] | None = None
     before = math.inf
     for step in range(steps + 1):
         optimizer.zero_grad()
-        out, corrections = _run(model, x, plan, raw, tau * free, noise_schedule, extra)
+        shifts = torch.minimum(tau * free, room)  # sigma * e^tau <= cap
+        out, corrections = _run(model, x, plan, raw, shifts, noise_schedule, extra)
         loss = ((out - reference) ** 2).mean()
         value = float(loss.detach().sqrt())
         if step == 0:
             before = value
         if math.isfinite(value) and (best is None or value < best[0]):
-            best = (value, [c.detach().clone() for c in corrections], (tau * free).detach().clone())
+            best = (value, [c.detach().clone() for c in corrections], shifts.detach().clone())
         if progress is not None:
             progress(step, value)
         if step == steps:

@@ -142,3 +142,22 @@ def test_a_call_moved_beyond_sigma_max_is_refused() -> None:
                         corrections, (0.2, *shifts[1:]), 0.0, 0.0)
     with pytest.raises(LearnedPlanError, match="beyond the schedule's sigma_max"):
         SAMPLERS["dpm_solver_3m"].plan(grid, schedule="flow", learned_plan=moved)
+
+
+def test_max_sigma_caps_every_call() -> None:
+    """A flow model sampled in the VE form is defined up to sigma 1: with max_sigma no call moves above it, and a
+    positive max_sigma is required."""
+    from samplers.bench.problems import flow_mixture
+
+    flow = flow_mixture()
+    grid = torch.tensor([1.0, 0.7, 0.45, 0.3, 0.2, 0.136], dtype=torch.float64)
+    x = flow.data.prior_noise(64, 1.0, torch.Generator().manual_seed(3))
+    reference = reference_solution(flow.model, x, grid, "ve", steps=200)
+    capped = learn_plan(flow.model, "dpm_solver_3m", grid, x, "ve", reference, steps=30, max_sigma=1.0)
+    calls = [s.sigma for s in SAMPLERS["dpm_solver_3m"].plan(grid, schedule="ve", learned_plan=capped).stages
+             if s.evaluate]
+    assert max(calls) <= 1.0 + 1e-12 and capped.objective_after < capped.objective_before
+    free = learn_plan(flow.model, "dpm_solver_3m", grid, x, "ve", reference, steps=30)
+    assert free.shifts[0] > 0.0, "without the cap the first call moves up (else the test shows nothing)"
+    with pytest.raises(LearnedPlanError, match="max_sigma must be positive"):
+        learn_plan(flow.model, "dpm_solver_3m", grid, x, "ve", reference, steps=0, max_sigma=0.0)
