@@ -104,7 +104,8 @@ def calibration_noise(case: Case, n: int) -> torch.Tensor:
     return case.problem.data.prior_noise(n, case.problem.sigma_max, g, dtype=DTYPE)
 
 
-def _references(case: Case, x: torch.Tensor) -> Any:
+def calibration_references(case: Case, x: torch.Tensor) -> Any:
+    """The exact references of noises `x` on the case (the network's chained solve for the demo networks)."""
     if getattr(case.problem, "demo", None) is not None:
         from .networks import NetworkReferences
 
@@ -149,7 +150,7 @@ def run_calibrated(cases: Sequence[Case], nfes: Sequence[int] = NFES,
 
             adopt_network_runners([runner])
         calibration = calibration_noise(case, count)
-        references = _references(case, calibration)
+        references = calibration_references(case, calibration)
         per_nfe: dict[str, Any] = {}
         for nfe in nfes:
             rows: dict[str, Any] = {}
@@ -215,16 +216,19 @@ def report(results: Mapping[str, Any]) -> str:
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "calibrated.json"
+NETWORK_RESULTS = RESULTS.with_name("calibrated_networks.json")
 
 
-def comparison_candidates(path: Path = RESULTS) -> list[Any]:
-    """The calibrated grids of `path` (written by this module) as candidates of samplers/bench/comparison.py:
-    `python -m samplers.bench --candidates samplers.bench.calibrated:comparison_candidates`."""
+def comparison_candidates(paths: Sequence[Path] = (RESULTS, NETWORK_RESULTS)) -> list[Any]:
+    """The calibrated grids of `paths` (written by this module; absent files are skipped) as candidates of
+    samplers/bench/comparison.py: `python -m samplers.bench --candidates
+    samplers.bench.calibrated:comparison_candidates` (with --networks also on the demo networks)."""
     from .comparison import Candidate as ComparisonCandidate
 
-    results = json.loads(Path(path).read_text())
+    cases = {name: case for path in paths if Path(path).is_file()
+             for name, case in json.loads(Path(path).read_text())["cases"].items()}
     found: dict[str, tuple[str, str, dict[str, Any], dict[str, list[list[float]]]]] = {}
-    for case_name, case in results["cases"].items():
+    for case_name, case in cases.items():
         for rows in case["nfes"].values():
             for key, row in rows.items():
                 label = f"{row['label']}, calibrated grid"

@@ -43,12 +43,15 @@ GridSource = Callable[[Case, int], torch.Tensor | None] | Mapping[str, Sequence[
 @dataclass(frozen=True)
 class Candidate:
     """One of 'our' entries: registry `sampler` with `options` on `grid`: None (the case's grid family, n = 2, 3,
-    ...), a callable (case, n) -> sigmas (None to skip that n), or {case name: [sigmas, ...]} (fixed grids)."""
+    ...), a callable (case, n) -> sigmas (None to skip that n), or {case name: [sigmas, ...]} (fixed grids).
+    `case_options`: {case name: options} added on that case's own grids only (e.g. a learned plan, which fits one
+    case and grid; not written to the JSON)."""
 
     label: str
     sampler: str
     grid: GridSource = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    case_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 _REGISTERED: dict[str, Candidate] = {}
@@ -225,6 +228,7 @@ def our_runs(runner: CaseRunner, candidate: Candidate, max_nfe: int) -> list[dic
             cells.append(_cell(n, m.nfe, m.rmse, m.median_err, std, error=m.error, sigma_last=runner.sigma_last(n)))
         return cells
     cells, over = [], 0
+    case_extra = dict(candidate.case_options.get(runner.case.name, {}))
     for n, sigmas in grids:
         options = runner.options(entry, opts)
         nfe = entry.count_model_calls(sigmas, **options)
@@ -236,7 +240,8 @@ def our_runs(runner: CaseRunner, candidate: Candidate, max_nfe: int) -> list[dic
         over = 0
         try:
             with torch.no_grad():
-                out = entry(runner.case.problem.model, runner.x0.clone(), sigmas, disable=True, **options)
+                out = entry(runner.case.problem.model, runner.x0.clone(), sigmas, disable=True, **options,
+                            **case_extra)
             rmse, median = errors(out, runner.refs.target(sigmas))
             error = None
         except Exception as exc:  # reported in the cell, not fatal

@@ -32,11 +32,12 @@ from .calibrated import (
     CALIBRATION_SEED,
     NETWORK_CALIBRATION_SAMPLES,
     calibration_noise,
+    calibration_references,
     long_flow_case,
 )
 from .cases import Case, all_cases
 from .comparison import Candidate, equal_nfe_table, summary_table
-from .measure import DTYPE, CaseRunner, References
+from .measure import DTYPE, CaseRunner
 from .report import fmt_err, table
 
 LONG_STEPS = 20
@@ -142,14 +143,6 @@ CANDIDATES = candidates
 
 # --- study -----------------------------------------------------------------------------------------------------
 
-def _references(case: Case, x: torch.Tensor) -> Any:
-    if getattr(case.problem, "demo", None) is not None:
-        from .networks import NetworkReferences
-
-        return NetworkReferences(case, x)  # type: ignore[arg-type]
-    return References(case, x)
-
-
 def _error(case: Case, runner: CaseRunner, targets: Callable[[torch.Tensor], torch.Tensor], sampler: str,
            sigmas: torch.Tensor, schedule: str,
            ) -> dict[str, Any]:
@@ -208,7 +201,7 @@ def calibrated_study(case: Case, runner: CaseRunner, nfe: int = 10, pairs: Seque
     network = getattr(case.problem, "demo", None) is not None
     count = NETWORK_CALIBRATION_SAMPLES if network else CALIBRATION_SAMPLES
     noise = calibration_noise(case, count)
-    refs = _references(case, noise)
+    refs = calibration_references(case, noise)
     targets = runner.refs.target
     rows = []
     for sampler, form in pairs:

@@ -16,28 +16,76 @@ from typing import Any
 
 import torch
 
-from ..learned import LEARN_STEPS, LearnedPlan, learn_plan, save_learned
+from ..learned import LEARN_STEPS, LearnedPlan, learn_plan, load_learned, save_learned
 from ..registry import SAMPLERS
-from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, long_flow_case
+from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, calibration_references, long_flow_case
 from .cases import Case, select_cases
-from .measure import DTYPE, CaseRunner, References
+from .comparison import Candidate
+from .measure import DTYPE, CaseRunner
+from .networks import NetworkProblem, adopt_network_runners
 from .problems import SEED
 from .report import table
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+PLANS = DOCS / "learned_plans"
+"""The learned plans of the runs (small safetensors files; comparison_candidates reads them)."""
 LEARN_SAMPLES = 4096
 """Calibration noises: with 512 the learned corrections overfit the few trajectories that dominate the RMSE
 (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: calibration 1.29e-2 -> 5.3e-3 but evaluation 8.3e-3 -> 1.2e-2)."""
-CANDIDATES = ("dpm_solver_pp_pc", "dpm_solver_3m;third_order=consistent")
-"""Keys of docs/calibrated.json rows: the best calibrated multistep samplers of the VE CFG cases."""
-CASES = ("ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential", "ve_mixture/karras", "ve_mixture/exponential",
-         "flow_mixture/simple@20")
+NETWORK_LEARN_SAMPLES = 256
+"""Demo networks: each Adam step runs the network forward and backward on every noise at every call."""
+GRID_SOURCES = ("calibrated.json", "calibrated_networks.json", "flow_lownfe.json")
+"""Where the calibrated grids come from (docs/): samplers.bench.calibrated (analytic and network cases) and
+samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@form')."""
+RUNS = (
+    ("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc"),
+    ("ve_mixture_cfg7.5/karras", "dpm_solver_3m;third_order=consistent"),
+    ("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc"),
+    ("ve_mixture_cfg7.5/exponential", "dpm_solver_3m;third_order=consistent"),
+    ("ve_mixture/karras", "dpm_solver_pp_pc"),
+    ("ve_mixture/karras", "dpm_solver_3m;third_order=consistent"),
+    ("flow_mixture/simple@20", "dpm_solver_pp_pc"),
+    ("flow_mixture/simple@20", "dpm_solver_3m;third_order=consistent"),
+    ("ve_mixture/exponential", "dpm_solver_pp_pc"),
+    ("ve_mixture/exponential", "dpm_solver_3m;third_order=consistent"),
+    ("flow_mixture/simple", "dpm_solver_pp_pc@ve"),
+    ("digits_eps/karras", "dpm_solver_pp_pc"),
+    ("digits_eps/exponential", "dpm_solver_pp_pc"),
+    ("digits_flow/simple", "dpm_solver_pp_pc@ve"),
+)
+"""(case, calibrated-grid row key): the best calibrated multistep samplers at 10 calls of each case."""
 
 
 def _case(name: str) -> Case:
     base, _, steps = name.partition("@")
+    if base.startswith("digits_"):
+        from .networks import select_network_cases
+
+        return select_network_cases([base])[0]
     case = select_cases([base])[0]
     return long_flow_case(case, int(steps)) if steps else case
+
+
+def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
+    """The calibrated 10-call grids of case `name`: {key: {label, sampler, schedule, options, sigmas}}."""
+    rows: dict[str, dict[str, Any]] = {}
+    for source in GRID_SOURCES:
+        path = docs / source
+        if not path.is_file():
+            continue
+        case = json.loads(path.read_text())["cases"].get(name)
+        if case is None:
+            continue
+        for key, row in case.get("nfes", {}).get("10", {}).items():
+            rows[key] = {"label": row["label"], "sampler": row["sampler"], "schedule": case["schedule"],
+                         "options": row["options"], "sigmas": row["sigmas"]}
+        for row in case.get("calibrated", []):
+            if row["nfe"] == 10:
+                form = "VE" if row["schedule"] == "ve" else row["schedule"]
+                rows[f"{row['sampler']}@{row['schedule']}"] = {
+                    "label": f"{SAMPLERS[row['sampler']].label} [{form} form, from a log σ grid]",
+                    "sampler": row["sampler"], "schedule": row["schedule"], "options": {}, "sigmas": row["sigmas"]}
+    return rows
 
 
 def _rmse(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
@@ -46,47 +94,89 @@ def _rmse(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
     return (rmse, float(sq.sqrt().median())) if math.isfinite(rmse) else (math.inf, math.inf)
 
 
-def comfyui_best(case_name: str, path: Path = DOCS / "comparison.json") -> dict[str, Any] | None:
-    """ComfyUI's most accurate sampler at 20 calls on the case (docs/comparison.json summary), if recorded."""
+def comfyui_best(case_name: str, docs: Path = DOCS) -> dict[str, Any] | None:
+    """ComfyUI's most accurate sampler at 20 calls on the case (summary of docs/comparison.json, or of
+    docs/comparison_networks.json for the demo networks), if recorded."""
+    base = case_name.split("@", 1)[0]
+    path = docs / ("comparison_networks.json" if base.startswith("digits_") else "comparison.json")
     if not path.is_file():
         return None
     cases = json.loads(path.read_text()).get("comparison", {}).get("cases", {})
-    summary = cases.get(case_name.split("@", 1)[0], {}).get("summary", {}).get("rmse", {})
+    summary = cases.get(base, {}).get("summary", {}).get("rmse", {})
     return summary.get("theirs")
 
 
-def run_learned(case_names: Sequence[str] = CASES, keys: Sequence[str] = CANDIDATES, samples: int = LEARN_SAMPLES,
-                steps: int = LEARN_STEPS, plans_dir: Path | None = None,
-                calibrated: Path = DOCS / "calibrated.json") -> dict[str, Any]:
-    """{case: {key: {label, nfe, calibrated_rmse, learned_rmse, ..., comfyui}}} at NFE 10."""
-    rows_of = json.loads(calibrated.read_text())["cases"]
+def plan_file(name: str, key: str) -> str:
+    """File stem of the learned plan of (case, row key) in PLANS."""
+    return f"{name.replace('/', '_')}_{key.replace(';', '_').replace('=', '-').replace('@', '_')}_10"
+
+
+def run_learned(runs: Sequence[tuple[str, str]] = RUNS, samples: int = LEARN_SAMPLES, steps: int = LEARN_STEPS,
+                plans_dir: Path | None = None, docs: Path = DOCS) -> dict[str, Any]:
+    """{case: {candidates: {key: {label, nfe, calibrated_rmse, learned_rmse, ...}}, comfyui}} at NFE 10."""
     results: dict[str, Any] = {}
-    for name in case_names:
+    for name in dict.fromkeys(n for n, _ in runs):
         case = _case(name)
         runner = CaseRunner(case, EVALUATION_SAMPLES)
-        x = calibration_noise(case, samples)
-        references = References(case, x)
+        network = isinstance(case.problem, NetworkProblem)
+        if network:
+            adopt_network_runners([runner])
+        count = min(samples, NETWORK_LEARN_SAMPLES) if network else samples
+        x = calibration_noise(case, count)
+        references = calibration_references(case, x)
+        rows = grid_rows(name, docs)
         per_key: dict[str, Any] = {}
-        for key in keys:
-            row = rows_of[name]["nfes"]["10"][key]
+        for key in [k for n, k in runs if n == name]:
+            if key not in rows:
+                raise KeyError(f"{name}: no calibrated 10-call grid {key!r} in docs/{', docs/'.join(GRID_SOURCES)}")
+            row = rows[key]
             sigmas = torch.tensor(row["sigmas"], dtype=DTYPE)
             t0 = time.perf_counter()
-            learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, case.schedule,
+            learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
                                  references.target(sigmas), row["options"], steps=steps,
-                                 info={"problem": name, "calibration_seed": str(CALIBRATION_SEED),
-                                       "calibration_samples": str(samples)})
+                                 max_sigma=case.problem.sigma_max if case.schedule == "flow" else None,
+                                 info={"problem": name, "problem_schedule": case.schedule,
+                                       "calibration_seed": str(CALIBRATION_SEED),
+                                       "calibration_samples": str(count)})
             seconds = time.perf_counter() - t0
             plain, learnt = _evaluate(runner, learned, row["options"])
-            per_key[key] = {"label": row["label"], "sampler": row["sampler"], "options": row["options"],
-                            "nfe": learned.nfe, "calibrated_rmse": plain[0], "calibrated_median": plain[1],
+            per_key[key] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
+                            "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
+                            "calibrated_rmse": plain[0], "calibrated_median": plain[1],
                             "learned_rmse": learnt[0], "learned_median": learnt[1],
                             "objective_before": learned.objective_before, "objective_after": learned.objective_after,
                             "seconds": seconds, "shifts": list(learned.shifts)}
             if plans_dir is not None:
-                save_learned(plans_dir / f"{name.replace('/', '_')}_{key}_10", learned)
-        results[name] = {"candidates": per_key, "comfyui": comfyui_best(name)}
+                save_learned(plans_dir / plan_file(name, key), learned)
+        results[name] = {"evaluation_samples": runner.x0.shape[0], "candidates": per_key,
+                         "comfyui": comfyui_best(name, docs)}
     return {"calibration_seed": CALIBRATION_SEED, "calibration_samples": samples, "evaluation_seed": SEED + 1,
             "evaluation_samples": EVALUATION_SAMPLES, "steps": steps, "cases": results}
+
+
+def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
+    """The learned plans in `plans` (written by this module) as fixed-grid candidates of the comparison run
+    (`--candidates samplers.bench.learned:comparison_candidates`), each on the case it was learned for; one
+    candidate per sampler, options and form (the schedule sampled with, against the problem's own)."""
+    groups: dict[tuple[Any, ...], list[LearnedPlan]] = {}
+    for path in sorted(plans.glob("*.safetensors")) if plans.is_dir() else []:
+        learned = load_learned(path)
+        problem_schedule = dict(learned.info).get("problem_schedule", learned.schedule)
+        groups.setdefault((learned.sampler, learned.schedule, learned.options, problem_schedule), []).append(learned)
+    out = []
+    for (sampler, schedule, options, problem_schedule), members in groups.items():
+        by_case: dict[str, LearnedPlan] = {}
+        for learned in members:
+            case = dict(learned.info).get("problem", "").split("@", 1)[0]
+            if case in by_case:
+                raise ValueError(f"{plans}: two learned plans of {sampler} ({schedule}) for case {case!r}")
+            by_case[case] = learned
+        form = f", {'VE' if schedule == 've' else schedule} form" if problem_schedule != schedule else ""
+        out.append(Candidate(f"{SAMPLERS[sampler].label} [learned plan{form}]", sampler,
+                             {case: [learned.grid] for case, learned in by_case.items()},
+                             {**dict(options), "schedule": schedule},
+                             {case: {"learned_plan": learned} for case, learned in by_case.items()}))
+    return out
 
 
 def _evaluate(runner: CaseRunner, learned: LearnedPlan, options: Mapping[str, Any]
@@ -98,7 +188,7 @@ def _evaluate(runner: CaseRunner, learned: LearnedPlan, options: Mapping[str, An
     for extra in ({}, {"learned_plan": learned}):
         with torch.no_grad():
             sample = entry(runner.case.problem.model, runner.x0.clone(), learned.grid, disable=True,
-                           schedule=runner.case.schedule, **options, **extra)
+                           schedule=learned.schedule, **options, **extra)
         out.append(_rmse(sample, reference))
     return out[0], out[1]
 
@@ -106,26 +196,31 @@ def _evaluate(runner: CaseRunner, learned: LearnedPlan, options: Mapping[str, An
 def report(results: Mapping[str, Any]) -> str:
     """Markdown: per case, calibrated grid vs learned plan at NFE 10, and ComfyUI's best at 20 calls."""
     out = ["# Learned plans", "",
-           f"RMSE against the exact ODE solution on the benchmark's {results['evaluation_samples']} evaluation noises "
-           f"(seed {results['evaluation_seed']}). Each sampler runs on its calibrated grid of docs/calibrated.md; "
+           "RMSE against the exact ODE solution on the benchmark's evaluation noises "
+           f"(seed {results['evaluation_seed']}). Each sampler runs on its calibrated grid of docs/calibrated.md "
+           "(demo networks: docs/calibrated_networks.md; '[VE form, from a log σ grid]': docs/flow_lownfe.md); "
            "the learned plan adds coefficient corrections and per-call sigma shifts (samplers/learned.py) fitted "
-           f"by {results['steps']} Adam steps on {results['calibration_samples']} noises of seed "
+           f"by {results['steps']} Adam steps on noises of seed "
            f"{results['calibration_seed']} (disjoint). ComfyUI's best at 20 calls: the summary of "
            "docs/comparison.md (for flow_mixture/simple@20 that of flow_mixture/simple, whose rules decide which "
-           "runs count). Regenerate: "
+           "runs count; demo networks: docs/comparison_networks.md). Regenerate: "
            "`python -m samplers.bench.learned`.", ""]
     body = []
     for name, case in results["cases"].items():
         theirs = case["comfyui"]
+        evaluated = case.get("evaluation_samples", results["evaluation_samples"])
         for row in case["candidates"].values():
             ratio = f"{row['learned_rmse'] / theirs['rmse']:.2f}" if theirs else "—"
             before = f"{row['calibrated_rmse'] / theirs['rmse']:.2f}" if theirs else "—"
-            body.append([name, row["label"], str(row["nfe"]), f"{row['calibrated_rmse']:.2e}",
-                         f"{row['learned_rmse']:.2e}", f"{row['calibrated_rmse'] / row['learned_rmse']:.2f}x",
+            fitted = row.get("calibration_samples", results["calibration_samples"])
+            body.append([name, row["label"], str(row["nfe"]), f"{fitted} / {evaluated}",
+                         f"{row['calibrated_rmse']:.2e}", f"{row['learned_rmse']:.2e}",
+                         f"{row['calibrated_rmse'] / row['learned_rmse']:.2f}x",
                          f"{row['calibrated_median']:.2e} -> {row['learned_median']:.2e}",
                          f"{theirs['label']} {theirs['rmse']:.2e}" if theirs else "—", f"{before} -> {ratio}"])
-    out += [table(["case", "sampler", "NFE", "RMSE calibrated grid", "RMSE learned plan", "gain",
-                   "median error", "ComfyUI best @20", "ratio to it (calibrated -> learned)"], body), "", *USAGE]
+    out += [table(["case", "sampler", "NFE", "noises fit / evaluated", "RMSE calibrated grid", "RMSE learned plan",
+                   "gain", "median error", "ComfyUI best @20", "ratio to it (calibrated -> learned)"], body),
+            "", *USAGE]
     return "\n".join(out)
 
 
@@ -156,18 +251,30 @@ USAGE = [
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m samplers.bench.learned", description=__doc__)
-    parser.add_argument("--problems", default=",".join(CASES), help="comma-separated case names")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES), help="docs/calibrated.json row keys")
-    parser.add_argument("--samples", type=int, default=LEARN_SAMPLES, help="calibration noises per case")
+    parser.add_argument("--problems", default=None,
+                        help=f"comma-separated case names (default: all of {sorted({n for n, _ in RUNS})})")
+    parser.add_argument("--samples", type=int, default=LEARN_SAMPLES,
+                        help=f"calibration noises per case (demo networks: at most {NETWORK_LEARN_SAMPLES})")
     parser.add_argument("--steps", type=int, default=LEARN_STEPS, help="Adam steps")
-    parser.add_argument("--plans", type=Path, default=None, help="folder to save the learned plans in")
+    parser.add_argument("--plans", type=Path, default=PLANS, help="folder to save the learned plans in")
     parser.add_argument("--out", type=Path, default=DOCS / "learned", help="output stem (.md and .json)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other cases of an existing OUT.json (run only --problems)")
     args = parser.parse_args(argv)
+    wanted = None if args.problems is None else [c for c in args.problems.split(",") if c]
+    unknown = sorted(set(wanted or ()) - {n for n, _ in RUNS})
+    if unknown:
+        parser.error(f"--problems: unknown case(s) {unknown}; known: {sorted({n for n, _ in RUNS})}")
     torch.set_num_threads(1)
-    results = run_learned([c for c in args.problems.split(",") if c], [k for k in args.candidates.split(",") if k],
-                          args.samples, args.steps, args.plans)
+    args.plans.mkdir(parents=True, exist_ok=True)
+    results = run_learned([r for r in RUNS if wanted is None or r[0] in wanted], args.samples, args.steps, args.plans)
+    old = args.out.with_suffix(".json")
+    if args.update and old.is_file():
+        kept = json.loads(old.read_text())["cases"]
+        results["cases"] = {name: results["cases"].get(name, kept.get(name))
+                            for name in dict.fromkeys(n for n, _ in RUNS) if name in results["cases"] or name in kept}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    old.write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(report(results) + "\n")
     print(report(results))
 

@@ -1,0 +1,104 @@
+"""The learned-plan benchmark glue (samplers/bench/learned.py): calibrated grids found in both result layouts,
+saved plans turned into comparison candidates, and a candidate's per-case learned plan reaching the sampler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from samplers.bench.cases import select_cases
+from samplers.bench.comparison import our_runs
+from samplers.bench.learned import comparison_candidates, grid_rows, plan_file
+from samplers.bench.measure import CaseRunner
+from samplers.calibrate import reference_solution
+from samplers.learned import LearnedPlan, learn_plan, save_learned
+from samplers.registry import SAMPLERS
+
+VE_GRID = [14.6, 3.0, 1.0, 0.3, 0.1, 0.029, 0.0]
+FLOW_GRID = [1.0, 0.7, 0.45, 0.3, 0.2, 0.136]
+
+
+def _write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data))
+
+
+def test_grid_rows_reads_both_layouts(tmp_path: Path) -> None:
+    _write(tmp_path / "calibrated.json", {"cases": {"ve_mixture/karras": {"schedule": "ve", "nfes": {"10": {
+        "dpm_solver_3m;third_order=consistent": {"label": "DPM-Solver 3M", "sampler": "dpm_solver_3m",
+                                                 "options": {"third_order": "consistent"}, "sigmas": VE_GRID}}}}}})
+    _write(tmp_path / "flow_lownfe.json", {"cases": {"flow_mixture/simple": {"calibrated": [
+        {"sampler": "dpm_solver_pp_pc", "schedule": "ve", "nfe": 10, "sigmas": FLOW_GRID},
+        {"sampler": "dpm_solver_pp_pc", "schedule": "flow", "nfe": 20, "sigmas": FLOW_GRID}]}}})
+    ve = grid_rows("ve_mixture/karras", tmp_path)
+    assert list(ve) == ["dpm_solver_3m;third_order=consistent"]
+    assert ve["dpm_solver_3m;third_order=consistent"]["options"] == {"third_order": "consistent"}
+    flow = grid_rows("flow_mixture/simple", tmp_path)
+    assert list(flow) == ["dpm_solver_pp_pc@ve"], "only 10-call grids are read"
+    assert flow["dpm_solver_pp_pc@ve"]["schedule"] == "ve" and "VE form" in flow["dpm_solver_pp_pc@ve"]["label"]
+    assert grid_rows("digits_eps/karras", tmp_path) == {}
+    assert plan_file("flow_mixture/simple@20", "dpm_solver_3m;third_order=consistent") == \
+        "flow_mixture_simple@20_dpm_solver_3m_third_order-consistent_10"
+
+
+def _learn(case_name: str, schedule: str, grid: list[float], steps: int = 15) -> LearnedPlan:
+    case = select_cases([case_name])[0]
+    sigmas = torch.tensor(grid, dtype=torch.float64)
+    x = case.problem.prior_noise(32, dtype=torch.float64)
+    reference = reference_solution(case.problem.model, x, sigmas, schedule, steps=200)
+    return learn_plan(case.problem.model, "dpm_solver_3m", sigmas, x, schedule, reference, steps=steps,
+                      info={"problem": case_name, "problem_schedule": case.schedule})
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("plans")
+    save_learned(folder / "ve", _learn("ve_mixture/karras", "ve", VE_GRID))
+    save_learned(folder / "flow_ve_form", _learn("flow_mixture/simple", "ve", FLOW_GRID))
+    return folder
+
+
+def test_saved_plans_become_candidates(plans: Path) -> None:
+    found = {c.label: c for c in comparison_candidates(plans)}
+    assert set(found) == {"DPM-Solver 3M [learned plan]", "DPM-Solver 3M [learned plan, VE form]"}
+    ve = found["DPM-Solver 3M [learned plan]"]
+    assert list(ve.grid) == ["ve_mixture/karras"] and ve.options["schedule"] == "ve"
+    assert isinstance(ve.case_options["ve_mixture/karras"]["learned_plan"], LearnedPlan)
+    flow = found["DPM-Solver 3M [learned plan, VE form]"]
+    assert list(flow.grid) == ["flow_mixture/simple"] and flow.options["schedule"] == "ve"
+    assert comparison_candidates(plans / "missing") == []
+
+
+def test_two_plans_for_one_case_are_refused(plans: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.safetensors").write_bytes((plans / "ve.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="two learned plans of dpm_solver_3m"):
+        comparison_candidates(tmp_path)
+
+
+def test_the_learned_plan_reaches_the_sampler(plans: Path) -> None:
+    candidate = next(c for c in comparison_candidates(plans) if c.label == "DPM-Solver 3M [learned plan]")
+    runner = CaseRunner(select_cases(["ve_mixture/karras"])[0], 16)
+    cells = our_runs(runner, candidate, 10)
+    assert len(cells) == 1 and cells[0]["nfe"] == 6
+    learned = candidate.case_options["ve_mixture/karras"]["learned_plan"]
+    entry, reference = SAMPLERS["dpm_solver_3m"], runner.refs.target(learned.grid)
+    rmse = {}
+    for name, extra in (("plain", {}), ("learned", {"learned_plan": learned})):
+        out = entry(runner.case.problem.model, runner.x0.clone(), learned.grid, disable=True, schedule="ve", **extra)
+        rmse[name] = float(((out - reference) ** 2).mean().sqrt())
+    assert cells[0]["rmse"] == pytest.approx(rmse["learned"], rel=1e-12)
+    assert abs(rmse["learned"] - rmse["plain"]) > 1e-3 * rmse["plain"], "corrections must change the result"
+
+
+def test_calibrated_candidates_read_the_analytic_and_network_results(tmp_path: Path) -> None:
+    from samplers.bench.calibrated import comparison_candidates as calibrated_candidates
+
+    row = {"label": "DPM-Solver 3M", "sampler": "dpm_solver_3m", "options": {}, "sigmas": VE_GRID}
+    _write(tmp_path / "a.json", {"cases": {"ve_mixture/karras": {"nfes": {"10": {"dpm_solver_3m": row}}}}})
+    _write(tmp_path / "b.json", {"cases": {"digits_eps/karras": {"nfes": {"10": {"dpm_solver_3m": row}}}}})
+    (found,) = calibrated_candidates((tmp_path / "a.json", tmp_path / "b.json", tmp_path / "absent.json"))
+    assert found.label == "DPM-Solver 3M, calibrated grid"
+    assert sorted(found.grid) == ["digits_eps/karras", "ve_mixture/karras"]
