@@ -102,3 +102,26 @@ def test_calibrated_candidates_read_the_analytic_and_network_results(tmp_path: P
     (found,) = calibrated_candidates((tmp_path / "a.json", tmp_path / "b.json", tmp_path / "absent.json"))
     assert found.label == "DPM-Solver 3M, calibrated grid"
     assert sorted(found.grid) == ["digits_eps/karras", "ve_mixture/karras"]
+
+
+def test_command_learns_saves_and_merges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m samplers.bench.learned`: one case on a few noises writes the plan, the JSON and the table;
+    --update keeps the other cases of an earlier result; unknown cases are refused by name."""
+    from samplers.bench.learned import main
+
+    out = tmp_path / "learned"
+    kept = {"evaluation_samples": 128, "candidates": {}, "comfyui": None}
+    out.with_suffix(".json").write_text(json.dumps({"cases": {"ve_mixture/karras": kept, "not_a_run": kept}}))
+    main(["--problems", "ve_mixture/exponential", "--samples", "16", "--steps", "2", "--plans",
+          str(tmp_path / "plans"), "--out", str(out), "--update"])
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert list(result["cases"]) == ["ve_mixture/karras", "ve_mixture/exponential"]
+    row = result["cases"]["ve_mixture/exponential"]["candidates"]["dpm_solver_pp_pc"]
+    assert row["calibration_samples"] == 16 and row["steps"] == 2 and row["nfe"] == 10
+    assert row["learned_rmse"] <= row["calibrated_rmse"] * (1 + 1e-12)
+    assert (tmp_path / "plans" / "ve_mixture_exponential_dpm_solver_pp_pc_10.safetensors").is_file()
+    assert "| ve_mixture/exponential | DPM-Solver++ PC | 10 | 16 / 128 / 2 |" in out.with_suffix(".md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--problems", "ve_mixture/nowhere", "--out", str(out)])
+    assert "unknown case(s) ['ve_mixture/nowhere']" in capsys.readouterr().err
