@@ -205,8 +205,9 @@ def report(results: Mapping[str, Any]) -> str:
            "the learned plan adds coefficient corrections and per-call sigma shifts (samplers/learned.py) fitted "
            "by Adam on noises of seed "
            f"{results['calibration_seed']} (disjoint). ComfyUI's best at 20 calls: the summary of "
-           "docs/comparison.md (for flow_mixture/simple@20 that of flow_mixture/simple, whose rules decide which "
-           "runs count; demo networks: docs/comparison_networks.md). Regenerate: "
+           "docs/comparison.md (demo networks: docs/comparison_networks.md), whose rules decide which runs count; "
+           "every grid here ends no higher than the case's 20-interval grid. The same plans on our side of the "
+           "comparison run, side by side with ComfyUI's samplers: docs/comparison_lownfe.md. Regenerate: "
            "`python -m samplers.bench.learned`.", ""]
     body = []
     for name, case in results["cases"].items():
