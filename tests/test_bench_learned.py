@@ -71,6 +71,17 @@ def test_saved_plans_become_candidates(plans: Path) -> None:
     assert comparison_candidates(plans / "missing") == []
 
 
+def test_candidates_with_other_options_get_their_own_label(tmp_path: Path) -> None:
+    case = select_cases(["ve_mixture/karras"])[0]
+    sigmas = torch.tensor(VE_GRID, dtype=torch.float64)
+    x = case.problem.prior_noise(8, dtype=torch.float64)
+    for name, options in (("plain", {}), ("consistent", {"third_order": "consistent"})):
+        save_learned(tmp_path / name, learn_plan(case.problem.model, "dpm_solver_3m", sigmas, x, "ve", x,
+                                                 options, steps=0, info={"problem": "ve_mixture/karras"}))
+    labels = sorted(c.label for c in comparison_candidates(tmp_path))
+    assert labels == ["DPM-Solver 3M (third_order=consistent) [learned plan]", "DPM-Solver 3M [learned plan]"]
+
+
 def test_two_plans_for_one_case_are_refused(plans: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / f"{name}.safetensors").write_bytes((plans / "ve.safetensors").read_bytes())

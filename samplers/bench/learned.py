@@ -175,7 +175,9 @@ def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
                 raise ValueError(f"{plans}: two learned plans of {sampler} ({schedule}) for case {case!r}")
             by_case[case] = learned
         form = f", {'VE' if schedule == 've' else schedule} form" if problem_schedule != schedule else ""
-        out.append(Candidate(f"{SAMPLERS[sampler].label} [learned plan{form}]", sampler,
+        entry = SAMPLERS[sampler]
+        changed = ", ".join(f"{k}={v}" for k, v in options if k in entry.defaults and entry.defaults[k] != v)
+        out.append(Candidate(f"{entry.label}{f' ({changed})' if changed else ''} [learned plan{form}]", sampler,
                              {case: [learned.grid] for case, learned in by_case.items()},
                              {**dict(options), "schedule": schedule},
                              {case: {"learned_plan": learned} for case, learned in by_case.items()}))
