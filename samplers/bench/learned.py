@@ -1,7 +1,8 @@
-"""Learned plans on the benchmark cases: a sampler on its calibrated grid (docs/calibrated.json) against the same
-sampler and grid with learned coefficient corrections and sigma shifts (samplers/learned.py), learned on
-LEARN_SAMPLES noises of the calibration seed and evaluated on the benchmark's evaluation noises, next to
-ComfyUI's best sampler at 20 calls (docs/comparison.json). Run `python -m samplers.bench.learned --help`.
+"""Learned plans on the benchmark cases: a sampler on its calibrated grid (GRID_SOURCES) against the same sampler
+and grid with learned coefficient corrections and sigma shifts (samplers/learned.py), learned on noises of the
+calibration seed and evaluated on the benchmark's evaluation noises, next to ComfyUI's best sampler at 20 calls
+(docs/comparison.json, docs/comparison_networks.json). The plans are saved to PLANS, where
+`comparison_candidates` finds them for the comparison run. Run `python -m samplers.bench.learned --help`.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ RUNS = (
     ("digits_flow/simple", "dpm_solver_pp_pc@ve"),
 )
 """(case, calibrated-grid row key): per case the calibrated sampler whose learned plan was most accurate at 10
-calls (the others measured at 600 steps and not kept: DPM-Solver 3M (consistent) on every VE case and the flow
-'simple' grid ending at sigma_20, DPM-Solver++ PC on ve_mixture_cfg7.5/exponential, DPM-Solver++ 3M (consistent)
-on ve_mixture)."""
+calls. Measured at 600 steps and not kept: DPM-Solver 3M (consistent) on every VE case (1.12, 1.10, 1.46 of
+ComfyUI's best at 20 calls), DPM-Solver++ PC on ve_mixture/karras (1.08; the consistent variant 1.06) and on
+ve_mixture_cfg7.5/exponential (2.69), DPM-Solver++ 3M (consistent) on ve_mixture (1.32, 1.34), and the flow form
+on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M consistent 9.83)."""
 
 
 def _case(name: str) -> Case:
