@@ -131,7 +131,8 @@ def test_command_learns_saves_and_merges(tmp_path: Path, capsys: pytest.CaptureF
     assert row["calibration_samples"] == 16 and row["steps"] == 2 and row["nfe"] == 10
     assert row["learned_rmse"] <= row["calibrated_rmse"] * (1 + 1e-12)
     assert (tmp_path / "plans" / "ve_mixture_exponential_dpm_solver_pp_pc_10.safetensors").is_file()
-    assert "| ve_mixture/exponential | DPM-Solver++ PC | 10 | 16 / 128 / 2 |" in out.with_suffix(".md").read_text()
+    table = out.with_suffix(".md").read_text()
+    assert "| ve_mixture/exponential | DPM-Solver++ PC | 10 | 16 / 128 / 2 (0.02) |" in table
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["--problems", "ve_mixture/nowhere", "--out", str(out)])

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..learned import LearnedPlan, learn_plan, load_learned, save_learned
+from ..learned import LEARN_RATE, LearnedPlan, learn_plan, load_learned, save_learned
 from ..registry import SAMPLERS
 from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, calibration_references, long_flow_case
 from .cases import Case, select_cases
@@ -38,22 +38,21 @@ NETWORK_LEARN_SAMPLES = 256
 GRID_SOURCES = ("calibrated.json", "calibrated_networks.json", "flow_lownfe.json")
 """Where the calibrated grids come from (docs/): samplers.bench.calibrated (analytic and network cases) and
 samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@form')."""
-LEARN_STEPS_BENCH = 1800
-"""Adam steps on the analytic cases (600, the library default, leaves the CFG cases short of convergence:
-ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 3.63e-3 at 600 steps, 3.01e-3 at 1800)."""
-NETWORK_LEARN_STEPS = 600
 RUNS = (
-    ("ve_mixture/karras", "dpm_solver_pp_pc;third_order=consistent"),
-    ("ve_mixture/exponential", "dpm_solver_pp_pc"),
-    ("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc"),
-    ("ve_mixture_cfg7.5/exponential", "dpm_solver_3m;third_order=consistent"),
-    ("flow_mixture/simple", "dpm_solver_pp_pc@ve"),
-    ("digits_eps/karras", "dpm_solver_pp_pc"),
-    ("digits_eps/exponential", "dpm_solver_pp_pc"),
-    ("digits_flow/simple", "dpm_solver_pp_pc@ve"),
+    ("ve_mixture/karras", "dpm_solver_pp_pc;third_order=consistent", 1800, 0.02),
+    ("ve_mixture/exponential", "dpm_solver_pp_pc", 1800, 0.02),
+    ("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc", 5000, 0.04),
+    ("ve_mixture_cfg7.5/exponential", "dpm_solver_3m;third_order=consistent", 10000, 0.04),
+    ("flow_mixture/simple", "dpm_solver_pp_pc@ve", 5000, 0.04),
+    ("digits_eps/karras", "dpm_solver_pp_pc", 600, 0.02),
+    ("digits_eps/exponential", "dpm_solver_pp_pc", 600, 0.02),
+    ("digits_flow/simple", "dpm_solver_pp_pc@ve", 600, 0.02),
 )
-"""(case, calibrated-grid row key): per case the calibrated sampler whose learned plan was most accurate at 10
-calls. Measured at 600 steps and not kept: DPM-Solver 3M (consistent) on every VE case (1.12, 1.10, 1.46 of
+"""(case, calibrated-grid row key, Adam steps, learning rate): per case the calibrated sampler whose learned plan
+was most accurate at 10 calls. Steps: 600 (the library default) left the CFG cases short of convergence
+(ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 3.63e-3 at 600 steps, 3.01e-3 at 1800, 2.50e-3 at 5000 with rate
+0.04); the demo networks (each step a forward and backward pass of the network per noise and call) stay at 600.
+Measured at 600 steps and not kept: DPM-Solver 3M (consistent) on every VE case (1.12, 1.10, 1.46 of
 ComfyUI's best at 20 calls), DPM-Solver++ PC on ve_mixture/karras (1.08; the consistent variant 1.06) and on
 ve_mixture_cfg7.5/exponential (2.69), DPM-Solver++ 3M (consistent) on ve_mixture (1.32, 1.34), and the flow form
 on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M consistent 9.83)."""
@@ -114,30 +113,31 @@ def plan_file(name: str, key: str) -> str:
     return f"{name.replace('/', '_')}_{key.replace(';', '_').replace('=', '-').replace('@', '_')}_10"
 
 
-def run_learned(runs: Sequence[tuple[str, str]] = RUNS, samples: int = LEARN_SAMPLES, steps: int = LEARN_STEPS_BENCH,
+def run_learned(runs: Sequence[tuple[str, str, int, float]] = RUNS, samples: int = LEARN_SAMPLES,
+                steps: int | None = None,
                 plans_dir: Path | None = None, docs: Path = DOCS) -> dict[str, Any]:
     """{case: {candidates: {key: {label, nfe, calibrated_rmse, learned_rmse, ...}}, comfyui}} at NFE 10."""
     results: dict[str, Any] = {}
-    for name in dict.fromkeys(n for n, _ in runs):
+    for name in dict.fromkeys(r[0] for r in runs):
         case = _case(name)
         runner = CaseRunner(case, EVALUATION_SAMPLES)
         network = isinstance(case.problem, NetworkProblem)
         if network:
             adopt_network_runners([runner])
         count = min(samples, NETWORK_LEARN_SAMPLES) if network else samples
-        case_steps = min(steps, NETWORK_LEARN_STEPS) if network else steps
         x = calibration_noise(case, count)
         references = calibration_references(case, x)
         rows = grid_rows(name, docs)
         per_key: dict[str, Any] = {}
-        for key in [k for n, k in runs if n == name]:
+        for key, run_steps, lr in [r[1:] for r in runs if r[0] == name]:
+            case_steps = run_steps if steps is None else steps
             if key not in rows:
                 raise KeyError(f"{name}: no calibrated 10-call grid {key!r} in docs/{', docs/'.join(GRID_SOURCES)}")
             row = rows[key]
             sigmas = torch.tensor(row["sigmas"], dtype=DTYPE)
             t0 = time.perf_counter()
             learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
-                                 references.target(sigmas), row["options"], steps=case_steps,
+                                 references.target(sigmas), row["options"], steps=case_steps, lr=lr,
                                  max_sigma=case.problem.sigma_max if case.schedule == "flow" else None,
                                  info={"problem": name, "problem_schedule": case.schedule,
                                        "calibration_seed": str(CALIBRATION_SEED),
@@ -146,7 +146,7 @@ def run_learned(runs: Sequence[tuple[str, str]] = RUNS, samples: int = LEARN_SAM
             plain, learnt = _evaluate(runner, learned, row["options"])
             per_key[key] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
                             "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
-                            "steps": case_steps,
+                            "steps": case_steps, "lr": lr,
                             "calibrated_rmse": plain[0], "calibrated_median": plain[1],
                             "learned_rmse": learnt[0], "learned_median": learnt[1],
                             "objective_before": learned.objective_before, "objective_after": learned.objective_after,
@@ -156,7 +156,7 @@ def run_learned(runs: Sequence[tuple[str, str]] = RUNS, samples: int = LEARN_SAM
         results[name] = {"evaluation_samples": runner.x0.shape[0], "candidates": per_key,
                          "comfyui": comfyui_best(name, docs)}
     return {"calibration_seed": CALIBRATION_SEED, "calibration_samples": samples, "evaluation_seed": SEED + 1,
-            "evaluation_samples": EVALUATION_SAMPLES, "steps": steps, "cases": results}
+            "evaluation_samples": EVALUATION_SAMPLES, "cases": results}
 
 
 def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
@@ -222,12 +222,13 @@ def report(results: Mapping[str, Any]) -> str:
             before = f"{row['calibrated_rmse'] / theirs['rmse']:.2f}" if theirs else "—"
             fitted = row.get("calibration_samples", results["calibration_samples"])
             body.append([name, row["label"], str(row["nfe"]),
-                         f"{fitted} / {evaluated} / {row.get('steps', results['steps'])}",
+                         f"{fitted} / {evaluated} / {row['steps']} ({row.get('lr', LEARN_RATE)})",
                          f"{row['calibrated_rmse']:.2e}", f"{row['learned_rmse']:.2e}",
                          f"{row['calibrated_rmse'] / row['learned_rmse']:.2f}x",
                          f"{row['calibrated_median']:.2e} -> {row['learned_median']:.2e}",
                          f"{theirs['label']} {theirs['rmse']:.2e}" if theirs else "—", f"{before} -> {ratio}"])
-    out += [table(["case", "sampler", "NFE", "noises fit / evaluated / Adam steps", "RMSE calibrated grid",
+    out += [table(["case", "sampler", "NFE", "noises fit / evaluated / Adam steps (rate)",
+                   "RMSE calibrated grid",
                    "RMSE learned plan", "gain", "median error", "ComfyUI best @20",
                    "ratio to it (calibrated -> learned)"], body),
             "", *USAGE]
@@ -240,7 +241,7 @@ USAGE = [
     "c_j to the b_j with sum_j c_j = 0 over the D terms and over the eps terms of each stage (constant predictions "
     "stay exact, so first order is kept) and calls the model at sigma*exp(tau) instead of sigma (one tau per "
     "call). c and tau minimise the RMS error against the exact solution on the calibration noises, by Adam "
-    "(rate 2e-2, cosine-decayed) through a float64 re-implementation of the plan's recursion, with autograd through "
+    "(cosine-decayed rate) through a float64 re-implementation of the plan's recursion, with autograd through "
     "the model; the best iterate is kept. The grid is the calibrated one and stays fixed.", "",
     "With 512 calibration noises (as for the calibrated grids) the corrections fit the few trajectories that "
     "dominate the RMSE and did not carry over (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 8.3e-3 -> 1.2e-2 on the "
@@ -258,7 +259,7 @@ USAGE = [
     "the plain sampler. `max_sigma` keeps every call at or below a sigma (a flow model sampled in the VE form "
     "is defined up to 1).", "",
     "Not in the ComfyUI or WebUI nodes: learning runs the model forward and backward on thousands of noises at "
-    "every call of every Adam step (4096 noises x 10 calls x 1800 steps here); that is seconds to minutes for "
+    "every call of every Adam step (4096 noises x 10 calls x 1800 to 10000 steps here); that is seconds to minutes for "
     "the benchmark mixtures and the 8x8 demo networks, and far beyond a session for an SD- or Flux-sized network, "
     "whose users get the calibrated grids (DPM-Solver Calibrate Grid) instead.", "",
 ]
@@ -267,20 +268,19 @@ USAGE = [
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m samplers.bench.learned", description=__doc__)
     parser.add_argument("--problems", default=None,
-                        help=f"comma-separated case names (default: all of {sorted({n for n, _ in RUNS})})")
+                        help=f"comma-separated case names (default: all of {sorted({r[0] for r in RUNS})})")
     parser.add_argument("--samples", type=int, default=LEARN_SAMPLES,
                         help=f"calibration noises per case (demo networks: at most {NETWORK_LEARN_SAMPLES})")
-    parser.add_argument("--steps", type=int, default=LEARN_STEPS_BENCH,
-                        help=f"Adam steps (demo networks: at most {NETWORK_LEARN_STEPS})")
+    parser.add_argument("--steps", type=int, default=None, help="Adam steps of every run (default: each run's own)")
     parser.add_argument("--plans", type=Path, default=PLANS, help="folder to save the learned plans in")
     parser.add_argument("--out", type=Path, default=DOCS / "learned", help="output stem (.md and .json)")
     parser.add_argument("--update", action="store_true",
                         help="keep the other cases of an existing OUT.json (run only --problems)")
     args = parser.parse_args(argv)
     wanted = None if args.problems is None else [c for c in args.problems.split(",") if c]
-    unknown = sorted(set(wanted or ()) - {n for n, _ in RUNS})
+    unknown = sorted(set(wanted or ()) - {r[0] for r in RUNS})
     if unknown:
-        parser.error(f"--problems: unknown case(s) {unknown}; known: {sorted({n for n, _ in RUNS})}")
+        parser.error(f"--problems: unknown case(s) {unknown}; known: {sorted({r[0] for r in RUNS})}")
     torch.set_num_threads(1)
     args.plans.mkdir(parents=True, exist_ok=True)
     results = run_learned([r for r in RUNS if wanted is None or r[0] in wanted], args.samples, args.steps, args.plans)
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.update and old.is_file():
         kept = json.loads(old.read_text())["cases"]
         results["cases"] = {name: results["cases"].get(name, kept.get(name))
-                            for name in dict.fromkeys(n for n, _ in RUNS) if name in results["cases"] or name in kept}
+                            for name in dict.fromkeys(r[0] for r in RUNS) if name in results["cases"] or name in kept}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old.write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(report(results) + "\n")
