@@ -39,8 +39,9 @@ def test_grid_rows_reads_both_layouts(tmp_path: Path) -> None:
     assert list(flow) == ["dpm_solver_pp_pc@ve"], "only 10-call grids are read"
     assert flow["dpm_solver_pp_pc@ve"]["schedule"] == "ve" and "VE form" in flow["dpm_solver_pp_pc@ve"]["label"]
     assert grid_rows("digits_eps/karras", tmp_path) == {}
-    assert plan_file("flow_mixture/simple@20", "dpm_solver_3m;third_order=consistent") == \
-        "flow_mixture_simple@20_dpm_solver_3m_third_order-consistent_10"
+    assert plan_file("flow_mixture/simple", "dpm_solver_3m;third_order=consistent") == \
+        "flow_mixture_simple_dpm_solver_3m_third_order-consistent_10"
+    assert plan_file("flow_mixture/simple", "dpm_solver_pp_pc@ve") == "flow_mixture_simple_dpm_solver_pp_pc_ve_10"
 
 
 def _learn(case_name: str, schedule: str, grid: list[float], steps: int = 15) -> LearnedPlan:

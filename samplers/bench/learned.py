@@ -19,7 +19,7 @@ import torch
 
 from ..learned import LEARN_RATE, LearnedPlan, learn_plan, load_learned, save_learned
 from ..registry import SAMPLERS
-from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, calibration_references, long_flow_case
+from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, calibration_references
 from .cases import Case, select_cases
 from .comparison import Candidate
 from .measure import DTYPE, CaseRunner
@@ -59,13 +59,11 @@ on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M consistent 9.83)."""
 
 
 def _case(name: str) -> Case:
-    base, _, steps = name.partition("@")
-    if base.startswith("digits_"):
+    if name.startswith("digits_"):
         from .networks import select_network_cases
 
-        return select_network_cases([base])[0]
-    case = select_cases([base])[0]
-    return long_flow_case(case, int(steps)) if steps else case
+        return select_network_cases([name])[0]
+    return select_cases([name])[0]
 
 
 def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
@@ -99,12 +97,11 @@ def _rmse(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
 def comfyui_best(case_name: str, docs: Path = DOCS) -> dict[str, Any] | None:
     """ComfyUI's most accurate sampler at 20 calls on the case (summary of docs/comparison.json, or of
     docs/comparison_networks.json for the demo networks), if recorded."""
-    base = case_name.split("@", 1)[0]
-    path = docs / ("comparison_networks.json" if base.startswith("digits_") else "comparison.json")
+    path = docs / ("comparison_networks.json" if case_name.startswith("digits_") else "comparison.json")
     if not path.is_file():
         return None
     cases = json.loads(path.read_text()).get("comparison", {}).get("cases", {})
-    summary = cases.get(base, {}).get("summary", {}).get("rmse", {})
+    summary = cases.get(case_name, {}).get("summary", {}).get("rmse", {})
     return summary.get("theirs")
 
 
@@ -172,7 +169,7 @@ def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
     for (sampler, schedule, options, problem_schedule), members in groups.items():
         by_case: dict[str, LearnedPlan] = {}
         for learned in members:
-            case = dict(learned.info).get("problem", "").split("@", 1)[0]
+            case = dict(learned.info).get("problem", "")
             if case in by_case:
                 raise ValueError(f"{plans}: two learned plans of {sampler} ({schedule}) for case {case!r}")
             by_case[case] = learned
