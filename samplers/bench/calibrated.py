@@ -25,7 +25,7 @@ from .. import grids
 from ..calibrate import CalibratedGrid, calibrate_grid, intervals_for_nfe, save_grid
 from ..registry import SAMPLERS
 from .cases import Case, select_cases
-from .measure import DTYPE, CaseRunner, References
+from .measure import DTYPE, CaseRunner, References, errors
 from .problems import SEED
 from .report import table
 
@@ -119,9 +119,7 @@ def _errors(runner: CaseRunner, candidate: Candidate, sigmas: torch.Tensor) -> t
     with torch.no_grad():
         out = entry(runner.case.problem.model, runner.x0.clone(), sigmas, disable=True,
                     schedule=runner.case.schedule, **candidate.options)
-    sq = ((out.to(DTYPE) - runner.refs.target(sigmas)) ** 2).reshape(out.shape[0], -1).mean(1)
-    rmse, median = float(sq.mean().sqrt()), float(sq.sqrt().median())
-    return (rmse, median) if math.isfinite(rmse) else (math.inf, math.inf)
+    return errors(out, runner.refs.target(sigmas))
 
 
 def calibrate_case(case: Case, nfe: int, candidate: Candidate, calibration: torch.Tensor, references: Any,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .cases import Case
-from .measure import ADAPTIVE_GRID, ATOL_PER_RTOL, DTYPE, OVERSHOOT, CaseRunner
+from .measure import ADAPTIVE_GRID, ATOL_PER_RTOL, DTYPE, OVERSHOOT, CaseRunner, errors
 from .problems import SEED
 
 COMFYUI_ENV = "COMFYUI_PATH"
@@ -255,13 +255,6 @@ class ComfyRun:
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
-
-
-def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(RMSE over everything, median over samples of each sample's RMS error); inf when not finite."""
-    sq = ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
-    rmse, median = float(sq.mean().sqrt()), float(sq.mean(1).sqrt().median())
-    return (rmse, median) if math.isfinite(rmse) else (math.inf, math.inf)
 
 
 @contextmanager

@@ -25,8 +25,8 @@ import torch
 from .. import SAMPLERS
 from ..registry import SamplerEntry
 from .cases import Case
-from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler, errors
-from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, is_adaptive
+from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler
+from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, errors, is_adaptive
 from .report import budget_table_rows, fmt_err, fmt_ratio, table
 
 OUR_BUDGET = 10

@@ -37,7 +37,7 @@ from .calibrated import (
 )
 from .cases import Case, all_cases
 from .comparison import Candidate, equal_nfe_table, summary_table
-from .measure import DTYPE, CaseRunner
+from .measure import DTYPE, CaseRunner, errors
 from .report import fmt_err, table
 
 LONG_STEPS = 20
@@ -149,8 +149,7 @@ def _error(case: Case, runner: CaseRunner, targets: Callable[[torch.Tensor], tor
     entry = SAMPLERS[sampler]
     with torch.no_grad():
         out = entry(case.problem.model, runner.x0.clone(), sigmas, disable=True, schedule=schedule)
-    sq = ((out.to(DTYPE) - targets(sigmas)) ** 2).reshape(out.shape[0], -1)
-    rmse, median = float(sq.mean().sqrt()), float(sq.mean(1).sqrt().median())
+    rmse, median = errors(out, targets(sigmas))
     return {"rmse": rmse, "rel_rmse": rmse / runner.data_std, "median_err": median}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..registry import SAMPLERS
 from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, calibration_references
 from .cases import Case, select_cases
 from .comparison import Candidate
-from .measure import DTYPE, CaseRunner
+from .measure import DTYPE, CaseRunner, errors
 from .networks import NetworkProblem, adopt_network_runners
 from .problems import SEED
 from .report import table
@@ -89,12 +88,6 @@ def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
                     "label": f"{SAMPLERS[row['sampler']].label} [{form} form, from a log σ grid]",
                     "sampler": row["sampler"], "schedule": row["schedule"], "options": {}, "sigmas": row["sigmas"]}
     return rows
-
-
-def _rmse(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    sq = ((out.to(DTYPE) - reference) ** 2).reshape(out.shape[0], -1).mean(1)
-    rmse = float(sq.mean().sqrt())
-    return (rmse, float(sq.sqrt().median())) if math.isfinite(rmse) else (math.inf, math.inf)
 
 
 def comfyui_best(case_name: str, docs: Path = DOCS) -> dict[str, Any] | None:
@@ -196,7 +189,7 @@ def _evaluate(runner: CaseRunner, learned: LearnedPlan, options: Mapping[str, An
         with torch.no_grad():
             sample = entry(runner.case.problem.model, runner.x0.clone(), learned.grid, disable=True,
                            schedule=learned.schedule, **options, **extra)
-        out.append(_rmse(sample, reference))
+        out.append(errors(sample, reference))
     return out[0], out[1]
 
 

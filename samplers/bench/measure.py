@@ -21,6 +21,7 @@ from .chain import ChainedReference
 from .problems import reference_solution
 
 DTYPE = torch.float64
+
 OVERSHOOT = 3
 ADAPTIVE_GRID = 20
 """Adaptive samplers run on the case's 20-interval grid: only its first, second (flow from sigma = 1) and last
@@ -29,6 +30,13 @@ RTOL_LADDER = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001, 
 QUICK_LADDER = (0.5, 0.1, 0.05, 0.01, 0.001)
 """Tolerances an adaptive sampler is run at (atol = rtol * ATOL_PER_RTOL, the ratio of the defaults)."""
 ATOL_PER_RTOL = 0.0078 / 0.05
+
+
+def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """(RMSE over everything, median over samples of each sample's RMS error); inf when not finite."""
+    sq = ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
+    rmse, median = float(sq.mean().sqrt()), float(sq.mean(1).sqrt().median())
+    return (rmse, median) if math.isfinite(rmse) else (math.inf, math.inf)
 
 
 def is_adaptive(entry: SamplerEntry) -> bool:
@@ -152,10 +160,7 @@ class CaseRunner:
             with torch.no_grad():
                 out = entry(self.case.problem.model, self.x0.clone(), sigmas, disable=True,
                             **self.options(entry, options))
-            ref = self.refs.target(sigmas)
-            sq = ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
-            rmse = float(torch.sqrt(sq.mean()))
-            median = float(sq.mean(1).sqrt().median())
+            rmse, median = errors(out, self.refs.target(sigmas))
             error = None if math.isfinite(rmse) else "non-finite output"
         except Exception as exc:  # a failing sampler is reported, not fatal to the benchmark
             rmse, median, error = math.inf, math.inf, f"{type(exc).__name__}: {exc}"
