@@ -8,15 +8,18 @@ samplers/plan.py), each model call made at its stage's sigma. A learned plan kee
     sigma -> sigma * exp(tau)   for the sigma the model is called at (alpha = alpha(sigma) follows),
 
 so constant predictions are still integrated exactly (first order is kept); a stage with one term of a kind
-keeps its coefficient. c and tau minimise E = RMS(plan(model, x_T) - reference) on calibration noises, by Adam
-through a float64 re-implementation of the plan's recursion (torch autograd through the model). The result is
-saved as a safetensors file next to the calibrated-grid files of samplers/calibrate.py (same conventions), and
-sampled with through the multistep entries' `learned_plan=` option, which checks that it fits the call.
+keeps its coefficient. Optionally (learn_grid) the grid's interior sigmas move as well, ends fixed. c, tau (and the
+grid) minimise E = RMS(plan(model, x_T) - reference) on calibration noises, by Adam through a float64
+re-implementation of the plan's recursion (torch autograd through the model; through the plan builder by a
+finite-difference Jacobian). The result is saved as a safetensors file next to the calibrated-grid files of
+samplers/calibrate.py (same conventions), and sampled with through the multistep entries' `learned_plan=` option,
+which checks that it fits the call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -149,7 +152,7 @@ def _corrected(coefs: torch.Tensor, kinds: torch.Tensor, raw: torch.Tensor | Non
     if raw is None:
         return torch.zeros_like(coefs)
     out = torch.zeros_like(coefs)
-    scale = coefs.abs().max()
+    scale = coefs.detach().abs().max()
     for kind in (0, 1):
         mask = kinds == kind
         if int(mask.sum()) > 1:
@@ -157,26 +160,90 @@ def _corrected(coefs: torch.Tensor, kinds: torch.Tensor, raw: torch.Tensor | Non
     return out
 
 
-def _run(model: Model, x: torch.Tensor, plan: Plan, raw: Sequence[torch.Tensor | None], tau: torch.Tensor,
-         schedule: NoiseSchedule, extra_args: Mapping[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The plan's recursion in float64 with corrections (differentiable): (final state, corrections per stage)."""
+StageValues = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+"""Per stage: (a, term coefficients, log sigma of its model call or None), as tensors a grid change can move."""
+
+
+def plan_vector(plan: Plan) -> list[float]:
+    """a, the term coefficients and (model calls only) log sigma of every stage, in plan order."""
+    out: list[float] = []
+    for stage in plan.stages:
+        out += [stage.a, *(t.coef for t in stage.terms)]
+        if stage.evaluate:
+            out.append(math.log(stage.sigma))
+    return out
+
+
+def _stage_values(plan: Plan, vector: torch.Tensor) -> list[StageValues]:
+    """Split a plan_vector-shaped tensor back into per-stage values."""
+    out: list[StageValues] = []
+    at = 0
+    for stage in plan.stages:
+        n = len(stage.terms)
+        log_sigma = vector[at + 1 + n] if stage.evaluate else None
+        out.append((vector[at], vector[at + 1:at + 1 + n], log_sigma))
+        at += 1 + n + int(stage.evaluate)
+    return out
+
+
+class GridParameters:
+    """The interior of a grid as free parameters: log sigma falls from the first to the last nonzero sigma in
+    intervals proportional to softmax(w), so any w gives a decreasing grid with the same ends (and zeros kept)."""
+
+    STEP = 1e-6
+    """Finite-difference step in w for the plan's Jacobian (the plan builders work in floats)."""
+
+    def __init__(self, grid: Sequence[float]) -> None:
+        self.grid = list(grid)
+        self.positive = [s for s in grid if s > 0.0]
+        logs = [math.log(s) for s in self.positive]
+        gaps = [a - b for a, b in itertools.pairwise(logs)]
+        self.span = logs[0] - logs[-1]
+        self.w = torch.tensor([math.log(g) for g in gaps], dtype=torch.float64, requires_grad=True)
+
+    def sigmas(self, w: torch.Tensor) -> list[float]:
+        """The grid of weights w (float list; first and last nonzero sigma exactly as given)."""
+        fractions = torch.softmax(w.detach(), 0).cumsum(0).tolist()
+        head = self.positive[0]
+        inner = [head * math.exp(-self.span * f) for f in fractions[:-1]]
+        return [head, *inner, self.positive[-1], *self.grid[len(self.positive):]]
+
+    def linearized(self, build: Callable[[Sequence[float]], Plan]) -> tuple[Plan, torch.Tensor]:
+        """(plan on the current grid, its plan_vector as a tensor whose gradient in w is the finite-difference
+        Jacobian): exact values, first-order derivatives."""
+        w = self.w.detach()
+        plan = build(self.sigmas(w))
+        base = torch.tensor(plan_vector(plan), dtype=torch.float64)
+        columns = []
+        for k in range(w.numel()):
+            moved = build(self.sigmas(w + self.STEP * torch.nn.functional.one_hot(torch.tensor(k), w.numel())))
+            if plan_layout(moved) != plan_layout(plan):
+                raise LearnedPlanError("the sampler's plan changes layout under a small grid change: learn_grid "
+                                       "does not apply to it")
+            columns.append((torch.tensor(plan_vector(moved), dtype=torch.float64) - base) / self.STEP)
+        jacobian = torch.stack(columns, 1)
+        return plan, base + jacobian @ (self.w - w)
+
+
+def _run(model: Model, x: torch.Tensor, plan: Plan, values: Sequence[StageValues],
+         raw: Sequence[torch.Tensor | None], tau: torch.Tensor, schedule: NoiseSchedule,
+         extra_args: Mapping[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The plan's recursion in float64 with corrections (differentiable; the stages' a, coefficients and call
+    sigmas taken from `values`): (final state, corrections per stage)."""
     state = x
     slots: dict[int, torch.Tensor] = {}
     corrections = []
     call = 0
-    for stage, terms, _ in plan.program():
-        coefs = torch.tensor([c for c, _ in terms], dtype=torch.float64)
+    for (stage, terms, _), (a, coefs, log_sigma) in zip(plan.program(), values, strict=True):
         kinds = torch.tensor([slot % 2 for _, slot in terms])
         c = _corrected(coefs, kinds, raw[len(corrections)])
         corrections.append(c)
-        if terms:
-            y = state * stage.a if stage.a != 0.0 else torch.zeros_like(state)
-            for b, (_, slot) in zip(coefs + c, terms, strict=True):
-                y = y + slots[slot] * b
-        else:
-            y = state if stage.a == 1.0 else state * stage.a
+        y = state * a
+        for b, (_, slot) in zip(coefs + c, terms, strict=True):
+            y = y + slots[slot] * b
         if stage.evaluate:
-            sigma = stage.sigma * torch.exp(tau[call])
+            assert log_sigma is not None
+            sigma = torch.exp(log_sigma + tau[call])
             alpha = torch.as_tensor(schedule.alpha(sigma), dtype=torch.float64)
             denoised = model(y, sigma.expand(y.shape[0]), **extra_args).to(torch.float64)
             slots[2 * call], slots[2 * call + 1] = denoised, (y - alpha * denoised) / sigma
@@ -200,6 +267,7 @@ def learn_plan(
     info: Mapping[str, str] | None = None,
     progress: Callable[[int, float], Any] | None = None,
     max_sigma: float | None = None,
+    learn_grid: bool = False,
 ) -> LearnedPlan:
     """Fit corrections c and shifts tau of `sampler`'s plan on `sigmas` to the noises `x` (batch first).
 
@@ -207,7 +275,8 @@ def learn_plan(
     returns from x on the grid (default: samplers.calibrate.reference_solution). Adam with a cosine-decayed
     learning rate for `steps` steps; the best iterate is kept (zero corrections if none beats them).
     `progress(step, rms)` is called after every step. `max_sigma`: no model call moves above it (a flow model
-    sampled in the VE form is defined up to sigma 1 only); default: the schedule's sigma_max.
+    sampled in the VE form is defined up to sigma 1 only); default: the schedule's sigma_max. `learn_grid`:
+    also move the grid's interior sigmas (ends fixed; GridParameters), and return the plan on the grid reached.
     """
     from .registry import SAMPLERS
 
@@ -222,8 +291,12 @@ def learn_plan(
         raise LearnedPlanError(f"steps must be an integer >= 0, got {steps!r}")
     if not (isinstance(lr, float | int) and lr > 0):
         raise LearnedPlanError(f"lr must be a positive number, got {lr!r}")
-    plan = entry.plan(torch.tensor(grid, dtype=torch.float64), schedule=schedule, **opts)
-    assert plan is not None
+    def build(points: Sequence[float]) -> Plan:
+        made = entry.plan(torch.tensor(points, dtype=torch.float64), schedule=schedule, **opts)
+        assert made is not None
+        return made
+
+    plan = build(grid)
     check_learned(_blank(sampler, schedule, opts, grid, plan), sampler, entry.spec.structure, entry.stochastic,
                   {**opts, "schedule": resolve_schedule(schedule)})
     if x.dim() < 1 or x.shape[0] < 1:
@@ -244,22 +317,30 @@ def learn_plan(
     cap = noise_schedule.sigma_max if max_sigma is None else min(float(max_sigma), noise_schedule.sigma_max)
     if not cap > 0:
         raise LearnedPlanError(f"max_sigma must be positive, got {max_sigma!r}")
-    room = torch.tensor([math.log(cap / st.sigma) if math.isfinite(cap) else math.inf
-                         for st in plan.stages if st.evaluate], dtype=torch.float64).clamp(min=0.0)
-    optimizer = torch.optim.Adam([*[r for r in raw if r is not None], tau], lr=float(lr))
+    grid_parameters = GridParameters(grid) if learn_grid else None
+    learned_grid = [] if grid_parameters is None else [grid_parameters.w]
+    optimizer = torch.optim.Adam([*[r for r in raw if r is not None], tau, *learned_grid], lr=float(lr))
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-    best: tuple[float, list[torch.Tensor], torch.Tensor] | None = None
+    best: tuple[float, list[torch.Tensor], torch.Tensor, list[float]] | None = None
     before = math.inf
     for step in range(steps + 1):
         optimizer.zero_grad()
+        if grid_parameters is None:
+            points, vector = grid, torch.tensor(plan_vector(plan), dtype=torch.float64)
+        else:
+            points = grid_parameters.sigmas(grid_parameters.w)
+            plan, vector = grid_parameters.linearized(build)
+        values = _stage_values(plan, vector)
+        log_calls = torch.stack([v[2] for v in values if v[2] is not None]).detach()
+        room = (math.log(cap) - log_calls).clamp(min=0.0)
         shifts = torch.minimum(tau * free, room)  # sigma * e^tau <= cap
-        out, corrections = _run(model, x, plan, raw, shifts, noise_schedule, extra)
+        out, corrections = _run(model, x, plan, values, raw, shifts, noise_schedule, extra)
         loss = ((out - reference) ** 2).mean()
         value = float(loss.detach().sqrt())
         if step == 0:
             before = value
         if math.isfinite(value) and (best is None or value < best[0]):
-            best = (value, [c.detach().clone() for c in corrections], shifts.detach().clone())
+            best = (value, [c.detach().clone() for c in corrections], shifts.detach().clone(), list(points))
         if progress is not None:
             progress(step, value)
         if step == steps:
@@ -269,8 +350,8 @@ def learn_plan(
         decay.step()
     if best is None:
         raise LearnedPlanError("the sampler's error is not finite on these noises: nothing to learn from")
-    after, corrections, shifts = best
-    return LearnedPlan(tuple(grid), sampler, schedule, _plan_options(sampler, entry.defaults, opts),
+    after, corrections, shifts, points = best
+    return LearnedPlan(tuple(points), sampler, schedule, _plan_options(sampler, entry.defaults, opts),
                        plan_layout(plan), tuple(v for c in corrections for v in c.tolist()), tuple(shifts.tolist()),
                        before, after, tuple(sorted((info or {}).items())))
 

@@ -3,6 +3,7 @@ when their corrections are zero, and refuse calls they do not fit."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,17 @@ import torch
 from samplers import grids
 from samplers.bench.problems import ve_mixture
 from samplers.calibrate import reference_solution
-from samplers.learned import LearnedPlan, LearnedPlanError, learn_plan, load_learned, save_learned, zero_corrections
+from samplers.learned import (
+    GridParameters,
+    LearnedPlan,
+    LearnedPlanError,
+    learn_plan,
+    load_learned,
+    plan_vector,
+    save_learned,
+    zero_corrections,
+)
+from samplers.plan import Plan
 from samplers.registry import SAMPLERS
 
 PROBLEM = ve_mixture(7.5)
@@ -161,3 +172,56 @@ def test_max_sigma_caps_every_call() -> None:
     assert free.shifts[0] > 0.0, "without the cap the first call moves up (else the test shows nothing)"
     with pytest.raises(LearnedPlanError, match="max_sigma must be positive"):
         learn_plan(flow.model, "dpm_solver_3m", grid, x, "ve", reference, steps=0, max_sigma=0.0)
+
+
+def test_grid_parameters_keep_the_ends_and_the_order() -> None:
+    params = GridParameters(GRID.tolist())
+    assert params.sigmas(params.w) == pytest.approx(GRID.tolist(), rel=1e-12)
+    for seed in range(5):
+        moved = params.sigmas(3.0 * torch.randn(params.w.shape, generator=torch.Generator().manual_seed(seed),
+                                                dtype=torch.float64))
+        assert (moved[0], moved[-2], moved[-1]) == (GRID[0].item(), GRID[-2].item(), 0.0)
+        assert all(a > b for a, b in itertools.pairwise(moved))
+        assert moved[1:-2] != pytest.approx(GRID[1:-2].tolist(), rel=1e-3)
+
+
+@pytest.mark.parametrize("sampler", ["dpm_solver_3m", "dpm_solver_pp_pc"])
+def test_grid_jacobian_matches_central_differences_of_the_plan(sampler: str) -> None:
+    """The linearised plan has the plan's exact values and, along a random direction, the derivative that central
+    differences of the plan builder give."""
+    entry = SAMPLERS[sampler]
+
+    def build(points: object) -> Plan:
+        plan = entry.plan(torch.tensor(points, dtype=torch.float64), schedule="ve")
+        assert plan is not None
+        return plan
+
+    params = GridParameters(GRID.tolist())
+    with torch.no_grad():
+        params.w += 0.3 * torch.randn(params.w.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plan, vector = params.linearized(build)
+    assert vector.tolist() == plan_vector(plan) == plan_vector(build(params.sigmas(params.w)))
+    direction = torch.randn(params.w.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weights = torch.randn(vector.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (vector @ weights).backward()
+    assert params.w.grad is not None
+    step = 1e-4
+    ahead, behind = (torch.tensor(plan_vector(build(params.sigmas(params.w + sign * step * direction))),
+                                  dtype=torch.float64) for sign in (1.0, -1.0))
+    expected = float(((ahead - behind) / (2 * step)) @ weights)
+    assert float(params.w.grad @ direction) == pytest.approx(expected, rel=1e-4)
+    assert abs(expected) > 1e-3, "the plan must depend on the grid (else the test shows nothing)"
+
+
+def test_learned_grid_beats_the_fixed_grid_and_sampling_reproduces_its_objective(learned: LearnedPlan) -> None:
+    x = _noise(128, 1)
+    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+    moved = learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", reference, steps=40, learn_grid=True)
+    assert (moved.sigmas[0], moved.sigmas[-2], moved.sigmas[-1]) == tuple(GRID[[0, -2, -1]].tolist())
+    assert list(moved.sigmas[1:-2]) != pytest.approx(GRID[1:-2].tolist(), rel=1e-3)
+    assert moved.objective_after < learned.objective_after
+    entry = SAMPLERS["dpm_solver_3m"]
+    sample = entry(PROBLEM.model, x.clone(), moved.grid, disable=True, learned_plan=moved)
+    assert _rms(sample, reference) == pytest.approx(moved.objective_after, rel=1e-9)
+    with pytest.raises(LearnedPlanError, match="learned on the grid"):
+        entry.plan(GRID, learned_plan=moved)
