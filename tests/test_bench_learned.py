@@ -14,7 +14,7 @@ from samplers.bench.comparison import our_runs
 from samplers.bench.learned import comparison_candidates, grid_rows, plan_file
 from samplers.bench.measure import CaseRunner
 from samplers.calibrate import reference_solution
-from samplers.learned import LearnedPlan, learn_plan, save_learned
+from samplers.learned import LearnedPlan, learn_plan, load_learned, save_learned
 from samplers.registry import SAMPLERS
 
 VE_GRID = [14.6, 3.0, 1.0, 0.3, 0.1, 0.029, 0.0]
@@ -133,8 +133,41 @@ def test_command_learns_saves_and_merges(tmp_path: Path, capsys: pytest.CaptureF
     assert row["learned_rmse"] <= row["calibrated_rmse"] * (1 + 1e-12)
     assert (tmp_path / "plans" / "ve_mixture_exponential_dpm_solver_pp_pc_10.safetensors").is_file()
     table = out.with_suffix(".md").read_text()
-    assert "| ve_mixture/exponential | DPM-Solver++ PC | 10 | 16 / 128 / 2 (0.02) |" in table
+    assert "| ve_mixture/exponential | DPM-Solver++ PC, grid learned | 10 | 16 / 128 / 2 (0.02) |" in table
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["--problems", "ve_mixture/nowhere", "--out", str(out)])
     assert "unknown case(s) ['ve_mixture/nowhere']" in capsys.readouterr().err
+
+
+def test_a_run_with_a_learned_grid_records_and_saves_the_grid_it_reached(tmp_path: Path) -> None:
+    """learn_grid runs: the plain sampler is measured on the calibrated grid, the learned plan on the grid it
+    reached (same ends), which is the one saved, recorded and marked in the table."""
+    from samplers.bench.learned import LearnRun, grid_rows, plan_file, report, run_learned
+
+    run = LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_3m;third_order=consistent", 10, 0.02, True)
+    results = run_learned([run], samples=16, plans_dir=tmp_path)
+    row = results["cases"][run.case]["candidates"][run.key]
+    calibrated = grid_rows(run.case)[run.key]["sigmas"]
+    assert row["learn_grid"] is True
+    assert (row["sigmas"][0], row["sigmas"][-2:]) == (calibrated[0], calibrated[-2:])
+    assert row["sigmas"][1:-2] != pytest.approx(calibrated[1:-2], rel=1e-6)
+    saved = load_learned(tmp_path / f"{plan_file(run.case, run.key)}.safetensors")
+    assert list(saved.sigmas) == row["sigmas"]
+    assert row["learned_rmse"] < row["calibrated_rmse"]
+    assert "| ve_mixture_cfg7.5/exponential | DPM-Solver 3M (third_order=consistent), grid learned | 10 |" in report(
+        results)
+
+
+def test_a_run_may_start_from_the_grid_of_another_case_of_the_same_ode() -> None:
+    from samplers.bench.learned import DOCS, LearnRun, grid_rows, start_row
+
+    row = start_row(LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc", 1, 0.02, True,
+                              "ve_mixture_cfg7.5/karras"), DOCS)
+    assert row["sigmas"] == grid_rows("ve_mixture_cfg7.5/karras")["dpm_solver_pp_pc"]["sigmas"]
+    assert row["sigmas"] != grid_rows("ve_mixture_cfg7.5/exponential")["dpm_solver_pp_pc"]["sigmas"]
+    with pytest.raises(ValueError, match="does not have the case's ends"):
+        start_row(LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc@ve", 1, 0.02, True,
+                            "flow_mixture/simple"), DOCS)
+    with pytest.raises(KeyError, match="no calibrated 10-call grid 'nope'"):
+        start_row(LearnRun("ve_mixture/karras", "nope", 1, 0.02), DOCS)

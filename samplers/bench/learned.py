@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -37,27 +38,47 @@ NETWORK_LEARN_SAMPLES = 256
 GRID_SOURCES = ("calibrated.json", "calibrated_networks.json", "flow_lownfe.json")
 """Where the calibrated grids come from (docs/): samplers.bench.calibrated (analytic and network cases) and
 samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@form')."""
+class LearnRun(NamedTuple):
+    """One learned plan: the case, the calibrated-grid row key it starts from, Adam steps and rate, whether the
+    grid's interior moves too (learn_plan's learn_grid), the case whose calibrated grid it starts from (default:
+    its own; another case of the same ODE, i.e. the same grid ends, is allowed) and the number of calibration
+    noises (default: LEARN_SAMPLES, demo networks NETWORK_LEARN_SAMPLES)."""
+
+    case: str
+    key: str
+    steps: int
+    lr: float
+    learn_grid: bool = False
+    start: str | None = None
+    samples: int | None = None
+
+
 RUNS = (
-    ("ve_mixture/karras", "dpm_solver_pp_pc;third_order=consistent", 1800, 0.02),
-    ("ve_mixture/exponential", "dpm_solver_pp_pc", 1800, 0.02),
-    ("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc", 5000, 0.04),
-    ("ve_mixture_cfg7.5/exponential", "dpm_solver_3m;third_order=consistent", 5000, 0.04),
-    ("flow_mixture/simple", "dpm_solver_pp_pc@ve", 5000, 0.04),
-    ("digits_eps/karras", "dpm_solver_pp_pc", 1800, 0.02),
-    ("digits_eps/exponential", "dpm_solver_pp_pc", 1800, 0.02),
-    ("digits_flow/simple", "dpm_solver_pp_pc@ve", 600, 0.02),
+    LearnRun("ve_mixture/karras", "dpm_solver_pp_pc;third_order=consistent", 1800, 0.02, True),
+    LearnRun("ve_mixture/exponential", "dpm_solver_pp_pc", 1800, 0.02, True),
+    LearnRun("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc", 5000, 0.04, True),
+    LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc", 5000, 0.04, True, "ve_mixture_cfg7.5/karras"),
+    LearnRun("flow_mixture/simple", "dpm_solver_pp_pc@ve", 5000, 0.04, True, samples=8192),
+    LearnRun("digits_eps/karras", "dpm_solver_pp_pc", 1800, 0.02, True),
+    LearnRun("digits_eps/exponential", "dpm_solver_pp_pc", 1800, 0.02, True, "digits_eps/karras"),
+    LearnRun("digits_flow/simple", "dpm_solver_pp_pc@ve", 600, 0.02, True),
 )
-"""(case, calibrated-grid row key, Adam steps, learning rate): per case the calibrated sampler whose learned plan
-was most accurate at 10 calls. Steps: 600 (the library default) left the CFG cases short of convergence
-(ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 3.63e-3 at 600 steps, 3.01e-3 at 1800, 2.50e-3 at 5000 with rate
-0.04); more is not better everywhere (ve_mixture_cfg7.5/exponential at 10000 steps: calibration objective
-2.73e-3 against 2.78e-3 at 5000, held out 2.52e-3 against 2.24e-3). On the demo networks each step is a forward
-and backward pass of the network per noise and call (1800 steps: about 20 min per run; digits_eps at 600 steps:
-4.94 and 1.54, at 1800: 4.33 and 1.45).
-Measured at 600 steps and not kept: DPM-Solver 3M (consistent) on every VE case (1.12, 1.10, 1.46 of
-ComfyUI's best at 20 calls), DPM-Solver++ PC on ve_mixture/karras (1.08; the consistent variant 1.06) and on
-ve_mixture_cfg7.5/exponential (2.69), DPM-Solver++ 3M (consistent) on ve_mixture (1.32, 1.34), and the flow form
-on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M consistent 9.83)."""
+"""Per case the calibrated sampler whose learned plan was most accurate at 10 calls, with the grid learned too:
+against the calibrated grid kept fixed, held-out RMSE ve_mixture/karras 3.74e-3 -> 3.56e-3, exponential 3.24e-3 ->
+3.23e-3, ve_mixture_cfg7.5/karras 2.50e-3 -> 1.67e-3, flow_mixture 8.50e-4 -> 8.12e-4 (7.16e-4 with 8192 noises),
+digits_eps/karras 2.06e-2 -> 8.92e-3, digits_flow 2.58e-3 -> 2.18e-3. With the grid free, the Karras and the
+exponential case of a problem are one ODE (same ends), and the learned grid depends on where it starts: the
+exponential cases start from the Karras case's grid (ve_mixture_cfg7.5/exponential from its own PC grid 2.75e-3,
+from its 3M (consistent) grid 2.24e-3, from the Karras PC grid 1.67e-3; digits_eps/exponential from its own
+1.29e-2, fixed grid 1.16e-2). Steps: 600 (the library default) left the CFG cases short of convergence
+(ve_mixture_cfg7.5/karras, DPM-Solver++ PC, fixed grid: 3.63e-3 at 600 steps, 3.01e-3 at 1800, 2.50e-3 at 5000
+with rate 0.04); more is not better everywhere (ve_mixture_cfg7.5/exponential, 3M (consistent), fixed grid, at
+10000 steps: calibration objective 2.73e-3 against 2.78e-3 at 5000, held out 2.52e-3 against 2.24e-3). On the
+demo networks each step is a forward and backward pass of the network per noise and call (1800 steps: about 20 min
+per run). Measured on fixed grids at 600 steps and not kept: DPM-Solver 3M (consistent) on every VE case (1.12,
+1.10, 1.46 of ComfyUI's best at 20 calls), DPM-Solver++ PC on ve_mixture/karras (1.08; the consistent variant
+1.06) and on ve_mixture_cfg7.5/exponential (2.69), DPM-Solver++ 3M (consistent) on ve_mixture (1.32, 1.34), and
+the flow form on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M consistent 9.83)."""
 
 
 def _case(name: str) -> Case:
@@ -90,6 +111,25 @@ def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def start_row(run: LearnRun, docs: Path) -> dict[str, Any]:
+    """The calibrated grid row `run` starts from; one of another case must have the same ends as the run's own."""
+    source = run.start or run.case
+    rows = grid_rows(source, docs)
+    if run.key not in rows:
+        raise KeyError(f"{source}: no calibrated 10-call grid {run.key!r} in docs/{', docs/'.join(GRID_SOURCES)}")
+    row = rows[run.key]
+    own = next(iter(grid_rows(run.case, docs).values()), None)
+    if source != run.case and (own is None or not all(
+            math.isclose(a, b, rel_tol=1e-9) for a, b in zip(_ends(row["sigmas"]), _ends(own["sigmas"]), strict=True))):
+        raise ValueError(f"{run.case}: the grid of {source} ({run.key}) does not have the case's ends")
+    return row
+
+
+def _ends(grid: Sequence[float]) -> tuple[float, float, float]:
+    """First, last nonzero and last sigma of a grid."""
+    return grid[0], min(v for v in grid if v > 0), grid[-1]
+
+
 def comfyui_best(case_name: str, docs: Path = DOCS) -> dict[str, Any] | None:
     """ComfyUI's most accurate sampler at 20 calls on the case (summary of docs/comparison.json, or of
     docs/comparison_networks.json for the demo networks), if recorded."""
@@ -106,40 +146,44 @@ def plan_file(name: str, key: str) -> str:
     return f"{name.replace('/', '_')}_{key.replace(';', '_').replace('=', '-').replace('@', '_')}_10"
 
 
-def run_learned(runs: Sequence[tuple[str, str, int, float]] = RUNS, samples: int = LEARN_SAMPLES,
+def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                 steps: int | None = None,
                 plans_dir: Path | None = None, docs: Path = DOCS) -> dict[str, Any]:
-    """{case: {candidates: {key: {label, nfe, calibrated_rmse, learned_rmse, ...}}, comfyui}} at NFE 10."""
+    """{case: {candidates: {key: {label, nfe, calibrated_rmse, learned_rmse, ...}}, comfyui}} at NFE 10.
+
+    `samples`/`steps`: calibration noises and Adam steps of every run instead of each run's own (networks: at most
+    NETWORK_LEARN_SAMPLES noises)."""
     results: dict[str, Any] = {}
-    for name in dict.fromkeys(r[0] for r in runs):
+    for name in dict.fromkeys(r.case for r in runs):
         case = _case(name)
         runner = CaseRunner(case, EVALUATION_SAMPLES)
         network = isinstance(case.problem, NetworkProblem)
         if network:
             adopt_network_runners([runner])
-        count = min(samples, NETWORK_LEARN_SAMPLES) if network else samples
-        x = calibration_noise(case, count)
-        references = calibration_references(case, x)
-        rows = grid_rows(name, docs)
+        default = NETWORK_LEARN_SAMPLES if network else LEARN_SAMPLES
         per_key: dict[str, Any] = {}
-        for key, run_steps, lr in [r[1:] for r in runs if r[0] == name]:
-            case_steps = run_steps if steps is None else steps
-            if key not in rows:
-                raise KeyError(f"{name}: no calibrated 10-call grid {key!r} in docs/{', docs/'.join(GRID_SOURCES)}")
-            row = rows[key]
+        for run in [r for r in runs if r.case == name]:
+            key, lr = run.key, run.lr
+            count = (run.samples or default) if samples is None else min(samples, default) if network else samples
+            x = calibration_noise(case, count)
+            references = calibration_references(case, x)
+            case_steps = run.steps if steps is None else steps
+            row = start_row(run, docs)
             sigmas = torch.tensor(row["sigmas"], dtype=DTYPE)
             t0 = time.perf_counter()
             learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
                                  references.target(sigmas), row["options"], steps=case_steps, lr=lr,
                                  max_sigma=case.problem.sigma_max if case.schedule == "flow" else None,
+                                 learn_grid=run.learn_grid,
                                  info={"problem": name, "problem_schedule": case.schedule,
                                        "calibration_seed": str(CALIBRATION_SEED),
                                        "calibration_samples": str(count)})
             seconds = time.perf_counter() - t0
-            plain, learnt = _evaluate(runner, learned, row["options"])
+            plain, learnt = _evaluate(runner, learned, sigmas, row["options"])
             per_key[key] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
                             "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
-                            "steps": case_steps, "lr": lr,
+                            "steps": case_steps, "lr": lr, "learn_grid": run.learn_grid, "start": run.start,
+                            "sigmas": list(learned.sigmas),
                             "calibrated_rmse": plain[0], "calibrated_median": plain[1],
                             "learned_rmse": learnt[0], "learned_median": learnt[1],
                             "objective_before": learned.objective_before, "objective_after": learned.objective_after,
@@ -148,7 +192,8 @@ def run_learned(runs: Sequence[tuple[str, str, int, float]] = RUNS, samples: int
                 save_learned(plans_dir / plan_file(name, key), learned)
         results[name] = {"evaluation_samples": runner.x0.shape[0], "candidates": per_key,
                          "comfyui": comfyui_best(name, docs)}
-    return {"calibration_seed": CALIBRATION_SEED, "calibration_samples": samples, "evaluation_seed": SEED + 1,
+    return {"calibration_seed": CALIBRATION_SEED, "calibration_samples": samples or LEARN_SAMPLES,
+            "evaluation_seed": SEED + 1,
             "evaluation_samples": EVALUATION_SAMPLES, "cases": results}
 
 
@@ -179,17 +224,17 @@ def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
     return out
 
 
-def _evaluate(runner: CaseRunner, learned: LearnedPlan, options: Mapping[str, Any]
+def _evaluate(runner: CaseRunner, learned: LearnedPlan, calibrated: torch.Tensor, options: Mapping[str, Any]
               ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(RMSE, median error) on the evaluation noises without and with the learned corrections."""
+    """(RMSE, median error) on the evaluation noises: the plain sampler on the `calibrated` grid, and the learned
+    plan on its own grid (the same ends, so the same reference)."""
     entry = SAMPLERS[learned.sampler]
-    reference = runner.refs.target(learned.grid)
     out = []
-    for extra in ({}, {"learned_plan": learned}):
+    for grid, extra in ((calibrated, {}), (learned.grid, {"learned_plan": learned})):
         with torch.no_grad():
-            sample = entry(runner.case.problem.model, runner.x0.clone(), learned.grid, disable=True,
+            sample = entry(runner.case.problem.model, runner.x0.clone(), grid, disable=True,
                            schedule=learned.schedule, **options, **extra)
-        out.append(errors(sample, reference))
+        out.append(errors(sample, runner.refs.target(grid)))
     return out[0], out[1]
 
 
@@ -199,8 +244,8 @@ def report(results: Mapping[str, Any]) -> str:
            "RMSE against the exact ODE solution on the benchmark's evaluation noises "
            f"(seed {results['evaluation_seed']}). Each sampler runs on its calibrated grid of docs/calibrated.md "
            "(demo networks: docs/calibrated_networks.md; '[VE form, from a log σ grid]': docs/flow_lownfe.md); "
-           "the learned plan adds coefficient corrections and per-call sigma shifts (samplers/learned.py) fitted "
-           "by Adam on noises of seed "
+           "the learned plan adds coefficient corrections and per-call sigma shifts (samplers/learned.py), and where "
+           "marked 'grid learned' moves the grid's interior sigmas, all fitted by Adam on noises of seed "
            f"{results['calibration_seed']} (disjoint). ComfyUI's best at 20 calls: the summary of "
            "docs/comparison.md (demo networks: docs/comparison_networks.md), whose rules decide which runs count; "
            "every grid here ends no higher than the case's 20-interval grid. The same plans on our side of the "
@@ -214,7 +259,9 @@ def report(results: Mapping[str, Any]) -> str:
             ratio = f"{row['learned_rmse'] / theirs['rmse']:.2f}" if theirs else "—"
             before = f"{row['calibrated_rmse'] / theirs['rmse']:.2f}" if theirs else "—"
             fitted = row.get("calibration_samples", results["calibration_samples"])
-            body.append([name, row["label"], str(row["nfe"]),
+            label = row["label"] + (", grid learned" if row.get("learn_grid") else "") + (
+                f" (starting from the grid of {row['start']})" if row.get("start") else "")
+            body.append([name, label, str(row["nfe"]),
                          f"{fitted} / {evaluated} / {row['steps']} ({row.get('lr', LEARN_RATE)})",
                          f"{row['calibrated_rmse']:.2e}", f"{row['learned_rmse']:.2e}",
                          f"{row['calibrated_rmse'] / row['learned_rmse']:.2f}x",
@@ -235,15 +282,18 @@ USAGE = [
     "stay exact, so first order is kept) and calls the model at sigma*exp(tau) instead of sigma (one tau per "
     "call). c and tau minimise the RMS error against the exact solution on the calibration noises, by Adam "
     "(cosine-decayed rate) through a float64 re-implementation of the plan's recursion, with autograd through "
-    "the model; the best iterate is kept. The grid is the calibrated one and stays fixed.", "",
+    "the model; the best iterate is kept. The grid starts as the calibrated one; in the runs marked 'grid "
+    "learned' (`learn_grid=True`) its interior sigmas move too (ends fixed): log sigma falls in intervals "
+    "proportional to softmax(w), and the plan's dependence on w enters the gradient through a finite-difference "
+    "Jacobian of the plan builder (the plan itself is rebuilt exactly at every step).", "",
     "With 512 calibration noises (as for the calibrated grids) the corrections fit the few trajectories that "
     "dominate the RMSE and did not carry over (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 8.3e-3 -> 1.2e-2 on the "
-    "evaluation noises); hence 4096.", "",
+    "evaluation noises); hence 4096 (8192 on flow_mixture/simple, grid learned: 8.1e-4 -> 7.2e-4 held out).", "",
     "## Use", "",
     "```python",
     "from samplers.learned import learn_plan, load_learned, save_learned",
-    "learned = learn_plan(model, \"dpm_solver_pp_pc\", sigmas, noises, \"ve\")  # model: differentiable torch",
-    "save_learned(\"my_plan\", learned)                                  # my_plan.safetensors",
+    "learned = learn_plan(model, \"dpm_solver_pp_pc\", sigmas, noises, \"ve\", learn_grid=True)  # torch model",
+    "save_learned(\"my_plan\", learned)                                                   # my_plan.safetensors",
     "learned = load_learned(\"my_plan.safetensors\", sampler=\"dpm_solver_pp_pc\")",
     "x0 = SAMPLERS[\"dpm_solver_pp_pc\"](model, x, learned.grid, learned_plan=learned)",
     "```", "",
@@ -261,9 +311,10 @@ USAGE = [
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m samplers.bench.learned", description=__doc__)
     parser.add_argument("--problems", default=None,
-                        help=f"comma-separated case names (default: all of {sorted({r[0] for r in RUNS})})")
-    parser.add_argument("--samples", type=int, default=LEARN_SAMPLES,
-                        help=f"calibration noises per case (demo networks: at most {NETWORK_LEARN_SAMPLES})")
+                        help=f"comma-separated case names (default: all of {sorted({r.case for r in RUNS})})")
+    parser.add_argument("--samples", type=int, default=None,
+                        help=f"calibration noises of every run (default: each run's own; demo networks: at most "
+                             f"{NETWORK_LEARN_SAMPLES})")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps of every run (default: each run's own)")
     parser.add_argument("--plans", type=Path, default=PLANS, help="folder to save the learned plans in")
     parser.add_argument("--out", type=Path, default=DOCS / "learned", help="output stem (.md and .json)")
@@ -271,17 +322,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="keep the other cases of an existing OUT.json (run only --problems)")
     args = parser.parse_args(argv)
     wanted = None if args.problems is None else [c for c in args.problems.split(",") if c]
-    unknown = sorted(set(wanted or ()) - {r[0] for r in RUNS})
+    unknown = sorted(set(wanted or ()) - {r.case for r in RUNS})
     if unknown:
-        parser.error(f"--problems: unknown case(s) {unknown}; known: {sorted({r[0] for r in RUNS})}")
+        parser.error(f"--problems: unknown case(s) {unknown}; known: {sorted({r.case for r in RUNS})}")
     torch.set_num_threads(1)
     args.plans.mkdir(parents=True, exist_ok=True)
-    results = run_learned([r for r in RUNS if wanted is None or r[0] in wanted], args.samples, args.steps, args.plans)
+    results = run_learned([r for r in RUNS if wanted is None or r.case in wanted], args.samples, args.steps, args.plans)
     old = args.out.with_suffix(".json")
     if args.update and old.is_file():
         kept = json.loads(old.read_text())["cases"]
         results["cases"] = {name: results["cases"].get(name, kept.get(name))
-                            for name in dict.fromkeys(r[0] for r in RUNS) if name in results["cases"] or name in kept}
+                            for name in dict.fromkeys(r.case for r in RUNS) if name in results["cases"] or name in kept}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old.write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(report(results) + "\n")
