@@ -216,7 +216,9 @@ class GridParameters:
         base = torch.tensor(plan_vector(plan), dtype=torch.float64)
         columns = []
         for k in range(w.numel()):
-            moved = build(self.sigmas(w + self.STEP * torch.nn.functional.one_hot(torch.tensor(k), w.numel())))
+            nudged = w.clone()
+            nudged[k] += self.STEP
+            moved = build(self.sigmas(nudged))
             if plan_layout(moved) != plan_layout(plan):
                 raise LearnedPlanError("the sampler's plan changes layout under a small grid change: learn_grid "
                                        "does not apply to it")
@@ -291,6 +293,7 @@ def learn_plan(
         raise LearnedPlanError(f"steps must be an integer >= 0, got {steps!r}")
     if not (isinstance(lr, float | int) and lr > 0):
         raise LearnedPlanError(f"lr must be a positive number, got {lr!r}")
+
     def build(points: Sequence[float]) -> Plan:
         made = entry.plan(torch.tensor(points, dtype=torch.float64), schedule=schedule, **opts)
         assert made is not None
