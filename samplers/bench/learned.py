@@ -38,6 +38,8 @@ NETWORK_LEARN_SAMPLES = 256
 GRID_SOURCES = ("calibrated.json", "calibrated_networks.json", "flow_lownfe.json")
 """Where the calibrated grids come from (docs/): samplers.bench.calibrated (analytic and network cases) and
 samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@form')."""
+
+
 class LearnRun(NamedTuple):
     """One learned plan: the case, the calibrated-grid row key it starts from, Adam steps and rate, whether the
     grid's interior moves too (learn_plan's learn_grid), the case whose calibrated grid it starts from (default:
@@ -164,7 +166,9 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
         per_key: dict[str, Any] = {}
         for run in [r for r in runs if r.case == name]:
             key, lr = run.key, run.lr
-            count = (run.samples or default) if samples is None else min(samples, default) if network else samples
+            count = samples if samples is not None else run.samples or default
+            if network:
+                count = min(count, NETWORK_LEARN_SAMPLES)
             x = calibration_noise(case, count)
             references = calibration_references(case, x)
             case_steps = run.steps if steps is None else steps
