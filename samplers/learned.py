@@ -19,7 +19,6 @@ which checks that it fits the call.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .calibrate import CalibrationError, check_grid, reference_solution
+from .calibrate import CalibrationError, check_grid, grid_from_theta, reference_solution, theta_from_grid
 from .options import parse_options
 from .plan import Plan
 from .schedules import NoiseSchedule, resolve_schedule
@@ -187,32 +186,29 @@ def _stage_values(plan: Plan, vector: torch.Tensor) -> list[StageValues]:
 
 
 class GridParameters:
-    """The interior of a grid as free parameters: log sigma falls from the first to the last nonzero sigma in
-    intervals proportional to softmax(w), so any w gives a decreasing grid with the same ends (and zeros kept)."""
+    """The interior of a grid as free parameters w: the theta of samplers.calibrate.grid_from_theta (log-sigma gaps
+    in proportion softmax([0, w])), so any w gives a decreasing grid with the same ends (and final zero)."""
 
     STEP = 1e-6
     """Finite-difference step in w for the plan's Jacobian (the plan builders work in floats)."""
 
     def __init__(self, grid: Sequence[float]) -> None:
-        self.grid = list(grid)
-        self.positive = [s for s in grid if s > 0.0]
-        logs = [math.log(s) for s in self.positive]
-        gaps = [a - b for a, b in itertools.pairwise(logs)]
-        self.span = logs[0] - logs[-1]
-        self.w = torch.tensor([math.log(g) for g in gaps], dtype=torch.float64, requires_grad=True)
+        values = list(grid)
+        self.ends_at_zero = values[-1] == 0.0
+        self.points = values[:-1] if self.ends_at_zero else values
+        self.w = torch.tensor(theta_from_grid(self.points), dtype=torch.float64, requires_grad=True)
 
     def sigmas(self, w: torch.Tensor) -> list[float]:
-        """The grid of weights w (float list; first and last nonzero sigma exactly as given)."""
-        fractions = torch.softmax(w.detach(), 0).cumsum(0).tolist()
-        head = self.positive[0]
-        inner = [head * math.exp(-self.span * f) for f in fractions[:-1]]
-        return [head, *inner, self.positive[-1], *self.grid[len(self.positive):]]
+        """The grid of parameters w (float list; first and last nonzero sigma exactly as given)."""
+        return grid_from_theta(w.detach().tolist(), self.points[0], self.points[-1], len(self.points) - 1,
+                               self.ends_at_zero)
 
-    def linearized(self, build: Callable[[Sequence[float]], Plan]) -> tuple[Plan, torch.Tensor]:
-        """(plan on the current grid, its plan_vector as a tensor whose gradient in w is the finite-difference
+    def linearized(self, build: Callable[[Sequence[float]], Plan]) -> tuple[list[float], Plan, torch.Tensor]:
+        """(current grid, plan on it, its plan_vector as a tensor whose gradient in w is the finite-difference
         Jacobian): exact values, first-order derivatives."""
         w = self.w.detach()
-        plan = build(self.sigmas(w))
+        points = self.sigmas(w)
+        plan = build(points)
         base = torch.tensor(plan_vector(plan), dtype=torch.float64)
         columns = []
         for k in range(w.numel()):
@@ -223,8 +219,8 @@ class GridParameters:
                 raise LearnedPlanError("the sampler's plan changes layout under a small grid change: learn_grid "
                                        "does not apply to it")
             columns.append((torch.tensor(plan_vector(moved), dtype=torch.float64) - base) / self.STEP)
-        jacobian = torch.stack(columns, 1)
-        return plan, base + jacobian @ (self.w - w)
+        jacobian = torch.stack(columns, 1) if columns else base.new_zeros(base.numel(), 0)
+        return points, plan, base + jacobian @ (self.w - w)
 
 
 def _run(model: Model, x: torch.Tensor, plan: Plan, values: Sequence[StageValues],
@@ -325,14 +321,12 @@ def learn_plan(
     optimizer = torch.optim.Adam([*[r for r in raw if r is not None], tau, *learned_grid], lr=float(lr))
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     best: tuple[float, list[torch.Tensor], torch.Tensor, list[float]] | None = None
+    points, vector = grid, torch.tensor(plan_vector(plan), dtype=torch.float64)  # moved only with learn_grid
     before = math.inf
     for step in range(steps + 1):
         optimizer.zero_grad()
-        if grid_parameters is None:
-            points, vector = grid, torch.tensor(plan_vector(plan), dtype=torch.float64)
-        else:
-            points = grid_parameters.sigmas(grid_parameters.w)
-            plan, vector = grid_parameters.linearized(build)
+        if grid_parameters is not None:
+            points, plan, vector = grid_parameters.linearized(build)
         values = _stage_values(plan, vector)
         log_calls = torch.stack([v[2] for v in values if v[2] is not None]).detach()
         room = (math.log(cap) - log_calls).clamp(min=0.0)

@@ -199,7 +199,8 @@ def test_grid_jacobian_matches_central_differences_of_the_plan(sampler: str) -> 
     params = GridParameters(GRID.tolist())
     with torch.no_grad():
         params.w += 0.3 * torch.randn(params.w.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    plan, vector = params.linearized(build)
+    points, plan, vector = params.linearized(build)
+    assert points == params.sigmas(params.w)
     assert vector.tolist() == plan_vector(plan) == plan_vector(build(params.sigmas(params.w)))
     direction = torch.randn(params.w.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     weights = torch.randn(vector.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
