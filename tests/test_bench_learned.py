@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -171,3 +172,31 @@ def test_a_run_may_start_from_the_grid_of_another_case_of_the_same_ode() -> None
                             "flow_mixture/simple"), DOCS)
     with pytest.raises(KeyError, match="no calibrated 10-call grid 'nope'"):
         start_row(LearnRun("ve_mixture/karras", "nope", 1, 0.02), DOCS)
+
+
+def test_a_run_repeating_an_earlier_one_takes_its_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case that starts from another case's grid with the same settings learns nothing new: the earlier plan is
+    taken (learn_plan runs once), saved under the case's own name and measured on the case's own runner; a
+    different setting (here the noise count) learns again."""
+    from samplers.bench import learned as bench
+
+    calls = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["info"]["problem"])
+        return learn_plan(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "learn_plan", counting)
+    karras = bench.LearnRun("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc", 2, 0.02, True, samples=16)
+    exponential = bench.LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc", 2, 0.02, True,
+                                 "ve_mixture_cfg7.5/karras", 16)
+    results = bench.run_learned([karras, exponential], plans_dir=tmp_path)
+    assert calls == ["ve_mixture_cfg7.5/karras"]
+    rows = [results["cases"][r.case]["candidates"][r.key] for r in (karras, exponential)]
+    assert [r["learned_with"] for r in rows] == ["ve_mixture_cfg7.5/karras"] * 2
+    assert rows[0]["sigmas"] == rows[1]["sigmas"]
+    assert rows[0]["learned_rmse"] == pytest.approx(rows[1]["learned_rmse"], rel=1e-9)
+    saved = load_learned(tmp_path / f"{bench.plan_file(exponential.case, exponential.key)}.safetensors")
+    assert dict(saved.info)["problem"] == "ve_mixture_cfg7.5/exponential"
+    bench.run_learned([karras, exponential._replace(samples=8)], plans_dir=tmp_path)
+    assert calls[1:] == ["ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential"]

@@ -8,6 +8,7 @@ calibration seed and evaluated on the benchmark's evaluation noises, next to Com
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -34,7 +35,8 @@ LEARN_SAMPLES = 4096
 """Calibration noises: with 512 the learned corrections overfit the few trajectories that dominate the RMSE
 (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: calibration 1.29e-2 -> 5.3e-3 but evaluation 8.3e-3 -> 1.2e-2)."""
 NETWORK_LEARN_SAMPLES = 256
-"""Demo networks: each Adam step runs the network forward and backward on every noise at every call."""
+"""Demo networks, by default and at most through --samples: each Adam step runs the network forward and backward on
+every noise at every call (a run's own `samples` may ask for more)."""
 GRID_SOURCES = ("calibrated.json", "calibrated_networks.json", "flow_lownfe.json")
 """Where the calibrated grids come from (docs/): samplers.bench.calibrated (analytic and network cases) and
 samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@form')."""
@@ -154,8 +156,11 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
     """{case: {candidates: {key: {label, nfe, calibrated_rmse, learned_rmse, ...}}, comfyui}} at NFE 10.
 
     `samples`/`steps`: calibration noises and Adam steps of every run instead of each run's own (networks: at most
-    NETWORK_LEARN_SAMPLES noises)."""
+    NETWORK_LEARN_SAMPLES noises). A run that would repeat an earlier one (same problem, starting grid, sampler,
+    steps, rate and noises: a case starting from another case's grid) takes its plan instead of learning it again
+    (recorded as `learned_with`)."""
     results: dict[str, Any] = {}
+    done: dict[tuple[Any, ...], tuple[LearnedPlan, str, float]] = {}
     for name in dict.fromkeys(r.case for r in runs):
         case = _case(name)
         runner = CaseRunner(case, EVALUATION_SAMPLES)
@@ -166,23 +171,30 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
         per_key: dict[str, Any] = {}
         for run in [r for r in runs if r.case == name]:
             key, lr = run.key, run.lr
-            count = samples if samples is not None else run.samples or default
-            if network:
-                count = min(count, NETWORK_LEARN_SAMPLES)
-            x = calibration_noise(case, count)
-            references = calibration_references(case, x)
+            if samples is None:
+                count = run.samples or default
+            else:
+                count = min(samples, NETWORK_LEARN_SAMPLES) if network else samples
             case_steps = run.steps if steps is None else steps
             row = start_row(run, docs)
             sigmas = torch.tensor(row["sigmas"], dtype=DTYPE)
-            t0 = time.perf_counter()
-            learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
-                                 references.target(sigmas), row["options"], steps=case_steps, lr=lr,
-                                 max_sigma=case.problem.sigma_max if case.schedule == "flow" else None,
-                                 learn_grid=run.learn_grid,
-                                 info={"problem": name, "problem_schedule": case.schedule,
-                                       "calibration_seed": str(CALIBRATION_SEED),
-                                       "calibration_samples": str(count)})
-            seconds = time.perf_counter() - t0
+            same = (case.problem.name, run.start or run.case, key, case_steps, lr, run.learn_grid, count)
+            if same in done:
+                first, learned_with, seconds = done[same]
+                learned = dataclasses.replace(first, info=tuple(sorted({**dict(first.info), "problem": name}.items())))
+            else:
+                x = calibration_noise(case, count)
+                references = calibration_references(case, x)
+                t0 = time.perf_counter()
+                learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
+                                     references.target(sigmas), row["options"], steps=case_steps, lr=lr,
+                                     max_sigma=case.problem.sigma_max if case.schedule == "flow" else None,
+                                     learn_grid=run.learn_grid,
+                                     info={"problem": name, "problem_schedule": case.schedule,
+                                           "calibration_seed": str(CALIBRATION_SEED),
+                                           "calibration_samples": str(count)})
+                learned_with, seconds = name, time.perf_counter() - t0
+                done[same] = learned, name, seconds
             plain, learnt = _evaluate(runner, learned, sigmas, row["options"])
             per_key[key] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
                             "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
@@ -191,7 +203,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                             "calibrated_rmse": plain[0], "calibrated_median": plain[1],
                             "learned_rmse": learnt[0], "learned_median": learnt[1],
                             "objective_before": learned.objective_before, "objective_after": learned.objective_after,
-                            "seconds": seconds, "shifts": list(learned.shifts)}
+                            "seconds": seconds, "learned_with": learned_with, "shifts": list(learned.shifts)}
             if plans_dir is not None:
                 save_learned(plans_dir / plan_file(name, key), learned)
         results[name] = {"evaluation_samples": runner.x0.shape[0], "candidates": per_key,
