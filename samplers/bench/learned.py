@@ -63,26 +63,29 @@ RUNS = (
     LearnRun("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc", 5000, 0.04, True),
     LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc", 5000, 0.04, True, "ve_mixture_cfg7.5/karras"),
     LearnRun("flow_mixture/simple", "dpm_solver_pp_pc@ve", 5000, 0.04, True, samples=8192),
-    LearnRun("digits_eps/karras", "dpm_solver_pp_pc", 1800, 0.02, True),
-    LearnRun("digits_eps/exponential", "dpm_solver_pp_pc", 1800, 0.02, True, "digits_eps/karras"),
+    LearnRun("digits_eps/karras", "dpm_solver_pp_pc", 1800, 0.02, True, samples=1024),
+    LearnRun("digits_eps/exponential", "dpm_solver_pp_pc", 1800, 0.02, True, "digits_eps/karras", 1024),
     LearnRun("digits_flow/simple", "dpm_solver_pp_pc@ve", 600, 0.02, True),
 )
 """Per case the calibrated sampler whose learned plan was most accurate at 10 calls, with the grid learned too: against
 the calibrated grid kept fixed, held-out RMSE ve_mixture/karras 3.74e-3 -> 3.56e-3, exponential 3.24e-3 -> 3.23e-3,
 ve_mixture_cfg7.5/karras 2.50e-3 -> 1.67e-3, flow_mixture 8.50e-4 -> 8.12e-4 (7.16e-4 with 8192 noises),
-digits_eps/karras 2.06e-2 -> 8.92e-3, digits_flow 2.58e-3 -> 2.18e-3. With the grid free, the Karras and the
-exponential case of a problem are one ODE (same ends), and the learned grid depends on where it starts: the
-exponential cases start from the Karras case's grid (ve_mixture_cfg7.5/exponential from its own PC grid 2.75e-3,
-from its 3M (consistent) grid 2.24e-3, from the Karras PC grid 1.67e-3; digits_eps/exponential from its own 1.29e-2,
-on its fixed grid 1.16e-2, from the Karras grid 8.92e-3). Steps: 600 (the library default) left the CFG cases short
-of convergence (ve_mixture_cfg7.5/karras, DPM-Solver++ PC, fixed grid: 3.63e-3 at 600 steps, 3.01e-3 at 1800,
-2.50e-3 at 5000 with rate 0.04); more is not better everywhere (ve_mixture_cfg7.5/exponential, 3M (consistent),
-fixed grid, at 10000 steps: calibration objective 2.73e-3 against 2.78e-3 at 5000, held out 2.52e-3 against
-2.24e-3). On the demo networks each step is a forward and backward pass of the network per noise and call (1800
-steps: about 20 min per run). Measured on fixed grids at 600 steps and not kept: DPM-Solver 3M (consistent) on every
-VE case (1.12, 1.10, 1.46 of ComfyUI's best at 20 calls), DPM-Solver++ PC on ve_mixture/karras (1.08; the consistent
-variant 1.06) and on ve_mixture_cfg7.5/exponential (2.69), DPM-Solver++ 3M (consistent) on ve_mixture (1.32, 1.34),
-and the flow form on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M consistent 9.83)."""
+digits_eps/karras 2.06e-2 -> 8.92e-3 (256 noises; 7.96e-3 with 1024), digits_flow 2.58e-3 -> 2.18e-3. With the grid
+free, the Karras and the exponential case of a problem are one ODE (same ends), and the learned grid depends on where it
+starts: the exponential cases start from the Karras case's grid (ve_mixture_cfg7.5/exponential from its own PC grid
+2.75e-3, from its 3M (consistent) grid 2.24e-3, from the Karras PC grid 1.67e-3; digits_eps/exponential from its own
+1.29e-2, on its fixed grid 1.16e-2, from the Karras grid 8.92e-3). Steps: 600 (the library default) left the CFG cases
+short of convergence (ve_mixture_cfg7.5/karras, DPM-Solver++ PC, fixed grid: 3.63e-3 at 600 steps, 3.01e-3 at 1800,
+2.50e-3 at 5000 with rate 0.04); more is not better everywhere (ve_mixture_cfg7.5/exponential, 3M (consistent), fixed
+grid, at 10000 steps: calibration objective 2.73e-3 against 2.78e-3 at 5000, held out 2.52e-3 against 2.24e-3;
+flow_mixture, grid learned, at 10000 steps against 5000: calibration objective 6.52e-4 against 6.84e-4, held out 7.43e-4
+against 7.16e-4). On the demo networks each step is a forward and backward pass of the network per noise and call (1800
+steps: about 20 min per run with 256 noises, 72 min with 1024); digits_eps overfits 256 noises (calibration objective
+5.0e-3, held out 8.92e-3) and learns on 1024 (5.37e-3, held out 7.96e-3). Measured on fixed grids at 600 steps and not
+kept: DPM-Solver 3M (consistent) on every VE case (1.12, 1.10, 1.46 of ComfyUI's best at 20 calls), DPM-Solver++ PC on
+ve_mixture/karras (1.08; the consistent variant 1.06) and on ve_mixture_cfg7.5/exponential (2.69), DPM-Solver++ 3M
+(consistent) on ve_mixture (1.32, 1.34), and the flow form on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M
+consistent 9.83)."""
 
 
 def _case(name: str) -> Case:
@@ -304,7 +307,8 @@ USAGE = [
     "Jacobian of the plan builder (the plan itself is rebuilt exactly at every step).", "",
     "With 512 calibration noises (as for the calibrated grids) the corrections fit the few trajectories that "
     "dominate the RMSE and did not carry over (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 8.3e-3 -> 1.2e-2 on the "
-    "evaluation noises); hence 4096 (8192 on flow_mixture/simple, grid learned: 8.1e-4 -> 7.2e-4 held out).", "",
+    "evaluation noises); hence 4096 (8192 on flow_mixture/simple, grid learned: 8.1e-4 -> 7.2e-4 held out). The demo "
+    "eps network learns on 1024 (256: 8.9e-3 held out, 1024: 8.0e-3).", "",
     "## Use", "",
     "```python",
     "from samplers.learned import learn_plan, load_learned, save_learned",
