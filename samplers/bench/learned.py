@@ -172,6 +172,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
             adopt_network_runners([runner])
         default = NETWORK_LEARN_SAMPLES if network else LEARN_SAMPLES
         per_key: dict[str, Any] = {}
+        noises: dict[int, tuple[torch.Tensor, Any]] = {}  # the case's calibration noises and references, by count
         for run in [r for r in runs if r.case == name]:
             key, lr = run.key, run.lr
             if samples is None:
@@ -186,8 +187,10 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                 first, learned_with, seconds = done[same]
                 learned = dataclasses.replace(first, info=tuple(sorted({**dict(first.info), "problem": name}.items())))
             else:
-                x = calibration_noise(case, count)
-                references = calibration_references(case, x)
+                if count not in noises:
+                    x = calibration_noise(case, count)
+                    noises[count] = x, calibration_references(case, x)
+                x, references = noises[count]
                 t0 = time.perf_counter()
                 learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
                                      references.target(sigmas), row["options"], steps=case_steps, lr=lr,
