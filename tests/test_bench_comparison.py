@@ -72,6 +72,38 @@ def test_compare_ratio_and_goal() -> None:
     assert compare(ours, {}, 10, 20)["rmse"]["met"] is None
 
 
+def test_compare_gives_the_ratio_a_paired_interval_and_the_report_flags_one_spanning_1() -> None:
+    theirs_errors = [1e-3] * 32
+    steady = [0.5e-3] * 32  # better on every noise: a tight interval below 1
+    one_bad = [0.5e-3] * 31 + [4.5e-3]  # better on 31 noises, far worse on one: the RMSE interval spans 1
+    theirs = {"p": [cell(20, 20, 1e-3, 1e-3, sample_errors=theirs_errors)]}
+    rmse = lambda e: math.sqrt(sum(v * v for v in e) / len(e))  # noqa: E731
+    for ours_errors, spans in ((steady, False), (one_bad, True)):
+        ours = {"x": [cell(10, 10, rmse(ours_errors), 0.5e-3, sample_errors=ours_errors)]}
+        s = compare(ours, theirs, 10, 20)["rmse"]
+        lo, hi = s["interval"]
+        assert s["met"] is True and lo <= s["ratio"] <= hi and (lo <= 1.0 <= hi) == spans
+        cmp = {"our_budget": 10, "their_budget": 20, "samples": {"c": 32},
+               "cases": {"c": {"data_std": 1.0, "summary": compare(ours, theirs, 10, 20)}}}
+        row = next(line for line in comparison.summary_table(cmp).splitlines() if "| RMSE |" in line)
+        assert f"({lo:.2f}–{hi:.2f})" in row and ("interval spans 1" in row) == spans
+        assert "32 (c)" in comparison._samples_text(cmp)
+    assert compare({"x": [cell(10, 10, 1e-3)]}, theirs, 10, 20)["rmse"]["interval"] is None  # no per-sample errors
+
+
+def test_per_sample_errors_match_the_cell_and_leave_the_json() -> None:
+    runner = CaseRunner(all_cases()[0], 8)
+    cells = our_runs(runner, Candidate("2M", "dpm_solver_pp_2m"), 6)
+    for c in cells:
+        e = c["sample_errors"]
+        assert len(e) == 8
+        assert math.sqrt(sum(v * v for v in e) / 8) == pytest.approx(c["rmse"], rel=1e-12)
+        assert sorted(e)[3] == pytest.approx(c["median_err"], rel=1e-12)  # torch's median: the lower middle
+    stripped = comparison.without_sample_errors({"cases": {"c": {"ours_runs": {"2M": cells}}}})
+    assert all("sample_errors" not in c for c in stripped["cases"]["c"]["ours_runs"]["2M"])
+    assert "sample_errors" in cells[0]  # a copy: the input keeps them
+
+
 def test_compare_refuses_a_win_on_a_shorter_ode() -> None:
     """Flow 'simple' grids end at shift(1/n): 10 intervals stop the ODE earlier than 20, which is no win, on
     either side."""
@@ -125,6 +157,7 @@ def test_candidate_with_fixed_grids_and_options(runner: CaseRunner) -> None:
     assert [c["n_steps"] for c in cells] == [4] and cells[0]["nfe"] == expected <= 20
     m = runner.run(SAMPLERS["dpm_solver_pp_3s"], 4, {"solver_type": "taylor"})
     assert cells[0]["rmse"] == pytest.approx(m.rmse, rel=1e-12)
+    assert cells[0]["sample_errors"] == pytest.approx(m.sample_errors, rel=1e-12) and len(m.sample_errors) == 8
 
 
 def test_register_candidate_validates(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,4 +316,8 @@ def test_comfy_comparison_end_to_end(comfy_result: dict[str, Any]) -> None:
         assert s["ours"]["nfe"] <= 10 and s["theirs"]["nfe"] <= 20
         assert s["ratio"] == pytest.approx(s["ours"][stat] / s["theirs"][stat])
         assert math.isfinite(s["ratio"])
+        lo, hi = s["interval"]  # both sides' per-sample errors reached the summary, then left the JSON
+        assert lo <= s["ratio"] <= hi and lo < hi
+    assert res["samples"] == {"ve_mixture/karras": 16}
+    assert "sample_errors" not in json.dumps(res)
     assert [c["budget"] for c in case["theirs_table"]["euler"]] == [5, 10]

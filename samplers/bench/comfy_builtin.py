@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .cases import Case
-from .measure import ADAPTIVE_GRID, ATOL_PER_RTOL, DTYPE, OVERSHOOT, CaseRunner, errors
+from .measure import ADAPTIVE_GRID, ATOL_PER_RTOL, DTYPE, OVERSHOOT, CaseRunner, errors, sample_errors
 from .problems import SEED
 
 COMFYUI_ENV = "COMFYUI_PATH"
@@ -240,6 +240,8 @@ class ComfyRun:
     stop: float | None = None
     rtol: float | None = None
     error: str | None = None
+    sample_errors: tuple[float, ...] = field(default=(), repr=False)
+    """Each sample's RMS error against the same reference as `rmse` (empty on failure); not part of as_dict."""
 
     def as_dict(self, data_std: float) -> dict[str, Any]:
         out: dict[str, Any] = {"n_steps": self.n_steps, "nfe": self.nfe, "rmse": _finite(self.rmse),
@@ -306,12 +308,13 @@ class ComfyCaseRunner:
             ref = target if stop is None else _state_at(self.runner, stop)
             rmse, median = errors(out, ref)
             grid_rmse = errors(out, target)[0]
+            per_sample = sample_errors(out, ref) if math.isfinite(rmse) else ()
             error = None if math.isfinite(rmse) else "non-finite output"
         except Exception as exc:  # a failing sampler is reported, not fatal to the comparison
             rmse = median = grid_rmse = math.inf
-            error = f"{type(exc).__name__}: {exc}"
+            per_sample, error = (), f"{type(exc).__name__}: {exc}"
         last = [v for v in sigmas.tolist() if v > 0][-1]
-        return ComfyRun(n_steps, model.calls, rmse, median, grid_rmse, last, stop, rtol, error)
+        return ComfyRun(n_steps, model.calls, rmse, median, grid_rmse, last, stop, rtol, error, per_sample)
 
     def scan(self, sampler: ComfySampler, max_nfe: int) -> list[ComfyRun]:
         """Runs at n = 2, 3, ... intervals (one interval has no ODE to solve: its reference is the model's own

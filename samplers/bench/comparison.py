@@ -24,14 +24,16 @@ import torch
 
 from .. import SAMPLERS
 from ..registry import SamplerEntry
+from .bootstrap import LEVEL, RESAMPLES, ratio_interval
 from .cases import Case
 from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler
-from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, errors, is_adaptive
+from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, errors, is_adaptive, sample_errors
 from .report import budget_table_rows, fmt_err, fmt_ratio, table
 
 OUR_BUDGET = 10
 THEIR_BUDGET = 20
 STATS = ("rmse", "median_err")
+SAMPLE_ERRORS = "sample_errors"
 STAT_NAMES = {"rmse": "RMSE", "median_err": "median per-sample error"}
 ENABLE_HINT = (f"Set {COMFYUI_ENV}=/path/to/ComfyUI (a ComfyUI checkout whose requirements are installed) or pass "
                "--comfyui PATH to `python -m samplers.bench` to run ComfyUI's built-in samplers on the same cases, "
@@ -139,14 +141,34 @@ def _ratio(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None, sta
     return ours[stat] / theirs[stat]
 
 
+def _interval(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None, stat: str) -> list[float] | None:
+    """The paired bootstrap interval of the ratio (bootstrap.ratio_interval) from the two cells' per-sample errors;
+    None when either cell lacks them."""
+    if ours is None or theirs is None or not ours.get(SAMPLE_ERRORS) or not theirs.get(SAMPLE_ERRORS):
+        return None
+    interval = ratio_interval(ours[SAMPLE_ERRORS], theirs[SAMPLE_ERRORS], stat)
+    return None if interval is None else list(interval)
+
+
+def without_sample_errors(obj: Any) -> Any:
+    """A copy of a result with every cell's per-sample errors dropped (they serve the intervals; the JSON keeps
+    the summaries)."""
+    if isinstance(obj, Mapping):
+        return {k: without_sample_errors(v) for k, v in obj.items() if k != SAMPLE_ERRORS}
+    if isinstance(obj, list):
+        return [without_sample_errors(v) for v in obj]
+    return obj
+
+
 def compare(ours: Mapping[str, Sequence[Mapping[str, Any]]], theirs: Mapping[str, Sequence[Mapping[str, Any]]],
             our_budget: int = OUR_BUDGET, their_budget: int = THEIR_BUDGET, end: float | None = None
             ) -> dict[str, Any]:
     """Per stat: our best at our_budget and theirs at their_budget, counting on both sides only runs whose grid
     ends at sigma <= `end` (the benchmark passes the last nonzero sigma of the case's grid at their_budget: on
     grids whose end depends on the step count, flow 'simple', fewer steps mean a shorter ODE before the final
-    denoise, and a smaller error on a shorter ODE is no win); ratio ours/theirs and `met` (ratio <= 1; False when
-    no run of ours qualifies, None when none of theirs does). `ours_any` / `ratio_any`: our best on any grid."""
+    denoise, and a smaller error on a shorter ODE is no win); ratio ours/theirs, its paired bootstrap `interval`
+    (where the cells carry per-sample errors) and `met` (ratio <= 1; False when no run of ours qualifies, None when
+    none of theirs does). `ours_any` / `ratio_any`: our best on any grid."""
     def keep(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
         return {k: [c for c in cells if ends_by(c, end)] for k, cells in rows.items()}
 
@@ -157,8 +179,8 @@ def compare(ours: Mapping[str, Sequence[Mapping[str, Any]]], theirs: Mapping[str
         any_o = best_within(ours, our_budget, stat)
         r = _ratio(o, t, stat)
         met = None if t is None else (r is not None and r <= 1.0)
-        out[stat] = {"ours": o, "theirs": t, "ratio": r, "met": met, "end": end, "ours_any": any_o,
-                     "ratio_any": _ratio(any_o, t, stat)}
+        out[stat] = {"ours": o, "theirs": t, "ratio": r, "interval": _interval(o, t, stat), "met": met, "end": end,
+                     "ours_any": any_o, "ratio_any": _ratio(any_o, t, stat)}
     return out
 
 
@@ -190,8 +212,9 @@ def _finite(v: float) -> float | None:
 
 
 def _cell(n_steps: int, nfe: int, rmse: float, median: float, data_std: float, **extra: Any) -> dict[str, Any]:
+    """A run as the selection functions read it; extras that are None or empty are left out."""
     return {"n_steps": n_steps, "nfe": nfe, "rmse": _finite(rmse), "rel_rmse": _finite(rmse / data_std),
-            "median_err": _finite(median), **{k: v for k, v in extra.items() if v is not None}}
+            "median_err": _finite(median), **{k: v for k, v in extra.items() if v is not None and v != ()}}
 
 
 def _our_grids(candidate: Candidate, case: Case, max_nfe: int) -> list[tuple[int, torch.Tensor]] | None:
@@ -220,12 +243,13 @@ def our_runs(runner: CaseRunner, candidate: Candidate, max_nfe: int) -> list[dic
         if is_adaptive(entry):
             runs = [m for m in runner.ladder(entry, opts) if m.nfe <= max_nfe]
             return [_cell(m.n_steps, m.nfe, m.rmse, m.median_err, std, rtol=m.rtol, error=m.error,
-                          sigma_last=runner.sigma_last(ADAPTIVE_GRID)) for m in runs]
+                          sigma_last=runner.sigma_last(ADAPTIVE_GRID), sample_errors=m.sample_errors) for m in runs]
         sizes = sorted({n for b in range(2, max_nfe + 1) if (n := runner.fit(entry, b, opts)) is not None and n >= 2})
         cells = []
         for n in sizes:
             m = runner.run(entry, n, opts)
-            cells.append(_cell(n, m.nfe, m.rmse, m.median_err, std, error=m.error, sigma_last=runner.sigma_last(n)))
+            cells.append(_cell(n, m.nfe, m.rmse, m.median_err, std, error=m.error, sigma_last=runner.sigma_last(n),
+                               sample_errors=m.sample_errors))
         return cells
     cells, over = [], 0
     case_extra = dict(candidate.case_options.get(runner.case.name, {}))
@@ -242,12 +266,13 @@ def our_runs(runner: CaseRunner, candidate: Candidate, max_nfe: int) -> list[dic
             with torch.no_grad():
                 out = entry(runner.case.problem.model, runner.x0.clone(), sigmas, disable=True, **options,
                             **case_extra)
-            rmse, median = errors(out, runner.refs.target(sigmas))
-            error = None
+            ref = runner.refs.target(sigmas)
+            rmse, median = errors(out, ref)
+            per_sample, error = (sample_errors(out, ref), None) if math.isfinite(rmse) else ((), "non-finite output")
         except Exception as exc:  # reported in the cell, not fatal
-            rmse, median, error = math.inf, math.inf, f"{type(exc).__name__}: {exc}"
+            rmse, median, per_sample, error = math.inf, math.inf, (), f"{type(exc).__name__}: {exc}"
         last = [v for v in sigmas.tolist() if v > 0][-1]
-        cells.append(_cell(n, nfe, rmse, median, std, error=error, sigma_last=last))
+        cells.append(_cell(n, nfe, rmse, median, std, error=error, sigma_last=last, sample_errors=per_sample))
     return cells
 
 
@@ -255,7 +280,7 @@ def their_runs(comfy_runner: ComfyCaseRunner, sampler: ComfySampler, max_nfe: in
     """A ComfyUI sampler's cells on one case (every grid size, or the tolerance ladder, within max_nfe)."""
     std = comfy_runner.runner.data_std
     return [_cell(r.n_steps, r.nfe, r.rmse, r.median_err, std, rtol=r.rtol, error=r.error, sigma_last=r.sigma_last,
-                  stop=r.stop, rmse_grid_ref=_finite(r.rmse_grid_ref))
+                  stop=r.stop, rmse_grid_ref=_finite(r.rmse_grid_ref), sample_errors=r.sample_errors)
             for r in comfy_runner.scan(sampler, max_nfe)]
 
 
@@ -287,12 +312,13 @@ def run_comparison(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerE
             "ours_runs": ours, "theirs_runs": theirs,
         }
     return {"enabled": True, "comfyui": {"path": comfy.path, "version": comfy.version},
+            "samples": {r.case.name: int(r.x0.shape[0]) for r in runners},
             "our_budget": our_budget, "their_budget": their_budget, "budgets": list(budgets),
             "ours": {c.label: {"sampler": c.sampler, "options": dict(c.options),
                                "grid": "case" if c.grid is None else "custom"} for c in ours_list},
             "theirs": {s.label: {"sampler": s.name, "options": dict(s.options), "grid": s.grid,
                                  "extra": s in EXTRA} for s in comfy_samplers},
-            "cases": cases}
+            "cases": without_sample_errors(cases)}
 
 
 def disabled(reason: str = ENABLE_HINT) -> dict[str, Any]:
@@ -315,6 +341,21 @@ def _who(best: Mapping[str, Any] | None) -> str:
     return f"{best['label']} ({best['nfe']} calls{extra}{', ' + end if end else ''})"
 
 
+def _verdict(s: Mapping[str, Any]) -> str:
+    """met / not met, with a warning where the ratio's bootstrap interval spans 1."""
+    if s["met"] is None:
+        return "—"
+    text = "**met**" if s["met"] else "not met"
+    interval = s.get("interval")
+    return f"{text} (interval spans 1)" if interval is not None and interval[0] <= 1.0 <= interval[1] else text
+
+
+def _ratio_text(s: Mapping[str, Any]) -> str:
+    interval = s.get("interval")
+    text = fmt_ratio(s["ratio"])
+    return text if interval is None else f"{text} ({fmt_ratio(interval[0])}–{fmt_ratio(interval[1])})"
+
+
 def summary_table(cmp: Mapping[str, Any]) -> str:
     """Per case and metric: our best at our budget, theirs at their budget, the ratio and the verdict."""
     ob, tb = cmp["our_budget"], cmp["their_budget"]
@@ -324,16 +365,15 @@ def summary_table(cmp: Mapping[str, Any]) -> str:
         for stat in STATS:
             s = c["summary"][stat]
             o, t = s["ours"], s["theirs"]
-            verdict = "—" if s["met"] is None else ("**met**" if s["met"] else "not met")
             ours_text = _who(o)
             if o is None and s["ours_any"] is not None:
                 a = s["ours_any"]
                 ours_text = (f"none ends at σ <= {s['end']:.3g} (best on a shorter ODE: {_who(a)}, "
                              f"{fmt_err(a[stat] / std)}, ratio {fmt_ratio(s['ratio_any'])})")
             body.append([case, STAT_NAMES[stat], ours_text, fmt_err(o[stat] / std) if o else "—",
-                         _who(t), fmt_err(t[stat] / std) if t else "—", fmt_ratio(s["ratio"]), verdict])
+                         _who(t), fmt_err(t[stat] / std) if t else "—", _ratio_text(s), _verdict(s)])
     return table(["case", "metric", f"ours, NFE <= {ob}", "error / data std", f"ComfyUI, NFE <= {tb}",
-                  "error / data std", "ratio ours/theirs", "goal"], body)
+                  "error / data std", "ratio ours/theirs (95% interval)", "goal"], body)
 
 
 def shorter_ode_notes(cmp: Mapping[str, Any]) -> list[str]:
@@ -372,6 +412,15 @@ def _their_table(c: Mapping[str, Any], budgets: Sequence[int]) -> str:
     return table(["ComfyUI sampler", *[f"NFE {b}" for b in budgets]], body)
 
 
+def _samples_text(cmp: Mapping[str, Any]) -> str:
+    counts = cmp.get("samples", {})
+    groups: dict[int, list[str]] = {}
+    for case in cmp["cases"]:
+        if case in counts:
+            groups.setdefault(counts[case], []).append(case)
+    return "; ".join(f"{n} ({', '.join(cases)})" for n, cases in groups.items()) or "not recorded"
+
+
 def comparison_markdown(res: Mapping[str, Any]) -> str:
     """The comparison section of the benchmark report (or how to enable it)."""
     cmp = res.get("comparison")
@@ -400,6 +449,10 @@ def comparison_markdown(res: Mapping[str, Any]) -> str:
             "on the flow 'simple' grid, where it leaves our adaptive samplers (which run between the ends of the "
             "20-interval grid) and, on ComfyUI's side, the one-call-per-step samplers, uni_pc, dpm_fast and "
             "dpm_adaptive, and for the KSampler-grid variants (penultimate sigma dropped).", "",
+            f"In brackets: the {LEVEL:.0%} paired bootstrap interval of the ratio ({RESAMPLES} resamples of the "
+            "initial noises, each noise's errors of the two chosen runs kept together; samplers/bench/bootstrap.py). "
+            "Where it spans 1 the verdict rests on a few noises and could flip on others. Initial noises per case: "
+            f"{_samples_text(cmp)}.", "",
             summary_table(cmp), ""]
     notes = shorter_ode_notes(cmp)
     if notes:

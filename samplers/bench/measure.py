@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,6 +39,12 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
     return (rmse, median) if math.isfinite(rmse) else (math.inf, math.inf)
 
 
+def sample_errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, ...]:
+    """Each sample's RMS error over its elements (the values whose median is `errors`' median; paired across
+    samplers run from the same noises, they give the comparison's bootstrap intervals)."""
+    return tuple(((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1).mean(1).sqrt().tolist())
+
+
 def is_adaptive(entry: SamplerEntry) -> bool:
     """Entries that choose their own steps (their model calls are known only after a run)."""
     return entry.spec is not None and entry.spec.structure == "adaptive"
@@ -62,6 +68,8 @@ class Measurement:
     rtol: float | None = None
     """Adaptive samplers: the tolerance of the run (n_steps then counts accepted steps)."""
     rejected: int | None = None
+    sample_errors: tuple[float, ...] = field(default=(), repr=False)
+    """Each sample's RMS error (`sample_errors`; empty on failure); not part of as_dict."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n_steps": self.n_steps, "nfe": self.nfe, "rmse": _json_float(self.rmse),
@@ -160,13 +168,13 @@ class CaseRunner:
             with torch.no_grad():
                 out = entry(self.case.problem.model, self.x0.clone(), sigmas, disable=True,
                             **self.options(entry, options))
-            rmse, median = errors(out, self.refs.target(sigmas))
+            ref = self.refs.target(sigmas)
+            rmse, median = errors(out, ref)
+            per_sample = sample_errors(out, ref) if math.isfinite(rmse) else ()
             error = None if math.isfinite(rmse) else "non-finite output"
         except Exception as exc:  # a failing sampler is reported, not fatal to the benchmark
-            rmse, median, error = math.inf, math.inf, f"{type(exc).__name__}: {exc}"
-        if not math.isfinite(rmse):
-            rmse = median = math.inf
-        result = Measurement(n, nfe, rmse, rmse / self.data_std, median, error)
+            rmse, median, per_sample, error = math.inf, math.inf, (), f"{type(exc).__name__}: {exc}"
+        result = Measurement(n, nfe, rmse, rmse / self.data_std, median, error, sample_errors=per_sample)
         self._runs[key] = result
         return result
 
@@ -197,11 +205,13 @@ class CaseRunner:
             with torch.no_grad():
                 out = entry(self.case.problem.model, self.x0.clone(), sigmas, disable=True, info=info,
                             **self.options(entry, opts))
-            sq = ((out.to(DTYPE) - self.refs.target(sigmas)) ** 2).reshape(out.shape[0], -1)
-            rmse, median, error = float(torch.sqrt(sq.mean())), float(sq.mean(1).sqrt().median()), None
+            ref = self.refs.target(sigmas)
+            rmse, median = errors(out, ref)
+            per_sample, error = (sample_errors(out, ref), None) if math.isfinite(rmse) else ((), "non-finite output")
         except Exception as exc:
-            rmse, median, error = math.inf, math.inf, f"{type(exc).__name__}: {exc}"
+            rmse, median, per_sample, error = math.inf, math.inf, (), f"{type(exc).__name__}: {exc}"
         result = Measurement(int(info.get("accepted", 0)), int(info.get("nfe", 0)), rmse, rmse / self.data_std,
-                             median, error, rtol=rtol, rejected=int(info.get("rejected", 0)))
+                             median, error, rtol=rtol, rejected=int(info.get("rejected", 0)),
+                             sample_errors=per_sample)
         self._runs[key] = result
         return result
