@@ -131,6 +131,8 @@ def test_cli_rejects_unknown_names() -> None:
         main(["--quick", "--samplers", "no_such_sampler", "--skip", "overhead"])
     with pytest.raises(SystemExit):
         main(["--quick", "--problems", "no_such_problem", "--skip", "overhead"])
+    with pytest.raises(SystemExit, match="--network-samples"):
+        main(["--quick", "--networks", "--network-samples", "0", "--skip", "overhead"])
 
 
 def test_chained_reference_treats_a_sigma_within_rounding_of_a_cached_one_as_that_one() -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from samplers import SAMPLERS
-from samplers.bench.cli import main
-from samplers.bench.networks import run_distribution
+from samplers.bench.cli import _network_cases, main, parser
+from samplers.bench.measure import CaseRunner
+from samplers.bench.networks import run_distribution, select_network_cases
 
 
 def test_network_cases_in_the_benchmark(tmp_path: Path) -> None:
@@ -26,6 +27,7 @@ def test_network_cases_in_the_benchmark(tmp_path: Path) -> None:
     assert rc == 0
     res = json.loads(path.read_text())
     assert list(res["cases"]) == ["digits_eps/karras", "digits_flow/simple"]
+    assert {c["samples"] for c in res["cases"].values()} == {32}  # NETWORK_SAMPLES caps --quick's count
     for case, rows in res["accuracy"].items():
         for name, cells in rows.items():
             errs = [c["rmse"] for c in cells]
@@ -35,7 +37,15 @@ def test_network_cases_in_the_benchmark(tmp_path: Path) -> None:
         # the typical sample (RMSE is dominated by a trajectory or two near a boundary between digits)
         ddim, pp2m = rows["dpm_solver_1"][-1]["median_err"], rows["dpm_solver_pp_2m"][-1]["median_err"]
         assert pp2m < ddim / 3, (case, ddim, pp2m)
-    assert "### digits_eps/karras" in buf.getvalue()
+    assert "### digits_eps/karras" in buf.getvalue() and "32 initial noises" in buf.getvalue()
+
+
+def test_network_samples_option_sets_the_noises_per_network_case() -> None:
+    args = parser().parse_args(["--networks", "--problems", "digits_eps/karras", "--network-samples", "5"])
+    (case,) = _network_cases(args)
+    assert CaseRunner(case, 128).x0.shape[0] == 5 and CaseRunner(case, 3).x0.shape[0] == 3
+    with pytest.raises(ValueError, match="samples"):
+        select_network_cases(None, samples=0)
 
 
 def test_distribution_section_small() -> None:

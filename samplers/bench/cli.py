@@ -21,6 +21,7 @@ from .comparison import comparison_markdown
 from .distribution import run_distribution
 from .machine import machine_info
 from .measure import QUICK_LADDER, RTOL_LADDER, CaseRunner, is_adaptive
+from .networks import NETWORK_SAMPLES
 from .noisecost import measure_noise_cost
 from .overhead import measure_overhead
 from .report import render
@@ -80,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
                    help="add the embedded demo networks (dpmsolver_demo): cases digits_eps/karras, "
                    "digits_eps/exponential, digits_flow/simple, and section network_distribution for the stochastic "
                    "samplers (needs scikit-learn)")
+    p.add_argument("--network-samples", type=int, default=NETWORK_SAMPLES,
+                   help=f"initial noises per demo-network case (default {NETWORK_SAMPLES}; --samples caps it too)")
     p.add_argument("--comfyui", metavar="PATH", default=None,
                    help="ComfyUI checkout to compare with (default: $COMFYUI_PATH): section 'comparison' runs "
                    "ComfyUI's built-in samplers on the same cases, grids, noises and references "
@@ -109,7 +112,7 @@ def _network_cases(args: argparse.Namespace) -> list[Any]:
         return []
     from .networks import select_network_cases
 
-    return select_network_cases(args.problems)
+    return select_network_cases(args.problems, args.network_samples)
 
 
 def _log(msg: str) -> None:
@@ -125,6 +128,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [s for s in args.skip if s not in SECTIONS]
     if unknown:
         raise SystemExit(f"--skip: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.network_samples < 1:
+        raise SystemExit(f"--network-samples: initial noises per network case must be >= 1, got {args.network_samples}")
     names = args.samplers or list(SAMPLERS)
     missing = [n for n in names if n not in SAMPLERS]
     if missing:
@@ -149,6 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     rtols = QUICK_LADDER if args.quick else RTOL_LADDER
     runners = [CaseRunner(c, cfg["samples"], rtols) for c in cases]
+    for r in runners:
+        res["cases"][r.case.name]["samples"] = int(r.x0.shape[0])
     if args.networks:
         from .networks import adopt_network_runners
 

@@ -98,16 +98,20 @@ def adopt_network_runners(runners: Sequence[CaseRunner]) -> None:
             runner.refs = NetworkReferences(runner.case, runner.x0)  # type: ignore[assignment]
 
 
-def network_cases() -> list[NetworkCase]:
-    """The three network cases (loads both demo models: float32 networks, checksums verified)."""
+def network_cases(samples: int = NETWORK_SAMPLES) -> list[NetworkCase]:
+    """The three network cases with at most `samples` initial noises each (loads both demo models: float32
+    networks, checksums verified)."""
+    if samples < 1:
+        raise ValueError(f"samples (initial noises per network case) must be >= 1, got {samples}")
     from dpmsolver_demo.data import DATA_STD
     from dpmsolver_demo.weights_io import load_model
     from dpmsolver_demo.wrappers import FLOW_SHIFT
 
     eps, flow = load_model("digits_eps"), load_model("digits_flow")
     lo, hi = eps.sigma_min, eps.sigma_max
-    p_eps = NetworkProblem("digits_eps", "ve", eps, hi, lo, 64, demo=eps)
-    p_flow = NetworkProblem("digits_flow", "flow", flow, 1.0, flow.sigma_min, 64, shift=FLOW_SHIFT, demo=flow)
+    p_eps = NetworkProblem("digits_eps", "ve", eps, hi, lo, 64, demo=eps, samples=samples)
+    p_flow = NetworkProblem("digits_flow", "flow", flow, 1.0, flow.sigma_min, 64, shift=FLOW_SHIFT, demo=flow,
+                            samples=samples)
     return [
         NetworkCase("digits_eps/karras", p_eps, "karras", lambda n: grids.karras(n, lo, hi), "ve", std=DATA_STD),
         NetworkCase("digits_eps/exponential", p_eps, "exponential", lambda n: grids.exponential(n, lo, hi), "ve",
@@ -117,9 +121,10 @@ def network_cases() -> list[NetworkCase]:
     ]
 
 
-def select_network_cases(patterns: Sequence[str] | None) -> list[NetworkCase]:
-    """Network cases matching the --problems patterns (all when None); [] when none match."""
-    cases = network_cases()
+def select_network_cases(patterns: Sequence[str] | None, samples: int = NETWORK_SAMPLES) -> list[NetworkCase]:
+    """Network cases matching the --problems patterns (all when None), at most `samples` initial noises each; []
+    when none match."""
+    cases = network_cases(samples)
     if not patterns:
         return cases
     return [c for c in cases if any(fnmatch.fnmatchcase(c.name, p) or c.name.startswith(p + "/") for p in patterns)]

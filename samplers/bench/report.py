@@ -56,7 +56,7 @@ def accuracy_section(res: dict[str, Any]) -> str:
     budgets = res["config"]["budgets"]
     labels = res["samplers"]
     out = ["## Accuracy: RMSE against the exact ODE solution", "",
-           f"{res['config']['samples']} fixed float64 initial noises per problem; budget = max model calls, each "
+           "Fixed float64 initial noises (their number is given per problem); budget = max model calls, each "
            "sampler runs the largest grid that fits (the actual NFE is shown in parentheses when lower). "
            "Reference: DOP853 (tol 1e-12) to the grid's last nonzero sigma, then the same final denoise. "
            "Best per column in **bold**. Adaptive samplers choose their own steps (between the ends of the "
@@ -66,7 +66,8 @@ def accuracy_section(res: dict[str, Any]) -> str:
         info = res["cases"][case]
         out += [f"### {case}", "",
                 f"grid `{info['grid']}`, sigma {info['sigma_max']:g} -> {info['sigma_min']:.3g} then 0, schedule "
-                f"`{info['schedule']}`, data std {info['data_std']:.4f} (divide by it for relative RMSE)", ""]
+                f"`{info['schedule']}`, data std {info['data_std']:.4f} (divide by it for relative RMSE), "
+                f"{info.get('samples', res['config']['samples'])} initial noises", ""]
         lasts = sorted({c["sigma_last"] for cells in rows.values() for c in cells}, reverse=True)
         if len(lasts) > 1:
             out += [f"Note: on this grid the last nonzero sigma depends on the step count ({lasts[0]:.3g} down to "
