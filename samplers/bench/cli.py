@@ -21,7 +21,7 @@ from .comparison import comparison_markdown
 from .distribution import run_distribution
 from .machine import machine_info
 from .measure import QUICK_LADDER, RTOL_LADDER, CaseRunner, is_adaptive
-from .networks import NETWORK_SAMPLES
+from .networks import NETWORK_SAMPLES, NetworkCase
 from .noisecost import measure_noise_cost
 from .overhead import measure_overhead
 from .report import render
@@ -82,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
                    "digits_eps/exponential, digits_flow/simple, and section network_distribution for the stochastic "
                    "samplers (needs scikit-learn)")
     p.add_argument("--network-samples", type=int, default=NETWORK_SAMPLES,
-                   help=f"initial noises per demo-network case (default {NETWORK_SAMPLES}; --samples caps it too)")
+                   help=f"initial noises per demo-network case (default {NETWORK_SAMPLES}; --samples sets those of "
+                   "the analytic problems)")
     p.add_argument("--comfyui", metavar="PATH", default=None,
                    help="ComfyUI checkout to compare with (default: $COMFYUI_PATH): section 'comparison' runs "
                    "ComfyUI's built-in samplers on the same cases, grids, noises and references "
@@ -153,7 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runtime_s": {},
     }
     rtols = QUICK_LADDER if args.quick else RTOL_LADDER
-    runners = [CaseRunner(c, cfg["samples"], rtols) for c in cases]
+    runners = [CaseRunner(c, args.network_samples if isinstance(c, NetworkCase) else cfg["samples"], rtols)
+               for c in cases]
     for r in runners:
         res["cases"][r.case.name]["samples"] = int(r.x0.shape[0])
     if args.networks:
