@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .cases import Case
-from .measure import ADAPTIVE_GRID, ATOL_PER_RTOL, DTYPE, OVERSHOOT, CaseRunner, errors, sample_errors
+from .measure import ADAPTIVE_GRID, ATOL_PER_RTOL, DTYPE, OVERSHOOT, CaseRunner, errors, measured
 from .problems import SEED
 
 COMFYUI_ENV = "COMFYUI_PATH"
@@ -306,10 +306,8 @@ class ComfyCaseRunner:
             target = self.runner.refs.target(sigmas.clone())
             out = self.call(sampler, sigmas, options, model)
             ref = target if stop is None else _state_at(self.runner, stop)
-            rmse, median = errors(out, ref)
+            rmse, median, per_sample, error = measured(out, ref)
             grid_rmse = errors(out, target)[0]
-            per_sample = sample_errors(out, ref) if math.isfinite(rmse) else ()
-            error = None if math.isfinite(rmse) else "non-finite output"
         except Exception as exc:  # a failing sampler is reported, not fatal to the comparison
             rmse = median = grid_rmse = math.inf
             per_sample, error = (), f"{type(exc).__name__}: {exc}"

@@ -27,7 +27,7 @@ from ..registry import SamplerEntry
 from .bootstrap import LEVEL, RESAMPLES, ratio_interval
 from .cases import Case
 from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler
-from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, errors, is_adaptive, sample_errors
+from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, is_adaptive, measured
 from .report import budget_table_rows, fmt_err, fmt_ratio, table
 
 OUR_BUDGET = 10
@@ -266,9 +266,7 @@ def our_runs(runner: CaseRunner, candidate: Candidate, max_nfe: int) -> list[dic
             with torch.no_grad():
                 out = entry(runner.case.problem.model, runner.x0.clone(), sigmas, disable=True, **options,
                             **case_extra)
-            ref = runner.refs.target(sigmas)
-            rmse, median = errors(out, ref)
-            per_sample, error = (sample_errors(out, ref), None) if math.isfinite(rmse) else ((), "non-finite output")
+            rmse, median, per_sample, error = measured(out, runner.refs.target(sigmas))
         except Exception as exc:  # reported in the cell, not fatal
             rmse, median, per_sample, error = math.inf, math.inf, (), f"{type(exc).__name__}: {exc}"
         last = [v for v in sigmas.tolist() if v > 0][-1]

@@ -45,6 +45,15 @@ def sample_errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, ...]:
     return tuple(((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1).mean(1).sqrt().tolist())
 
 
+def measured(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, tuple[float, ...], str | None]:
+    """(RMSE, median, per-sample errors, failure): `errors` and `sample_errors`, or (inf, inf, (), "non-finite
+    output") where the output is not finite."""
+    rmse, median = errors(out, ref)
+    if not math.isfinite(rmse):
+        return math.inf, math.inf, (), "non-finite output"
+    return rmse, median, sample_errors(out, ref), None
+
+
 def is_adaptive(entry: SamplerEntry) -> bool:
     """Entries that choose their own steps (their model calls are known only after a run)."""
     return entry.spec is not None and entry.spec.structure == "adaptive"
@@ -168,10 +177,7 @@ class CaseRunner:
             with torch.no_grad():
                 out = entry(self.case.problem.model, self.x0.clone(), sigmas, disable=True,
                             **self.options(entry, options))
-            ref = self.refs.target(sigmas)
-            rmse, median = errors(out, ref)
-            per_sample = sample_errors(out, ref) if math.isfinite(rmse) else ()
-            error = None if math.isfinite(rmse) else "non-finite output"
+            rmse, median, per_sample, error = measured(out, self.refs.target(sigmas))
         except Exception as exc:  # a failing sampler is reported, not fatal to the benchmark
             rmse, median, per_sample, error = math.inf, math.inf, (), f"{type(exc).__name__}: {exc}"
         result = Measurement(n, nfe, rmse, rmse / self.data_std, median, error, sample_errors=per_sample)
@@ -205,9 +211,7 @@ class CaseRunner:
             with torch.no_grad():
                 out = entry(self.case.problem.model, self.x0.clone(), sigmas, disable=True, info=info,
                             **self.options(entry, opts))
-            ref = self.refs.target(sigmas)
-            rmse, median = errors(out, ref)
-            per_sample, error = (sample_errors(out, ref), None) if math.isfinite(rmse) else ((), "non-finite output")
+            rmse, median, per_sample, error = measured(out, self.refs.target(sigmas))
         except Exception as exc:
             rmse, median, per_sample, error = math.inf, math.inf, (), f"{type(exc).__name__}: {exc}"
         result = Measurement(int(info.get("accepted", 0)), int(info.get("nfe", 0)), rmse, rmse / self.data_std,
