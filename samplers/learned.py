@@ -9,9 +9,10 @@ samplers/plan.py), each model call made at its stage's sigma. A learned plan kee
 
 so constant predictions are still integrated exactly (first order is kept); a stage with one term of a kind
 keeps its coefficient. Optionally (learn_grid) the grid's interior sigmas move as well, ends fixed. c, tau (and the
-grid) minimise E = RMS(plan(model, x_T) - reference) on calibration noises, by Adam through a float64
-re-implementation of the plan's recursion (torch autograd through the model; through the plan builder by a
-finite-difference Jacobian). The result is saved as a safetensors file next to the calibrated-grid files of
+grid) minimise, on calibration noises, E = RMS(plan(model, x_T) - reference) (objective "rmse", held by the worst
+trajectories) or E = the mean over noises of each one's RMS error (objective "mean", the typical sample), by Adam
+through a float64 re-implementation of the plan's recursion (torch autograd through the model; through the plan
+builder by a finite-difference Jacobian). The result is saved as a safetensors file next to the calibrated-grid files of
 samplers/calibrate.py (same conventions), and sampled with through the multistep entries' `learned_plan=` option,
 which checks that it fits the call.
 """
@@ -39,6 +40,8 @@ FORMAT_VERSION = 1
 LEARN_STEPS = 600
 LEARN_RATE = 2e-2
 RUN_ONLY = frozenset({"seed", "noise_sampler"})
+OBJECTIVES = ("rmse", "mean")
+"""What learn_plan minimises: the RMS error over all noises, or the mean of the per-noise RMS errors."""
 """Options a learned plan does not record (hosts set the seed per run; deterministic plans draw no noise)."""
 GRID_RTOL = 1e-5
 """Relative tolerance between the grid a learned plan is used on and the grid it was learned on (hosts may
@@ -266,6 +269,7 @@ def learn_plan(
     progress: Callable[[int, float], Any] | None = None,
     max_sigma: float | None = None,
     learn_grid: bool = False,
+    objective: str = "rmse",
 ) -> LearnedPlan:
     """Fit corrections c and shifts tau of `sampler`'s plan on `sigmas` to the noises `x` (batch first).
 
@@ -275,6 +279,8 @@ def learn_plan(
     `progress(step, rms)` is called after every step. `max_sigma`: no model call moves above it (a flow model
     sampled in the VE form is defined up to sigma 1 only); default: the schedule's sigma_max. `learn_grid`:
     also move the grid's interior sigmas (ends fixed; GridParameters), and return the plan on the grid reached.
+    `objective` (OBJECTIVES): "rmse" = sqrt(mean_i e_i^2), "mean" = mean_i e_i, e_i the RMS error of noise i;
+    objective_before/after are in its terms, and a "mean" plan records it in its info.
     """
     from .registry import SAMPLERS
 
@@ -289,6 +295,8 @@ def learn_plan(
         raise LearnedPlanError(f"steps must be an integer >= 0, got {steps!r}")
     if not (isinstance(lr, float | int) and lr > 0):
         raise LearnedPlanError(f"lr must be a positive number, got {lr!r}")
+    if objective not in OBJECTIVES:
+        raise LearnedPlanError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
 
     def build(points: Sequence[float]) -> Plan:
         made = entry.plan(torch.tensor(points, dtype=torch.float64), schedule=schedule, **opts)
@@ -332,8 +340,9 @@ def learn_plan(
         room = (math.log(cap) - log_calls).clamp(min=0.0)
         shifts = torch.minimum(tau * free, room)  # sigma * e^tau <= cap
         out, corrections = _run(model, x, plan, values, raw, shifts, noise_schedule, extra)
-        loss = ((out - reference) ** 2).mean()
-        value = float(loss.detach().sqrt())
+        per_noise = ((out - reference) ** 2).reshape(out.shape[0], -1).mean(1)
+        loss = per_noise.mean() if objective == "rmse" else per_noise.sqrt().mean()
+        value = float(loss.detach().sqrt()) if objective == "rmse" else float(loss.detach())
         if step == 0:
             before = value
         if math.isfinite(value) and (best is None or value < best[0]):
@@ -350,7 +359,18 @@ def learn_plan(
     after, corrections, shifts, points = best
     return LearnedPlan(tuple(points), sampler, schedule, _plan_options(sampler, entry.defaults, opts),
                        plan_layout(plan), tuple(v for c in corrections for v in c.tolist()), tuple(shifts.tolist()),
-                       before, after, tuple(sorted((info or {}).items())))
+                       before, after, tuple(sorted({**(info or {}), **_objective_info(objective)}.items())))
+
+
+def _objective_info(objective: str) -> dict[str, str]:
+    """The info entry of a plan fitted to another objective than the default (none for "rmse": files learned
+    before objectives existed read as what they are)."""
+    return {} if objective == "rmse" else {"objective": objective}
+
+
+def plan_objective(learned: LearnedPlan) -> str:
+    """The objective a plan was fitted to (OBJECTIVES)."""
+    return dict(learned.info).get("objective", "rmse")
 
 
 def _plan_options(sampler: str, defaults: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

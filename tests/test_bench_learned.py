@@ -200,3 +200,20 @@ def test_a_run_repeating_an_earlier_one_takes_its_plan(tmp_path: Path, monkeypat
     assert dict(saved.info)["problem"] == "ve_mixture_cfg7.5/exponential"
     bench.run_learned([karras, exponential._replace(samples=8)], plans_dir=tmp_path)
     assert calls[1:] == ["ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential"]
+
+
+def test_a_mean_objective_run_has_its_own_row_file_and_candidate(tmp_path: Path) -> None:
+    from samplers.bench.learned import LearnRun, report, run_learned
+
+    rmse = LearnRun("ve_mixture/karras", "dpm_solver_3m", 2, 0.02, samples=8)
+    mean = rmse._replace(objective="mean")
+    assert (rmse.row, mean.row) == ("dpm_solver_3m", "dpm_solver_3m;objective=mean")
+    results = run_learned([rmse, mean], plans_dir=tmp_path)
+    rows = results["cases"]["ve_mixture/karras"]["candidates"]
+    assert set(rows) == {rmse.row, mean.row} and rows[mean.row]["objective"] == "mean"
+    assert "learned_with" in rows[mean.row] and rows[mean.row]["objective_after"] != rows[rmse.row]["objective_after"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{plan_file(rmse.case, r.row)}.safetensors" for r in (rmse, mean))
+    labels = sorted(c.label for c in comparison_candidates(tmp_path))
+    assert labels == ["DPM-Solver 3M [learned plan, mean objective]", "DPM-Solver 3M [learned plan]"]
+    assert "| ve_mixture/karras | DPM-Solver 3M, mean objective | 10 |" in report(results)

@@ -18,6 +18,7 @@ from samplers.learned import (
     LearnedPlanError,
     learn_plan,
     load_learned,
+    plan_objective,
     plan_vector,
     save_learned,
     zero_corrections,
@@ -226,3 +227,26 @@ def test_learned_grid_beats_the_fixed_grid_and_sampling_reproduces_its_objective
     assert _rms(sample, reference) == pytest.approx(moved.objective_after, rel=1e-9)
     with pytest.raises(LearnedPlanError, match="learned on the grid"):
         entry.plan(GRID, learned_plan=moved)
+
+
+def test_the_mean_objective_fits_the_typical_noise_and_is_recorded(learned: LearnedPlan, tmp_path: Path) -> None:
+    """objective="mean" minimises the mean of the per-noise RMS errors: from the same start and with as many steps,
+    its plan has a lower mean error on the calibration noises than the RMSE plan; sampling reproduces its objective,
+    and the file says which objective it was fitted to (an RMSE plan says nothing and reads as "rmse")."""
+    x = _noise(128, 1)
+    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+    mean = learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", reference, steps=40, objective="mean")
+    entry = SAMPLERS["dpm_solver_3m"]
+
+    def per_noise(plan: LearnedPlan) -> torch.Tensor:
+        sample = entry(PROBLEM.model, x.clone(), plan.grid, disable=True, learned_plan=plan)
+        return ((sample - reference) ** 2).reshape(x.shape[0], -1).mean(1).sqrt()
+
+    mean_errors, rmse_errors = per_noise(mean), per_noise(learned)
+    assert float(mean_errors.mean()) == pytest.approx(mean.objective_after, rel=1e-9)
+    assert float(mean_errors.mean()) < float(rmse_errors.mean())
+    assert plan_objective(mean) == "mean" and plan_objective(learned) == "rmse"
+    assert "objective" not in dict(learned.info)
+    assert plan_objective(load_learned(save_learned(tmp_path / "mean", mean))) == "mean"
+    with pytest.raises(LearnedPlanError, match="objective must be one of"):
+        learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x[:4], "ve", reference[:4], steps=1, objective="median")

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..learned import LEARN_RATE, LearnedPlan, learn_plan, load_learned, save_learned
+from ..learned import LEARN_RATE, LearnedPlan, learn_plan, load_learned, plan_objective, save_learned
 from ..registry import SAMPLERS
 from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, calibration_references
 from .cases import Case, select_cases
@@ -45,8 +45,9 @@ samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@fo
 class LearnRun(NamedTuple):
     """One learned plan: the case, the calibrated-grid row key it starts from, Adam steps and rate, whether the
     grid's interior moves too (learn_plan's learn_grid), the case whose calibrated grid it starts from (default:
-    its own; another case of the same ODE, i.e. the same grid ends, is allowed) and the number of calibration
-    noises (default: LEARN_SAMPLES, demo networks NETWORK_LEARN_SAMPLES)."""
+    its own; another case of the same ODE, i.e. the same grid ends, is allowed), the number of calibration
+    noises (default: LEARN_SAMPLES, demo networks NETWORK_LEARN_SAMPLES) and the objective (learn_plan's: "rmse"
+    or "mean")."""
 
     case: str
     key: str
@@ -55,6 +56,12 @@ class LearnRun(NamedTuple):
     learn_grid: bool = False
     start: str | None = None
     samples: int | None = None
+    objective: str = "rmse"
+
+    @property
+    def row(self) -> str:
+        """The run's key in the results: its calibrated-grid row key, plus the objective where not "rmse"."""
+        return self.key if self.objective == "rmse" else f"{self.key};objective={self.objective}"
 
 
 RUNS = (
@@ -66,6 +73,12 @@ RUNS = (
     LearnRun("digits_eps/karras", "dpm_solver_pp_pc", 1800, 0.02, True, samples=1024),
     LearnRun("digits_eps/exponential", "dpm_solver_pp_pc", 1800, 0.02, True, "digits_eps/karras", 1024),
     LearnRun("digits_flow/simple", "dpm_solver_pp_pc@ve", 600, 0.02, True),
+    LearnRun("ve_mixture/karras", "dpm_solver_pp_pc;third_order=consistent", 1800, 0.02, True, objective="mean"),
+    LearnRun("ve_mixture/exponential", "dpm_solver_pp_pc", 1800, 0.02, True, objective="mean"),
+    LearnRun("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc", 5000, 0.04, True, objective="mean"),
+    LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc", 5000, 0.04, True, "ve_mixture_cfg7.5/karras",
+             objective="mean"),
+    LearnRun("flow_mixture/simple", "dpm_solver_pp_pc@ve", 5000, 0.04, True, samples=8192, objective="mean"),
 )
 """Per case the calibrated sampler whose learned plan was most accurate at 10 calls, with the grid learned too: against
 the calibrated grid kept fixed, held-out RMSE ve_mixture/karras 3.74e-3 -> 3.56e-3, exponential 3.24e-3 -> 3.23e-3,
@@ -149,7 +162,7 @@ def comfyui_best(case_name: str, docs: Path = DOCS) -> dict[str, Any] | None:
 
 
 def plan_file(name: str, key: str) -> str:
-    """File stem of the learned plan of (case, row key) in PLANS."""
+    """File stem of the learned plan of (case, result key: LearnRun.row) in PLANS."""
     return f"{name.replace('/', '_')}_{key.replace(';', '_').replace('=', '-').replace('@', '_')}_10"
 
 
@@ -182,7 +195,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
             case_steps = run.steps if steps is None else steps
             row = start_row(run, docs)
             sigmas = torch.tensor(row["sigmas"], dtype=DTYPE)
-            same = (case.problem.name, run.start or run.case, key, case_steps, lr, run.learn_grid, count)
+            same = (case.problem.name, run.start or run.case, key, case_steps, lr, run.learn_grid, count, run.objective)
             if same in done:
                 first, learned_with, seconds = done[same]
                 learned = dataclasses.replace(first, info=tuple(sorted({**dict(first.info), "problem": name}.items())))
@@ -195,15 +208,16 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                 learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
                                      references.target(sigmas), row["options"], steps=case_steps, lr=lr,
                                      max_sigma=case.problem.sigma_max if case.schedule == "flow" else None,
-                                     learn_grid=run.learn_grid,
+                                     learn_grid=run.learn_grid, objective=run.objective,
                                      info={"problem": name, "problem_schedule": case.schedule,
                                            "calibration_seed": str(CALIBRATION_SEED),
                                            "calibration_samples": str(count)})
                 learned_with, seconds = name, time.perf_counter() - t0
                 done[same] = learned, name, seconds
             plain, learnt = _evaluate(runner, learned, sigmas, row["options"])
-            per_key[key] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
+            per_key[run.row] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
                             "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
+                            "objective": run.objective,
                             "steps": case_steps, "lr": lr, "learn_grid": run.learn_grid, "start": run.start,
                             "sigmas": list(learned.sigmas),
                             "calibrated_rmse": plain[0], "calibrated_median": plain[1],
@@ -211,7 +225,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                             "objective_before": learned.objective_before, "objective_after": learned.objective_after,
                             "seconds": seconds, "learned_with": learned_with, "shifts": list(learned.shifts)}
             if plans_dir is not None:
-                save_learned(plans_dir / plan_file(name, key), learned)
+                save_learned(plans_dir / plan_file(name, run.row), learned)
         results[name] = {"evaluation_samples": runner.x0.shape[0], "candidates": per_key,
                          "comfyui": comfyui_best(name, docs)}
     return {"calibration_seed": CALIBRATION_SEED, "calibration_samples": samples or LEARN_SAMPLES,
@@ -222,14 +236,15 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
 def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
     """The learned plans in `plans` (written by this module) as fixed-grid candidates of the comparison run
     (`--candidates samplers.bench.learned:comparison_candidates`), each on the case it was learned for; one
-    candidate per sampler, options and form (the schedule sampled with, against the problem's own)."""
+    candidate per sampler, options, form (the schedule sampled with, against the problem's own) and objective."""
     groups: dict[tuple[Any, ...], list[LearnedPlan]] = {}
     for path in sorted(plans.glob("*.safetensors")) if plans.is_dir() else []:
         learned = load_learned(path)
         problem_schedule = dict(learned.info).get("problem_schedule", learned.schedule)
-        groups.setdefault((learned.sampler, learned.schedule, learned.options, problem_schedule), []).append(learned)
+        group = (learned.sampler, learned.schedule, learned.options, problem_schedule, plan_objective(learned))
+        groups.setdefault(group, []).append(learned)
     out = []
-    for (sampler, schedule, options, problem_schedule), members in groups.items():
+    for (sampler, schedule, options, problem_schedule, objective), members in groups.items():
         by_case: dict[str, LearnedPlan] = {}
         for learned in members:
             case = dict(learned.info).get("problem", "")
@@ -237,6 +252,7 @@ def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
                 raise ValueError(f"{plans}: two learned plans of {sampler} ({schedule}) for case {case!r}")
             by_case[case] = learned
         form = f", {'VE' if schedule == 've' else schedule} form" if problem_schedule != schedule else ""
+        form += "" if objective == "rmse" else f", {objective} objective"
         entry = SAMPLERS[sampler]
         changed = ", ".join(f"{k}={v}" for k, v in options if k in entry.defaults and entry.defaults[k] != v)
         out.append(Candidate(f"{entry.label}{f' ({changed})' if changed else ''} [learned plan{form}]", sampler,
@@ -286,7 +302,9 @@ def report(results: Mapping[str, Any]) -> str:
             ratio = f"{row['learned_rmse'] / theirs['rmse']:.2f}" if theirs else "—"
             before = f"{row['calibrated_rmse'] / theirs['rmse']:.2f}" if theirs else "—"
             fitted = row.get("calibration_samples", results["calibration_samples"])
+            objective = row.get("objective", "rmse")
             label = row["label"] + (", grid learned" if row.get("learn_grid") else "") + (
+                "" if objective == "rmse" else f", {objective} objective") + (
                 f" (starting from the grid of {row['start']})" if row.get("start") else "")
             body.append([name, label, str(row["nfe"]),
                          f"{fitted} / {evaluated} / {row['steps']} ({row.get('lr', LEARN_RATE)})",
@@ -312,7 +330,9 @@ USAGE = [
     "the model; the best iterate is kept. The grid starts as the calibrated one; in the runs marked 'grid "
     "learned' (`learn_grid=True`) its interior sigmas move too (ends fixed): log sigma falls in intervals "
     "proportional to softmax(w), and the plan's dependence on w enters the gradient through a finite-difference "
-    "Jacobian of the plan builder (the plan itself is rebuilt exactly at every step).", "",
+    "Jacobian of the plan builder (the plan itself is rebuilt exactly at every step). The objective is the RMS "
+    "error over all noises (`objective=\"rmse\"`, held by the few worst trajectories) or, in the runs marked 'mean "
+    "objective', the mean of the per-noise RMS errors (`objective=\"mean\"`, the typical sample).", "",
     "With 512 calibration noises (as for the calibrated grids) the corrections fit the few trajectories that "
     "dominate the RMSE and did not carry over (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 8.3e-3 -> 1.2e-2 on the "
     "evaluation noises); hence 4096 (8192 on flow_mixture/simple, grid learned: 8.1e-4 -> 7.2e-4 held out). The demo "
