@@ -98,7 +98,10 @@ steps: about 20 min per run with 256 noises, 72 min with 1024); digits_eps overf
 kept: DPM-Solver 3M (consistent) on every VE case (1.12, 1.10, 1.46 of ComfyUI's best at 20 calls), DPM-Solver++ PC on
 ve_mixture/karras (1.08; the consistent variant 1.06) and on ve_mixture_cfg7.5/exponential (2.69), DPM-Solver++ 3M
 (consistent) on ve_mixture (1.32, 1.34), and the flow form on the flow 'simple' grid ending at sigma_20 (PC 8.64, 3M
-consistent 9.83)."""
+consistent 9.83). The objective="mean" runs repeat the analytic ones fitted to the typical sample: on 4096 held-out
+noises (docs/comparison_lownfe.md) the median error falls 3.2x (VE Karras), 2.2x (CFG 7.5), 2.5x (flow mixture) and the
+RMSE rises (4.68e-3 -> 7.16e-3 on VE Karras; CFG 2.71e-3 -> 2.77e-3); the demo networks have none yet (the eps
+network's run alone takes 72 min here)."""
 
 
 def _case(name: str) -> Case:
