@@ -219,14 +219,15 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                 done[same] = learned, name, seconds
             plain, learnt = _evaluate(runner, learned, sigmas, row["options"])
             per_key[run.row] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
-                            "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
-                            "objective": run.objective,
-                            "steps": case_steps, "lr": lr, "learn_grid": run.learn_grid, "start": run.start,
-                            "sigmas": list(learned.sigmas),
-                            "calibrated_rmse": plain[0], "calibrated_median": plain[1],
-                            "learned_rmse": learnt[0], "learned_median": learnt[1],
-                            "objective_before": learned.objective_before, "objective_after": learned.objective_after,
-                            "seconds": seconds, "learned_with": learned_with, "shifts": list(learned.shifts)}
+                                "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
+                                "objective": run.objective,
+                                "steps": case_steps, "lr": lr, "learn_grid": run.learn_grid, "start": run.start,
+                                "sigmas": list(learned.sigmas),
+                                "calibrated_rmse": plain[0], "calibrated_median": plain[1],
+                                "learned_rmse": learnt[0], "learned_median": learnt[1],
+                                "objective_before": learned.objective_before,
+                                "objective_after": learned.objective_after,
+                                "seconds": seconds, "learned_with": learned_with, "shifts": list(learned.shifts)}
             if plans_dir is not None:
                 save_learned(plans_dir / plan_file(name, run.row), learned)
         results[name] = {"evaluation_samples": runner.x0.shape[0], "candidates": per_key,
