@@ -295,9 +295,9 @@ def report(results: Mapping[str, Any]) -> str:
            "`python -m samplers.bench.learned`.", "",
            "The evaluation noises here are few (see the table) and these RMSEs are held by rare trajectories that "
            "pass near a boundary between components, on both sides: the ratios in the last column move with the "
-           "noise sample (ve_mixture/karras, learned plan: 3.56e-3 on 128 noises, 4.68e-3 on 4096, where ComfyUI's "
-           "best at 20 calls is 3.11e-3, not 1.40e-2). The verdict against ComfyUI is docs/comparison_lownfe.md "
-           "(4096 noises; demo networks: docs/comparison_lownfe_networks.md, 128), with bootstrap intervals.", ""]
+           "noise sample, by several times on the VE problems without CFG. The verdict against ComfyUI is "
+           "docs/comparison_lownfe.md (4096 noises; demo networks: docs/comparison_lownfe_networks.md, 128), with "
+           "bootstrap intervals.", ""]
     body = []
     for name, case in results["cases"].items():
         theirs = case["comfyui"]
