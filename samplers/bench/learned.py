@@ -79,6 +79,9 @@ RUNS = (
     LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc", 5000, 0.04, True, "ve_mixture_cfg7.5/karras",
              objective="mean"),
     LearnRun("flow_mixture/simple", "dpm_solver_pp_pc@ve", 5000, 0.04, True, samples=8192, objective="mean"),
+    LearnRun("digits_eps/karras", "dpm_solver_pp_pc", 1800, 0.02, True, objective="mean"),
+    LearnRun("digits_eps/exponential", "dpm_solver_pp_pc", 1800, 0.02, True, "digits_eps/karras", objective="mean"),
+    LearnRun("digits_flow/simple", "dpm_solver_pp_pc@ve", 600, 0.02, True, objective="mean"),
 )
 """Per case the calibrated sampler whose learned plan was most accurate at 10 calls, with the grid learned too: against
 the calibrated grid kept fixed, held-out RMSE ve_mixture/karras 3.74e-3 -> 3.56e-3, exponential 3.24e-3 -> 3.23e-3,
