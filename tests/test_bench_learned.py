@@ -12,10 +12,10 @@ import torch
 
 from samplers.bench.cases import select_cases
 from samplers.bench.comparison import our_runs
-from samplers.bench.learned import comparison_candidates, grid_rows, plan_file
+from samplers.bench.learned import RUNS, comparison_candidates, grid_rows, plan_file
 from samplers.bench.measure import CaseRunner
 from samplers.calibrate import reference_solution
-from samplers.learned import LearnedPlan, learn_plan, load_learned, save_learned
+from samplers.learned import LearnedPlan, learn_plan, load_learned, plan_objective, save_learned
 from samplers.registry import SAMPLERS
 
 VE_GRID = [14.6, 3.0, 1.0, 0.3, 0.1, 0.029, 0.0]
@@ -126,7 +126,7 @@ def test_command_learns_saves_and_merges(tmp_path: Path, capsys: pytest.CaptureF
     kept = {"evaluation_samples": 128, "candidates": {}, "comfyui": None}
     out.with_suffix(".json").write_text(json.dumps({"cases": {"ve_mixture/karras": kept, "not_a_run": kept}}))
     main(["--problems", "ve_mixture/exponential", "--samples", "16", "--steps", "2", "--plans",
-          str(tmp_path / "plans"), "--out", str(out), "--update"])
+          str(tmp_path / "plans"), "--out", str(out), "--update", "--evaluation-samples", "128"])
     result = json.loads(out.with_suffix(".json").read_text())
     assert list(result["cases"]) == ["ve_mixture/karras", "ve_mixture/exponential"]
     row = result["cases"]["ve_mixture/exponential"]["candidates"]["dpm_solver_pp_pc"]
@@ -147,7 +147,7 @@ def test_a_run_with_a_learned_grid_records_and_saves_the_grid_it_reached(tmp_pat
     from samplers.bench.learned import LearnRun, grid_rows, plan_file, report, run_learned
 
     run = LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_3m;third_order=consistent", 10, 0.02, True)
-    results = run_learned([run], samples=16, plans_dir=tmp_path)
+    results = run_learned([run], samples=16, plans_dir=tmp_path, evaluation=(128, 32))
     row = results["cases"][run.case]["candidates"][run.key]
     calibrated = grid_rows(run.case)[run.key]["sigmas"]
     assert row["learn_grid"] is True
@@ -190,7 +190,7 @@ def test_a_run_repeating_an_earlier_one_takes_its_plan(tmp_path: Path, monkeypat
     karras = bench.LearnRun("ve_mixture_cfg7.5/karras", "dpm_solver_pp_pc", 2, 0.02, True, samples=16)
     exponential = bench.LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_pp_pc", 2, 0.02, True,
                                  "ve_mixture_cfg7.5/karras", 16)
-    results = bench.run_learned([karras, exponential], plans_dir=tmp_path)
+    results = bench.run_learned([karras, exponential], plans_dir=tmp_path, evaluation=(64, 8))
     assert calls == ["ve_mixture_cfg7.5/karras"]
     rows = [results["cases"][r.case]["candidates"][r.key] for r in (karras, exponential)]
     assert [r["learned_with"] for r in rows] == ["ve_mixture_cfg7.5/karras"] * 2
@@ -198,7 +198,7 @@ def test_a_run_repeating_an_earlier_one_takes_its_plan(tmp_path: Path, monkeypat
     assert rows[0]["learned_rmse"] == pytest.approx(rows[1]["learned_rmse"], rel=1e-9)
     saved = load_learned(tmp_path / f"{bench.plan_file(exponential.case, exponential.key)}.safetensors")
     assert dict(saved.info)["problem"] == "ve_mixture_cfg7.5/exponential"
-    bench.run_learned([karras, exponential._replace(samples=8)], plans_dir=tmp_path)
+    bench.run_learned([karras, exponential._replace(samples=8)], plans_dir=tmp_path, evaluation=(64, 8))
     assert calls[1:] == ["ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential"]
 
 
@@ -208,7 +208,7 @@ def test_a_mean_objective_run_has_its_own_row_file_and_candidate(tmp_path: Path)
     rmse = LearnRun("ve_mixture/karras", "dpm_solver_3m", 2, 0.02, samples=8)
     mean = rmse._replace(objective="mean")
     assert (rmse.row, mean.row) == ("dpm_solver_3m", "dpm_solver_3m;objective=mean")
-    results = run_learned([rmse, mean], plans_dir=tmp_path)
+    results = run_learned([rmse, mean], plans_dir=tmp_path, evaluation=(64, 8))
     rows = results["cases"]["ve_mixture/karras"]["candidates"]
     assert set(rows) == {rmse.row, mean.row} and rows[mean.row]["objective"] == "mean"
     assert rows[mean.row]["objective_after"] != rows[rmse.row]["objective_after"]  # learned, not reused
@@ -217,3 +217,66 @@ def test_a_mean_objective_run_has_its_own_row_file_and_candidate(tmp_path: Path)
     labels = sorted(c.label for c in comparison_candidates(tmp_path))
     assert labels == ["DPM-Solver 3M [learned plan, mean objective]", "DPM-Solver 3M [learned plan]"]
     assert "| ve_mixture/karras | DPM-Solver 3M, mean objective | 10 |" in report(results)
+
+
+def test_the_committed_plans_and_results_are_those_of_runs() -> None:
+    """docs/learned_plans holds exactly one plan per LearnRun, fitted as the run says (case, sampler, objective,
+    noises), and docs/learned.json has the run's row; a run added without its plan, or a stale file, fails here."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    expected = {plan_file(run.case, run.row): run for run in RUNS}
+    found = {path.stem for path in (docs / "learned_plans").glob("*.safetensors")}
+    assert found == set(expected)
+    results = json.loads((docs / "learned.json").read_text())["cases"]
+    for stem, run in expected.items():
+        learned = load_learned(docs / "learned_plans" / f"{stem}.safetensors")
+        info = dict(learned.info)
+        assert (info["problem"], plan_objective(learned)) == (run.case, run.objective), stem
+        assert learned.sampler == run.key.split(";")[0].split("@")[0], stem
+        row = results[run.case]["candidates"][run.row]
+        assert row["objective_after"] == pytest.approx(learned.objective_after, rel=1e-12), stem
+        assert row["calibration_samples"] == int(info["calibration_samples"]), stem
+
+
+def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--evaluate-only learns nothing: on the noises a run was measured on it repeats the run's figures, on others it
+    measures the saved plan and starting grid there (as a direct run of the sampler does), keeps the other cases and
+    the fitting record, and refuses rows that are not runs and a missing result file."""
+    from samplers.bench import learned as bench
+
+    run = next(r for r in RUNS if r.case == "ve_mixture/exponential" and r.objective == "rmse")
+    results = bench.run_learned([run], samples=16, steps=2, plans_dir=tmp_path, evaluation=(48, 8))
+    row = results["cases"][run.case]["candidates"][run.row]
+    again = bench.evaluate_learned(results, tmp_path, evaluation=(48, 8))["cases"][run.case]
+    for field in ("calibrated_rmse", "calibrated_median", "learned_rmse", "learned_median"):
+        assert again["candidates"][run.row][field] == pytest.approx(row[field], rel=1e-12), field
+
+    out = tmp_path / "learned"
+    kept = {"evaluation_samples": 128, "candidates": {}, "comfyui": None}
+    out.with_suffix(".json").write_text(json.dumps({**results, "cases": {**results["cases"], "kept/case": kept}}))
+    bench.main(["--evaluate-only", "--problems", run.case, "--evaluation-samples", "24", "--plans", str(tmp_path),
+                "--out", str(out)])
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written["cases"]["kept/case"] == kept
+    fresh = written["cases"][run.case]
+    assert fresh["evaluation_samples"] == 24
+    new = fresh["candidates"][run.row]
+    assert {k: new[k] for k in ("objective_after", "steps", "sigmas")} == {
+        k: row[k] for k in ("objective_after", "steps", "sigmas")}
+    runner = bench.evaluation_runner(run.case, 24)
+    learned = load_learned(tmp_path / f"{plan_file(run.case, run.row)}.safetensors")
+    with torch.no_grad():
+        sample = SAMPLERS[learned.sampler](runner.case.problem.model, runner.x0.clone(), learned.grid, disable=True,
+                                           schedule=learned.schedule, learned_plan=learned)
+    direct = ((sample - runner.refs.target(learned.grid)) ** 2).mean().sqrt().item()
+    assert new["learned_rmse"] == pytest.approx(direct, rel=1e-9)
+    assert new["learned_rmse"] != pytest.approx(row["learned_rmse"], rel=1e-6)  # other noises, other figure
+    assert "| 16 / 24 / 2 (0.02) |" in out.with_suffix(".md").read_text()
+
+    stranger = {**results, "cases": {run.case: {**results["cases"][run.case],
+                                                "candidates": {"dpm_solver_2m": row}}}}
+    with pytest.raises(KeyError, match="'dpm_solver_2m' is not one of RUNS"):
+        bench.evaluate_learned(stranger, tmp_path, evaluation=(24, 8))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        bench.main(["--evaluate-only", "--out", str(tmp_path / "missing")])
+    assert "no results to measure again" in capsys.readouterr().err

@@ -20,7 +20,7 @@ import torch
 
 from ..learned import LEARN_RATE, LearnedPlan, learn_plan, load_learned, plan_objective, save_learned
 from ..registry import SAMPLERS
-from .calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, calibration_noise, calibration_references
+from .calibrated import CALIBRATION_SEED, calibration_noise, calibration_references
 from .cases import Case, select_cases
 from .comparison import Candidate
 from .measure import DTYPE, CaseRunner, errors
@@ -37,6 +37,11 @@ LEARN_SAMPLES = 4096
 NETWORK_LEARN_SAMPLES = 256
 """Demo networks, by default and at most through --samples: each Adam step runs the network forward and backward on
 every noise at every call (a run's own `samples` may ask for more)."""
+EVALUATION_SAMPLES = 4096
+"""Evaluation noises of the benchmark problems: those of the comparison run (docs/comparison_lownfe.md), whose RMSEs
+on 128 noises moved by several times with the noise sample."""
+NETWORK_EVALUATION_SAMPLES = 128
+"""Evaluation noises of the demo-network cases (docs/comparison_lownfe_networks.md's)."""
 GRID_SOURCES = ("calibrated.json", "calibrated_networks.json", "flow_lownfe.json")
 """Where the calibrated grids come from (docs/): samplers.bench.calibrated (analytic and network cases) and
 samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@form')."""
@@ -107,12 +112,23 @@ RMSE rises (4.68e-3 -> 7.16e-3 on VE Karras; CFG 2.71e-3 -> 2.77e-3); the demo n
 network's run alone takes 72 min here)."""
 
 
-def _case(name: str) -> Case:
+def _case(name: str, network_samples: int = NETWORK_EVALUATION_SAMPLES) -> Case:
+    """The case `name`; a network case with at most `network_samples` initial noises."""
     if name.startswith("digits_"):
         from .networks import select_network_cases
 
-        return select_network_cases([name])[0]
+        return select_network_cases([name], network_samples)[0]
     return select_cases([name])[0]
+
+
+def evaluation_runner(name: str, samples: int = EVALUATION_SAMPLES,
+                      network_samples: int = NETWORK_EVALUATION_SAMPLES) -> CaseRunner:
+    """The runner of case `name` on its first `samples` evaluation noises (networks: `network_samples`)."""
+    network = name.startswith("digits_")
+    runner = CaseRunner(_case(name, network_samples), network_samples if network else samples)
+    if network:
+        adopt_network_runners([runner])
+    return runner
 
 
 def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
@@ -174,21 +190,20 @@ def plan_file(name: str, key: str) -> str:
 
 def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                 steps: int | None = None,
-                plans_dir: Path | None = None, docs: Path = DOCS) -> dict[str, Any]:
+                plans_dir: Path | None = None, docs: Path = DOCS,
+                evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)) -> dict[str, Any]:
     """{case: {candidates: {key: {label, nfe, calibrated_rmse, learned_rmse, ...}}, comfyui}} at NFE 10.
 
     `samples`/`steps`: calibration noises and Adam steps of every run instead of each run's own (networks: at most
     NETWORK_LEARN_SAMPLES noises). A run that would repeat an earlier one (same problem, starting grid, sampler,
     steps, rate and noises: a case starting from another case's grid) takes its plan instead of learning it again
-    (recorded as `learned_with`)."""
+    (recorded as `learned_with`). `evaluation`: evaluation noises of the problems and of the network cases."""
     results: dict[str, Any] = {}
     done: dict[tuple[Any, ...], tuple[LearnedPlan, str, float]] = {}
     for name in dict.fromkeys(r.case for r in runs):
-        case = _case(name)
-        runner = CaseRunner(case, EVALUATION_SAMPLES)
+        runner = evaluation_runner(name, *evaluation)
+        case = runner.case
         network = isinstance(case.problem, NetworkProblem)
-        if network:
-            adopt_network_runners([runner])
         default = NETWORK_LEARN_SAMPLES if network else LEARN_SAMPLES
         per_key: dict[str, Any] = {}
         noises: dict[int, tuple[torch.Tensor, Any]] = {}  # the case's calibration noises and references, by count
@@ -237,7 +252,31 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                          "comfyui": comfyui_best(name, docs)}
     return {"calibration_seed": CALIBRATION_SEED, "calibration_samples": samples or LEARN_SAMPLES,
             "evaluation_seed": SEED + 1,
-            "evaluation_samples": EVALUATION_SAMPLES, "cases": results}
+            "evaluation_samples": evaluation[0], "cases": results}
+
+
+def evaluate_learned(results: Mapping[str, Any], plans_dir: Path = PLANS, docs: Path = DOCS,
+                     evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)
+                     ) -> dict[str, Any]:
+    """`results` (run_learned's) with every run's saved plan and starting grid measured again on `evaluation`
+    noises (problems, networks) and ComfyUI's best read again from `docs`; nothing is learned. Every row must be
+    one of RUNS and have its plan in `plans_dir`."""
+    out = {**results, "evaluation_seed": SEED + 1, "evaluation_samples": evaluation[0], "cases": {}}
+    for name, case in results["cases"].items():
+        runner = evaluation_runner(name, *evaluation)
+        rows = {}
+        for key, row in case["candidates"].items():
+            run = next((r for r in RUNS if r.case == name and r.row == key), None)
+            if run is None:
+                raise KeyError(f"{name}: {key!r} is not one of RUNS")
+            learned = load_learned(plans_dir / f"{plan_file(name, key)}.safetensors")
+            start = torch.tensor(start_row(run, docs)["sigmas"], dtype=DTYPE)
+            plain, learnt = _evaluate(runner, learned, start, row["options"])
+            rows[key] = {**row, "calibrated_rmse": plain[0], "calibrated_median": plain[1],
+                         "learned_rmse": learnt[0], "learned_median": learnt[1]}
+        out["cases"][name] = {**case, "evaluation_samples": runner.x0.shape[0], "candidates": rows,
+                              "comfyui": comfyui_best(name, docs)}
+    return out
 
 
 def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
@@ -295,12 +334,13 @@ def report(results: Mapping[str, Any]) -> str:
            "docs/comparison.md (demo networks: docs/comparison_networks.md), whose rules decide which runs count; "
            "every grid here ends no higher than the case's 20-interval grid. The same plans on our side of the "
            "comparison run, side by side with ComfyUI's samplers: docs/comparison_lownfe.md. Regenerate: "
-           "`python -m samplers.bench.learned`.", "",
-           "The evaluation noises here are few (see the table) and these RMSEs are held by rare trajectories that "
-           "pass near a boundary between components, on both sides: the ratios in the last column move with the "
-           "noise sample, by several times on the VE problems without CFG. The verdict against ComfyUI is "
-           "docs/comparison_lownfe.md (4096 noises; demo networks: docs/comparison_lownfe_networks.md, 128), with "
-           "bootstrap intervals.", ""]
+           "`python -m samplers.bench.learned` (`--evaluate-only` measures the saved plans again, learning nothing).",
+           "",
+           "These RMSEs are held by rare trajectories that pass near a boundary between components, on both sides, "
+           "so they move with the noise sample (by several times on the VE problems without CFG between 128 and 4096 "
+           "noises). The evaluation noises are those of the comparison runs (see the table), whose bootstrap "
+           "intervals give the verdict against ComfyUI: docs/comparison_lownfe.md and "
+           "docs/comparison_lownfe_networks.md.", ""]
     body = []
     for name, case in results["cases"].items():
         theirs = case["comfyui"]
@@ -341,9 +381,9 @@ USAGE = [
     "error over all noises (`objective=\"rmse\"`, held by the few worst trajectories) or, in the runs marked 'mean "
     "objective', the mean of the per-noise RMS errors (`objective=\"mean\"`, the typical sample).", "",
     "With 512 calibration noises (as for the calibrated grids) the corrections fit the few trajectories that "
-    "dominate the RMSE and did not carry over (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 8.3e-3 -> 1.2e-2 on the "
+    "dominate the RMSE and did not carry over (ve_mixture_cfg7.5/karras, DPM-Solver++ PC: 8.3e-3 -> 1.2e-2 on 128 "
     "evaluation noises); hence 4096 (8192 on flow_mixture/simple, grid learned: 8.1e-4 -> 7.2e-4 held out). The demo "
-    "eps network learns on 1024 (256: 8.9e-3 held out, 1024: 8.0e-3).", "",
+    "eps network learns on 1024 (256: 8.9e-3 held out, 1024: 8.0e-3, on 32 noises).", "",
     "## Use", "",
     "```python",
     "from samplers.learned import learn_plan, load_learned, save_learned",
@@ -375,15 +415,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DOCS / "learned", help="output stem (.md and .json)")
     parser.add_argument("--update", action="store_true",
                         help="keep the other cases of an existing OUT.json (run only --problems)")
+    parser.add_argument("--evaluation-samples", type=int, default=EVALUATION_SAMPLES,
+                        help=f"evaluation noises per benchmark problem (default {EVALUATION_SAMPLES})")
+    parser.add_argument("--network-evaluation-samples", type=int, default=NETWORK_EVALUATION_SAMPLES,
+                        help=f"evaluation noises per demo-network case (default {NETWORK_EVALUATION_SAMPLES})")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="learn nothing: measure the plans of OUT.json (saved in --plans) again, on the evaluation "
+                             "noises, and read ComfyUI's best again")
     args = parser.parse_args(argv)
+    evaluation = (args.evaluation_samples, args.network_evaluation_samples)
+    if min(evaluation) < 1:
+        parser.error(f"--evaluation-samples and --network-evaluation-samples must be >= 1, got {evaluation}")
     wanted = None if args.problems is None else [c for c in args.problems.split(",") if c]
     unknown = sorted(set(wanted or ()) - {r.case for r in RUNS})
     if unknown:
         parser.error(f"--problems: unknown case(s) {unknown}; known: {sorted({r.case for r in RUNS})}")
     torch.set_num_threads(1)
-    args.plans.mkdir(parents=True, exist_ok=True)
-    results = run_learned([r for r in RUNS if wanted is None or r.case in wanted], args.samples, args.steps, args.plans)
     old = args.out.with_suffix(".json")
+    if args.evaluate_only:
+        if not old.is_file():
+            parser.error(f"--evaluate-only: no results to measure again ({old} does not exist)")
+        results = json.loads(old.read_text())
+        cases = {n: c for n, c in results["cases"].items() if wanted is None or n in wanted}
+        fresh = evaluate_learned({**results, "cases": cases}, args.plans, evaluation=evaluation)
+        results = {**fresh, "cases": {n: fresh["cases"].get(n, c) for n, c in results["cases"].items()}}
+        old.write_text(json.dumps(results, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(report(results) + "\n")
+        print(report(results))
+        return
+    args.plans.mkdir(parents=True, exist_ok=True)
+    results = run_learned([r for r in RUNS if wanted is None or r.case in wanted], args.samples, args.steps, args.plans,
+                          evaluation=evaluation)
     if args.update and old.is_file():
         kept = json.loads(old.read_text())["cases"]
         results["cases"] = {name: results["cases"].get(name, kept.get(name))
