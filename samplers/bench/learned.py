@@ -111,9 +111,9 @@ consistent 9.83). The objective="mean" runs repeat the analytic ones fitted to t
 noises (docs/comparison_lownfe.md) the median error falls 3.2x (VE Karras), 2.2x (CFG 7.5), 2.5x (flow mixture) and the
 RMSE rises (VE Karras 4.68e-3, the default plan learned on 4096 noises, -> 7.16e-3; CFG 2.71e-3 -> 2.77e-3). On the
 demo networks (256 noises; 128 held out) the median error falls 4.01e-3 -> 3.46e-3 with the eps network (RMSE
-6.34e-3 -> 8.26e-3) and 9.03e-4 -> 6.34e-4 with the flow network, whose RMSE falls too (1.74e-3 -> 1.41e-3). The VE cases without CFG learn on 16384 noises
-instead of 4096: held out on 4096, RMSE 4.68e-3 -> 4.20e-3 (Karras) and 4.60e-3 -> 4.27e-3 (exponential), calibration
-objective 3.89e-3 and 3.59e-3 (11 min per run)."""
+6.34e-3 -> 8.26e-3) and 9.03e-4 -> 6.34e-4 with the flow network, whose RMSE falls too (1.74e-3 -> 1.41e-3). The VE
+cases without CFG learn on 16384 noises instead of 4096: held out on 4096, RMSE 4.68e-3 -> 4.20e-3 (Karras) and
+4.60e-3 -> 4.27e-3 (exponential), calibration objective 3.89e-3 and 3.59e-3 (11 min per run)."""
 
 
 def _case(name: str, network_samples: int = NETWORK_EVALUATION_SAMPLES) -> Case:
