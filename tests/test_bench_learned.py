@@ -280,3 +280,6 @@ def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: py
     with pytest.raises(SystemExit):
         bench.main(["--evaluate-only", "--out", str(tmp_path / "missing")])
     assert "no results to measure again" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--evaluate-only", "--network-evaluation-samples", "0", "--out", str(out)])
+    assert "must be >= 1, got (4096, 0)" in capsys.readouterr().err
