@@ -40,9 +40,9 @@ FORMAT_VERSION = 1
 LEARN_STEPS = 600
 LEARN_RATE = 2e-2
 RUN_ONLY = frozenset({"seed", "noise_sampler"})
+"""Options a learned plan does not record (hosts set the seed per run; deterministic plans draw no noise)."""
 OBJECTIVES = ("rmse", "mean")
 """What learn_plan minimises: the RMS error over all noises, or the mean of the per-noise RMS errors."""
-"""Options a learned plan does not record (hosts set the seed per run; deterministic plans draw no noise)."""
 GRID_RTOL = 1e-5
 """Relative tolerance between the grid a learned plan is used on and the grid it was learned on (hosts may
 pass float32 sigmas)."""

@@ -32,26 +32,28 @@ QUICK_LADDER = (0.5, 0.1, 0.05, 0.01, 0.001)
 ATOL_PER_RTOL = 0.0078 / 0.05
 
 
+def _squared(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """(out - ref)^2 in float64, one row per sample."""
+    return ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
+
+
 def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
     """(RMSE over everything, median over samples of each sample's RMS error); inf when not finite."""
-    sq = ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
+    sq = _squared(out, ref)
     rmse, median = float(sq.mean().sqrt()), float(sq.mean(1).sqrt().median())
     return (rmse, median) if math.isfinite(rmse) else (math.inf, math.inf)
 
 
-def sample_errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, ...]:
-    """Each sample's RMS error over its elements (the values whose median is `errors`' median; paired across
-    samplers run from the same noises, they give the comparison's bootstrap intervals)."""
-    return tuple(((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1).mean(1).sqrt().tolist())
-
-
 def measured(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, tuple[float, ...], str | None]:
-    """(RMSE, median, per-sample errors, failure): `errors` and `sample_errors`, or (inf, inf, (), "non-finite
-    output") where the output is not finite."""
-    rmse, median = errors(out, ref)
+    """(RMSE, median, per-sample errors, failure) as `errors` computes them, the per-sample errors being each
+    sample's RMS error (paired across samplers run from the same noises, they give the comparison's bootstrap
+    intervals); (inf, inf, (), "non-finite output") where the output is not finite."""
+    sq = _squared(out, ref)
+    rmse = float(sq.mean().sqrt())
     if not math.isfinite(rmse):
         return math.inf, math.inf, (), "non-finite output"
-    return rmse, median, sample_errors(out, ref), None
+    per_sample = sq.mean(1).sqrt()
+    return rmse, float(per_sample.median()), tuple(per_sample.tolist()), None
 
 
 def is_adaptive(entry: SamplerEntry) -> bool:
