@@ -80,7 +80,7 @@ class Measurement:
     """Adaptive samplers: the tolerance of the run (n_steps then counts accepted steps)."""
     rejected: int | None = None
     sample_errors: tuple[float, ...] = field(default=(), repr=False)
-    """Each sample's RMS error (`sample_errors`; empty on failure); not part of as_dict."""
+    """Each sample's RMS error (from `measured`; empty on failure); not part of as_dict."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n_steps": self.n_steps, "nfe": self.nfe, "rmse": _json_float(self.rmse),
