@@ -307,7 +307,7 @@ class ComfyCaseRunner:
             out = self.call(sampler, sigmas, options, model)
             ref = target if stop is None else _state_at(self.runner, stop)
             rmse, median, per_sample, error = measured(out, ref)
-            grid_rmse = errors(out, target)[0]
+            grid_rmse = rmse if stop is None else errors(out, target)[0]
         except Exception as exc:  # a failing sampler is reported, not fatal to the comparison
             rmse = median = grid_rmse = math.inf
             per_sample, error = (), f"{type(exc).__name__}: {exc}"
