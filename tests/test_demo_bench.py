@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from samplers import SAMPLERS
+from samplers.bench.cases import all_cases
 from samplers.bench.cli import _network_cases, main, parser
 from samplers.bench.measure import CaseRunner
-from samplers.bench.networks import run_distribution, select_network_cases
+from samplers.bench.networks import NETWORK_PROBLEMS, is_network, network_cases, run_distribution, select_network_cases
 
 
 def test_network_cases_in_the_benchmark(tmp_path: Path) -> None:
@@ -47,6 +48,14 @@ def test_network_samples_option_sets_the_noises_per_network_case() -> None:
     assert CaseRunner(case, 128).x0.shape[0] == 5 and CaseRunner(case, 3).x0.shape[0] == 3
     with pytest.raises(ValueError, match="samples"):
         select_network_cases(None, samples=0)
+
+
+def test_is_network_tells_network_cases_by_name_and_by_object() -> None:
+    networks, analytic = network_cases(1), all_cases()
+    assert {c.problem.name for c in networks} == set(NETWORK_PROBLEMS)
+    assert all(is_network(c) and is_network(c.name) for c in networks)
+    assert analytic and not any(is_network(c) or is_network(c.name) for c in analytic)
+    assert not is_network("digits") and not is_network("digits_epsilon/karras")
 
 
 def test_distribution_section_small() -> None:

@@ -26,6 +26,7 @@ from ..calibrate import CalibratedGrid, calibrate_grid, intervals_for_nfe, save_
 from ..registry import SAMPLERS
 from .cases import Case, select_cases
 from .measure import DTYPE, CaseRunner, References, errors
+from .networks import NetworkReferences, adopt_network_runners, is_network, select_network_cases
 from .problems import SEED
 from .report import table
 
@@ -93,11 +94,10 @@ def base_case_name(name: str) -> str:
 
 def calibration_noise(case: Case, n: int) -> torch.Tensor:
     """n initial noises of the case from CALIBRATION_SEED (disjoint from the evaluation noises of seed SEED + 1)."""
-    demo = getattr(case.problem, "demo", None)
-    if demo is not None:
+    if is_network(case):
         from dpmsolver_demo.sampling import initial_noise
 
-        return initial_noise(demo, n, CALIBRATION_SEED, DTYPE)
+        return initial_noise(case.problem.demo, n, CALIBRATION_SEED, DTYPE)
     if case.problem.data is None:
         raise ValueError(f"case {case.name} has no data mixture to draw noises from")
     g = torch.Generator().manual_seed(CALIBRATION_SEED)
@@ -106,9 +106,7 @@ def calibration_noise(case: Case, n: int) -> torch.Tensor:
 
 def calibration_references(case: Case, x: torch.Tensor) -> Any:
     """The exact references of noises `x` on the case (the network's chained solve for the demo networks)."""
-    if getattr(case.problem, "demo", None) is not None:
-        from .networks import NetworkReferences
-
+    if is_network(case):
         return NetworkReferences(case, x)  # type: ignore[arg-type]
     return References(case, x)
 
@@ -140,12 +138,10 @@ def run_calibrated(cases: Sequence[Case], nfes: Sequence[int] = NFES,
     """{case: {nfe: {candidate key: {label, n_steps, nfe, standard, calibrated, ..., sigmas}}}}."""
     results: dict[str, Any] = {}
     for case in cases:
-        network = getattr(case.problem, "demo", None) is not None
+        network = is_network(case)
         count = min(samples, NETWORK_CALIBRATION_SAMPLES) if network else samples
         runner = CaseRunner(case, EVALUATION_SAMPLES)
         if network:
-            from .networks import adopt_network_runners
-
             adopt_network_runners([runner])
         calibration = calibration_noise(case, count)
         references = calibration_references(case, calibration)
@@ -263,8 +259,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     patterns = [p for p in args.problems.split(",") if p]
     extra: list[Case] = []
     if args.networks:
-        from .networks import select_network_cases
-
         extra = list(select_network_cases(patterns or None))
     cases = select_cases(patterns, extra)
     if not args.no_long_flow:

@@ -21,7 +21,8 @@ from .comparison import comparison_markdown
 from .distribution import run_distribution
 from .machine import machine_info
 from .measure import QUICK_LADDER, RTOL_LADDER, CaseRunner, is_adaptive
-from .networks import NETWORK_SAMPLES, NetworkCase
+from .networks import NETWORK_SAMPLES, adopt_network_runners, is_network, select_network_cases
+from .networks import run_distribution as run_network_distribution
 from .noisecost import measure_noise_cost
 from .overhead import measure_overhead
 from .report import render
@@ -111,8 +112,6 @@ def _network_cases(args: argparse.Namespace) -> list[Any]:
     """The demo-network cases matching --problems when --networks is given (loads the networks), else []."""
     if not args.networks:
         return []
-    from .networks import select_network_cases
-
     return select_network_cases(args.problems, args.network_samples)
 
 
@@ -154,13 +153,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runtime_s": {},
     }
     rtols = QUICK_LADDER if args.quick else RTOL_LADDER
-    runners = [CaseRunner(c, args.network_samples if isinstance(c, NetworkCase) else cfg["samples"], rtols)
+    runners = [CaseRunner(c, args.network_samples if is_network(c) else cfg["samples"], rtols)
                for c in cases]
     for r in runners:
         res["cases"][r.case.name]["samples"] = int(r.x0.shape[0])
     if args.networks:
-        from .networks import adopt_network_runners
-
         adopt_network_runners(runners)
     with single_thread():
         if "accuracy" not in args.skip:
@@ -203,8 +200,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["runtime_s"]["noise"] = time.perf_counter() - t
     res["reference_ode_solves"] = {r.case.name: r.refs.ode_solves for r in runners}
     if args.networks and "network_distribution" not in args.skip:
-        from .networks import run_distribution as run_network_distribution
-
         t = time.perf_counter()
         _log("network_distribution: demo networks, stochastic samplers, Frechet distance to the data set")
         with single_thread():

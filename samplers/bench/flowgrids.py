@@ -38,6 +38,7 @@ from .calibrated import (
 from .cases import Case, all_cases
 from .comparison import Candidate, equal_nfe_table, summary_table
 from .measure import DTYPE, CaseRunner, errors
+from .networks import adopt_network_runners, is_network, network_cases
 from .report import fmt_err, table
 
 LONG_STEPS = 20
@@ -197,7 +198,7 @@ def calibrated_study(case: Case, runner: CaseRunner, nfe: int = 10, pairs: Seque
                      max_evals: int = 400) -> list[dict[str, Any]]:
     """Grids calibrated (calibrate_grid, from the log-sigma grid, ends kept, no final denoise) on noises of
     CALIBRATION_SEED and evaluated on the runner's noises."""
-    network = getattr(case.problem, "demo", None) is not None
+    network = is_network(case)
     count = NETWORK_CALIBRATION_SAMPLES if network else CALIBRATION_SAMPLES
     noise = calibration_noise(case, count)
     refs = calibration_references(case, noise)
@@ -299,7 +300,7 @@ def comparison_section(bench: dict[str, Any]) -> list[str]:
         return []
     cases = ", ".join(cmp["cases"])
     command = COMPARISON_COMMAND
-    if any(name.startswith("digits_") for name in cmp["cases"]):  # the demo networks (samplers/bench/networks.py)
+    if any(is_network(name) for name in cmp["cases"]):
         command = command.replace("--problems 'flow_mixture/*'", "--networks --problems 'digits_flow/*'").replace(
             "noise", "noise,network_distribution")
     return [f"## ComfyUI comparison with these candidates: {cases}", "",
@@ -346,9 +347,7 @@ def run(cases: Sequence[Case], calibrate: bool = True) -> dict[str, Any]:
         if not _is_flow(case):
             continue
         runner = CaseRunner(case, EVALUATION_SAMPLES)
-        if getattr(case.problem, "demo", None) is not None:
-            from .networks import adopt_network_runners
-
+        if is_network(case):
             adopt_network_runners([runner])  # the network's own reference, as _references gives the calibration
         res["cases"][case.name] = {"data_std": runner.data_std, "ode_end": ode_end(case),
                                    "study": grid_form_study(case, runner),
@@ -373,8 +372,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         cases: list[Case] = list(all_cases())
         if args.networks:
-            from .networks import network_cases
-
             cases += network_cases()
         res = run(cases, calibrate=not args.no_calibrate)
     if args.comparison or not args.render:

@@ -24,7 +24,7 @@ from .calibrated import CALIBRATION_SEED, calibration_noise, calibration_referen
 from .cases import Case, select_cases
 from .comparison import Candidate
 from .measure import DTYPE, CaseRunner, errors
-from .networks import NetworkProblem, adopt_network_runners
+from .networks import adopt_network_runners, is_network, select_network_cases
 from .problems import SEED
 from .report import table
 
@@ -118,9 +118,7 @@ cases without CFG learn on 16384 noises instead of 4096: held out on 4096, RMSE 
 
 def _case(name: str, network_samples: int = NETWORK_EVALUATION_SAMPLES) -> Case:
     """The case `name`; a network case with at most `network_samples` initial noises."""
-    if name.startswith("digits_"):
-        from .networks import select_network_cases
-
+    if is_network(name):
         return select_network_cases([name], network_samples)[0]
     return select_cases([name])[0]
 
@@ -128,7 +126,7 @@ def _case(name: str, network_samples: int = NETWORK_EVALUATION_SAMPLES) -> Case:
 def evaluation_runner(name: str, samples: int = EVALUATION_SAMPLES,
                       network_samples: int = NETWORK_EVALUATION_SAMPLES) -> CaseRunner:
     """The runner of case `name` on its first `samples` evaluation noises (networks: `network_samples`)."""
-    network = name.startswith("digits_")
+    network = is_network(name)
     runner = CaseRunner(_case(name, network_samples), network_samples if network else samples)
     if network:
         adopt_network_runners([runner])
@@ -179,7 +177,7 @@ def _ends(grid: Sequence[float]) -> tuple[float, float, float]:
 def comfyui_best(case_name: str, docs: Path = DOCS) -> dict[str, Any] | None:
     """ComfyUI's most accurate sampler at 20 calls on the case (summary of docs/comparison.json, or of
     docs/comparison_networks.json for the demo networks), if recorded."""
-    path = docs / ("comparison_networks.json" if case_name.startswith("digits_") else "comparison.json")
+    path = docs / ("comparison_networks.json" if is_network(case_name) else "comparison.json")
     if not path.is_file():
         return None
     cases = json.loads(path.read_text()).get("comparison", {}).get("cases", {})
@@ -207,7 +205,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
     for name in dict.fromkeys(r.case for r in runs):
         runner = evaluation_runner(name, *evaluation)
         case = runner.case
-        network = isinstance(case.problem, NetworkProblem)
+        network = is_network(case)
         default = NETWORK_LEARN_SAMPLES if network else LEARN_SAMPLES
         per_key: dict[str, Any] = {}
         noises: dict[int, tuple[torch.Tensor, Any]] = {}  # the case's calibration noises and references, by count

@@ -37,6 +37,8 @@ from .measure import DTYPE, CaseRunner
 from .problems import SEED, Problem
 from .report import table
 
+NETWORK_PROBLEMS = ("digits_eps", "digits_flow")
+"""The demo networks' problem names: a network case's name is one of them, a slash and its grid."""
 NETWORK_SAMPLES = 32
 REFERENCE_H = 0.02
 DIST_SAMPLES = 512
@@ -74,6 +76,14 @@ class NetworkCase(Case):
         return self.std
 
 
+def is_network(case: Case | str) -> bool:
+    """Whether a case, or the case of that name, is on a demo network (the one test every module uses; a name is
+    enough before the networks load)."""
+    if isinstance(case, str):
+        return case.split("/", 1)[0] in NETWORK_PROBLEMS
+    return isinstance(case, NetworkCase)
+
+
 class NetworkReferences:
     """The `References` interface (target, ode_solves) backed by the chained fine singlestep solve."""
 
@@ -94,7 +104,7 @@ def adopt_network_runners(runners: Sequence[CaseRunner]) -> None:
     """Give the runners of network cases the network reference (the analytic one calls scipy's DOP853, which the
     discrete-timestep wrapper's piecewise-linear timestep interpolation slows to ~10^4 model calls)."""
     for runner in runners:
-        if isinstance(runner.case, NetworkCase):
+        if is_network(runner.case):
             runner.refs = NetworkReferences(runner.case, runner.x0)  # type: ignore[assignment]
 
 
@@ -109,14 +119,15 @@ def network_cases(samples: int = NETWORK_SAMPLES) -> list[NetworkCase]:
 
     eps, flow = load_model("digits_eps"), load_model("digits_flow")
     lo, hi = eps.sigma_min, eps.sigma_max
-    p_eps = NetworkProblem("digits_eps", "ve", eps, hi, lo, 64, demo=eps, samples=samples)
-    p_flow = NetworkProblem("digits_flow", "flow", flow, 1.0, flow.sigma_min, 64, shift=FLOW_SHIFT, demo=flow,
+    eps_name, flow_name = NETWORK_PROBLEMS
+    p_eps = NetworkProblem(eps_name, "ve", eps, hi, lo, 64, demo=eps, samples=samples)
+    p_flow = NetworkProblem(flow_name, "flow", flow, 1.0, flow.sigma_min, 64, shift=FLOW_SHIFT, demo=flow,
                             samples=samples)
     return [
-        NetworkCase("digits_eps/karras", p_eps, "karras", lambda n: grids.karras(n, lo, hi), "ve", std=DATA_STD),
-        NetworkCase("digits_eps/exponential", p_eps, "exponential", lambda n: grids.exponential(n, lo, hi), "ve",
+        NetworkCase(f"{eps_name}/karras", p_eps, "karras", lambda n: grids.karras(n, lo, hi), "ve", std=DATA_STD),
+        NetworkCase(f"{eps_name}/exponential", p_eps, "exponential", lambda n: grids.exponential(n, lo, hi), "ve",
                     std=DATA_STD),
-        NetworkCase("digits_flow/simple", p_flow, "flow_simple", lambda n: grids.flow_simple(n, shift=FLOW_SHIFT),
+        NetworkCase(f"{flow_name}/simple", p_flow, "flow_simple", lambda n: grids.flow_simple(n, shift=FLOW_SHIFT),
                     "flow", std=DATA_STD),
     ]
 
