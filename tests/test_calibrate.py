@@ -205,20 +205,81 @@ def test_a_grid_nothing_improves_is_returned_unchanged() -> None:
     assert math.isfinite(result.objective_before)
 
 
-def test_calibrated_benchmark_runs_and_reports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def calibrated_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], Path]:
+    """samplers.bench.calibrated on one case and candidate: 16 calibration noises, 16 evaluation noises."""
     from samplers.bench import calibrated as bench
     from samplers.bench.cases import select_cases
 
-    monkeypatch.setattr(bench, "EVALUATION_SAMPLES", 16)
+    folder = tmp_path_factory.mktemp("calibrated")
     case = select_cases(["ve_mixture/karras"])[0]
     results = bench.run_calibrated([case], [5], [bench.Candidate("dpm_solver_2m")], samples=16, max_evals=30,
-                                   grids_dir=tmp_path)
-    row = results["cases"]["ve_mixture/karras"]["nfes"]["5"]["dpm_solver_2m"]
+                                   grids_dir=folder, evaluation=(16, 4))
+    return results, folder
+
+
+def test_calibrated_benchmark_runs_and_reports(calibrated_bench: tuple[dict[str, object], Path]) -> None:
+    from samplers.bench import calibrated as bench
+
+    results, folder = calibrated_bench
+    case = results["cases"]["ve_mixture/karras"]
+    row = case["nfes"]["5"]["dpm_solver_2m"]
+    assert case["evaluation_samples"] == 16 and case["calibration_samples"] == 16
     assert row["nfe"] == 5 and row["calibration_after"] < row["calibration_before"]
     assert math.isfinite(row["standard_rmse"]) and math.isfinite(row["calibrated_rmse"])
-    assert load_grid(tmp_path / "ve_mixture_karras_dpm_solver_2m_5.safetensors", "dpm_solver_2m", 5).nfe == 5
+    assert load_grid(folder / "ve_mixture_karras_dpm_solver_2m_5.safetensors", "dpm_solver_2m", 5).nfe == 5
     text = bench.report(results)
     assert "## ve_mixture/karras at NFE 5" in text and "DPM-Solver 2M" in text
+    assert "`python -m samplers.bench.calibrated` (`--evaluate-only`" in text
+    command = "python -m samplers.bench.calibrated --networks"
+    assert f"`{command}`" in bench.report({**results, "command": command})
+
+
+def test_evaluate_only_measures_the_saved_grids_again(calibrated_bench: tuple[dict[str, object], Path]) -> None:
+    from samplers.bench import calibrated as bench
+
+    results, _ = calibrated_bench
+    row = results["cases"]["ve_mixture/karras"]["nfes"]["5"]["dpm_solver_2m"]
+    same = bench.evaluate_calibrated(results, (16, 4))["cases"]["ve_mixture/karras"]
+    for field in ("standard_rmse", "standard_median", "calibrated_rmse", "calibrated_median"):
+        assert same["nfes"]["5"]["dpm_solver_2m"][field] == pytest.approx(row[field], rel=1e-12), field
+    other = bench.evaluate_calibrated(results, (40, 4))
+    case = other["cases"]["ve_mixture/karras"]
+    new = case["nfes"]["5"]["dpm_solver_2m"]
+    assert other["evaluation_samples"] == case["evaluation_samples"] == 40
+    assert {k: new[k] for k in ("calibration_before", "calibration_after", "sigmas", "evaluations")} == {
+        k: row[k] for k in ("calibration_before", "calibration_after", "sigmas", "evaluations")}
+    runner = bench.evaluation_runner(bench.case_named("ve_mixture/karras"), (40, 4))
+    assert runner.x0.shape[0] == 40
+    sigmas = torch.tensor(row["sigmas"], dtype=torch.float64)
+    with torch.no_grad():
+        out = SAMPLERS["dpm_solver_2m"](runner.case.problem.model, runner.x0.clone(), sigmas, disable=True,
+                                        schedule="ve")
+    direct = float(((out - runner.refs.target(sigmas)) ** 2).mean().sqrt())
+    assert new["calibrated_rmse"] == pytest.approx(direct, rel=1e-12)
+    assert new["calibrated_rmse"] != pytest.approx(row["calibrated_rmse"], rel=1e-6)  # other noises
+
+
+def test_case_named_finds_benchmark_long_flow_and_network_cases() -> None:
+    from samplers.bench.calibrated import case_named
+
+    assert case_named("ve_mixture/karras").name == "ve_mixture/karras"
+    long = case_named("flow_mixture/simple@20")
+    assert long.name == "flow_mixture/simple@20" and long.grid(10).tolist()[-2] == case_named(
+        "flow_mixture/simple").grid(20).tolist()[-2]
+    assert case_named("digits_eps/karras", 7).problem.samples == 7
+    for bad in ("nope/karras", "ve_mixture/karras@x", "ve_mixture/karras@20", "ve_mixture"):
+        with pytest.raises(KeyError, match="no benchmark case named"):
+            case_named(bad)
+
+
+def test_evaluate_only_cli_refuses_missing_results_and_bad_counts(tmp_path: Path) -> None:
+    from samplers.bench.calibrated import main
+
+    with pytest.raises(SystemExit):
+        main(["--evaluate-only", "--out", str(tmp_path / "absent")])
+    with pytest.raises(SystemExit):
+        main(["--evaluate-only", "--evaluation-samples", "0", "--out", str(tmp_path / "absent")])
 
 
 def test_long_flow_grids_end_where_the_twenty_step_grid_ends() -> None:

@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 import json
 import math
+import shlex
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,16 +26,20 @@ import torch
 from .. import grids
 from ..calibrate import CalibratedGrid, calibrate_grid, intervals_for_nfe, save_grid
 from ..registry import SAMPLERS
-from .cases import Case, select_cases
+from .cases import Case, all_cases, select_cases
 from .measure import DTYPE, CaseRunner, References, errors
-from .networks import NetworkReferences, adopt_network_runners, is_network, select_network_cases
+from .networks import NetworkReferences, adopt_network_runners, is_network, network_cases, select_network_cases
 from .problems import SEED
 from .report import table
 
 CALIBRATION_SEED = SEED + 1000
 CALIBRATION_SAMPLES = 512
 NETWORK_CALIBRATION_SAMPLES = 32
-EVALUATION_SAMPLES = 128
+EVALUATION_SAMPLES = 4096
+"""Evaluation noises of the analytic cases: those of the comparison runs (docs/comparison_lownfe.md); on 128 the
+RMSE of these mixtures moved by several times with the noise sample."""
+NETWORK_EVALUATION_SAMPLES = 128
+"""Evaluation noises of the demo-network cases (docs/comparison_lownfe_networks.md's)."""
 NFES = (10,)
 MAX_EVALS = 400
 LONG_FLOW_STEPS = 20
@@ -132,17 +138,50 @@ def calibrate_case(case: Case, nfe: int, candidate: Candidate, calibration: torc
                           info=info)
 
 
+def evaluation_runner(case: Case, evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)
+                      ) -> CaseRunner:
+    """The runner of the case on its first evaluation noises: evaluation[0] for the analytic cases, evaluation[1] for
+    the demo networks (the case's own cap still applies), with the network's reference there."""
+    network = is_network(case)
+    runner = CaseRunner(case, evaluation[1] if network else evaluation[0])
+    if network:
+        adopt_network_runners([runner])
+    return runner
+
+
+def case_named(name: str, network_samples: int = NETWORK_EVALUATION_SAMPLES) -> Case:
+    """The case of a results key: a benchmark or demo-network case (at most `network_samples` noises), or the
+    long_flow_case of a flow one ('name@steps')."""
+    base = base_case_name(name)
+    pool = network_cases(network_samples) if is_network(base) else all_cases()
+    case = next((c for c in pool if c.name == base), None)
+    if case is not None and name != base:
+        steps = name.split("@", 1)[1]
+        case = long_flow_case(case, int(steps)) if steps.isdigit() and case.schedule == "flow" else None
+    if case is None:
+        raise KeyError(f"no benchmark case named {name!r}")
+    return case
+
+
+def measured_row(runner: CaseRunner, candidate: Candidate, n_steps: int, sigmas: torch.Tensor) -> dict[str, float]:
+    """The candidate's RMSE and median per-sample error on the case's standard n_steps-interval grid and on the
+    calibrated `sigmas`, over the runner's noises."""
+    standard = _errors(runner, candidate, runner.case.grid(n_steps))
+    calibrated = _errors(runner, candidate, sigmas)
+    return {"standard_rmse": standard[0], "standard_median": standard[1],
+            "calibrated_rmse": calibrated[0], "calibrated_median": calibrated[1]}
+
+
 def run_calibrated(cases: Sequence[Case], nfes: Sequence[int] = NFES,
                    candidates: Sequence[Candidate] = CANDIDATES, samples: int = CALIBRATION_SAMPLES,
-                   max_evals: int = MAX_EVALS, grids_dir: Path | None = None) -> dict[str, Any]:
-    """{case: {nfe: {candidate key: {label, n_steps, nfe, standard, calibrated, ..., sigmas}}}}."""
+                   max_evals: int = MAX_EVALS, grids_dir: Path | None = None,
+                   evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)) -> dict[str, Any]:
+    """{case: {nfe: {candidate key: {label, n_steps, nfe, standard, calibrated, ..., sigmas}}}}, evaluated on
+    `evaluation` noises (analytic cases, demo networks)."""
     results: dict[str, Any] = {}
     for case in cases:
-        network = is_network(case)
-        count = min(samples, NETWORK_CALIBRATION_SAMPLES) if network else samples
-        runner = CaseRunner(case, EVALUATION_SAMPLES)
-        if network:
-            adopt_network_runners([runner])
+        count = min(samples, NETWORK_CALIBRATION_SAMPLES) if is_network(case) else samples
+        runner = evaluation_runner(case, evaluation)
         calibration = calibration_noise(case, count)
         references = calibration_references(case, calibration)
         per_nfe: dict[str, Any] = {}
@@ -152,14 +191,11 @@ def run_calibrated(cases: Sequence[Case], nfes: Sequence[int] = NFES,
                 t0 = time.perf_counter()
                 grid = calibrate_case(case, nfe, candidate, calibration, references, max_evals)
                 n = len(grid.sigmas) - 1
-                standard = _errors(runner, candidate, case.grid(n))
-                calibrated = _errors(runner, candidate, grid.sigmas)
                 rows[candidate.key] = {
                     "label": candidate.label, "sampler": candidate.sampler, "options": dict(candidate.options),
                     "n_steps": n, "nfe": SAMPLERS[candidate.sampler].count_model_calls(
                         grid.sigmas, schedule=case.schedule, **candidate.options),
-                    "standard_rmse": standard[0], "standard_median": standard[1],
-                    "calibrated_rmse": calibrated[0], "calibrated_median": calibrated[1],
+                    **measured_row(runner, candidate, n, grid.sigmas),
                     "calibration_before": grid.objective_before, "calibration_after": grid.objective_after,
                     "evaluations": grid.evaluations, "seconds": time.perf_counter() - t0,
                     "sigmas": grid.sigmas.tolist()}
@@ -169,7 +205,23 @@ def run_calibrated(cases: Sequence[Case], nfes: Sequence[int] = NFES,
         results[case.name] = {"grid": case.grid_name, "schedule": case.schedule, "data_std": runner.data_std,
                               "calibration_samples": count, "evaluation_samples": runner.x0.shape[0], "nfes": per_nfe}
     return {"calibration_seed": CALIBRATION_SEED, "evaluation_seed": SEED + 1,
-            "evaluation_samples": EVALUATION_SAMPLES, "max_evals": max_evals, "cases": results}
+            "evaluation_samples": evaluation[0], "max_evals": max_evals, "cases": results}
+
+
+def evaluate_calibrated(results: Mapping[str, Any],
+                        evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)
+                        ) -> dict[str, Any]:
+    """`results` (run_calibrated's) with every saved grid and its standard grid measured again on `evaluation`
+    noises (analytic cases, demo networks); nothing is calibrated, the calibration record is kept."""
+    out = {**results, "evaluation_seed": SEED + 1, "evaluation_samples": evaluation[0], "cases": {}}
+    for name, case in results["cases"].items():
+        runner = evaluation_runner(case_named(name, evaluation[1]), evaluation)
+        nfes = {nfe: {key: {**row, **measured_row(runner, Candidate(row["sampler"], row["options"]), row["n_steps"],
+                                                  torch.tensor(row["sigmas"], dtype=DTYPE))}
+                      for key, row in rows.items()}
+                for nfe, rows in case["nfes"].items()}
+        out["cases"][name] = {**case, "evaluation_samples": runner.x0.shape[0], "nfes": nfes}
+    return out
 
 
 def _cell(v: float | None, best: bool = False) -> str:
@@ -188,7 +240,8 @@ def report(results: Mapping[str, Any]) -> str:
            f"restart) on noises of seed {results['calibration_seed']} (disjoint), against their exact solution; "
            "the grid's ends are kept. The median per-sample error is shown too: the RMSE of these mixtures is often "
            "one or two trajectories that pass near a boundary between components. Regenerate: "
-           "`python -m samplers.bench.calibrated`.", ""]
+           f"`{results.get('command', COMMAND)}` (`--evaluate-only` added measures the saved grids again, "
+           "calibrating nothing).", ""]
     for name, case in results["cases"].items():
         for nfe, rows in case["nfes"].items():
             finite = [r["calibrated_rmse"] for r in rows.values() if r["calibrated_rmse"] is not None
@@ -209,6 +262,7 @@ def report(results: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+COMMAND = "python -m samplers.bench.calibrated"
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "calibrated.json"
 NETWORK_RESULTS = RESULTS.with_name("calibrated_networks.json")
 
@@ -254,19 +308,36 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"skip the flow grids that end where the {LONG_FLOW_STEPS}-interval grid ends")
     parser.add_argument("--grids", type=Path, default=None, help="folder to save the calibrated grids in")
     parser.add_argument("--out", type=Path, default=Path("docs/calibrated"), help="output stem (.md and .json)")
+    parser.add_argument("--evaluation-samples", type=int, default=EVALUATION_SAMPLES,
+                        help=f"evaluation noises per analytic case (default {EVALUATION_SAMPLES})")
+    parser.add_argument("--network-evaluation-samples", type=int, default=NETWORK_EVALUATION_SAMPLES,
+                        help=f"evaluation noises per demo-network case (default {NETWORK_EVALUATION_SAMPLES})")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="calibrate nothing: measure the grids of OUT.json again on the evaluation noises "
+                             "(all its cases; the selection options do not apply)")
     args = parser.parse_args(argv)
+    evaluation = (args.evaluation_samples, args.network_evaluation_samples)
+    if min(evaluation) < 1:
+        parser.error(f"--evaluation-samples and --network-evaluation-samples must be >= 1, got {evaluation}")
     torch.set_num_threads(1)
-    patterns = [p for p in args.problems.split(",") if p]
-    extra: list[Case] = []
-    if args.networks:
-        extra = list(select_network_cases(patterns or None))
-    cases = select_cases(patterns, extra)
-    if not args.no_long_flow:
-        cases += [long_flow_case(c) for c in cases if c.schedule == "flow"]
-    wanted = [s for s in args.samplers.split(",") if s]
-    candidates = [c for c in CANDIDATES if not wanted or c.sampler in wanted]
-    results = run_calibrated(cases, [int(v) for v in args.nfe.split(",")], candidates, args.samples,
-                             args.max_evals, args.grids)
+    if args.evaluate_only:
+        old = args.out.with_suffix(".json")
+        if not old.is_file():
+            parser.error(f"--evaluate-only: no results to measure again ({old} does not exist)")
+        results = evaluate_calibrated(json.loads(old.read_text()), evaluation)
+    else:
+        patterns = [p for p in args.problems.split(",") if p]
+        extra: list[Case] = []
+        if args.networks:
+            extra = list(select_network_cases(patterns or None, args.network_evaluation_samples))
+        cases = select_cases(patterns, extra)
+        if not args.no_long_flow:
+            cases += [long_flow_case(c) for c in cases if c.schedule == "flow"]
+        wanted = [s for s in args.samplers.split(",") if s]
+        candidates = [c for c in CANDIDATES if not wanted or c.sampler in wanted]
+        results = run_calibrated(cases, [int(v) for v in args.nfe.split(",")], candidates, args.samples,
+                                 args.max_evals, args.grids, evaluation)
+        results["command"] = shlex.join([*COMMAND.split(), *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(_sanitize(results), indent=1) + "\n")
     args.out.with_suffix(".md").write_text(report(results) + "\n")
