@@ -237,6 +237,25 @@ def test_the_committed_plans_and_results_are_those_of_runs() -> None:
         assert row["calibration_samples"] == int(info["calibration_samples"]), stem
 
 
+def test_a_starting_grid_has_the_same_figures_in_the_learned_and_calibrated_results() -> None:
+    """docs/learned.json measures each run's starting grid, docs/calibrated*.json each calibrated grid, both on the
+    comparison's evaluation noises: the same grid on the same problem must give the same figures (the flow runs
+    start from docs/flow_lownfe.json, which measures on fewer noises, and are left out)."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    calibrated = {name: case for source in ("calibrated.json", "calibrated_networks.json")
+                  for name, case in json.loads((docs / source).read_text())["cases"].items()}
+    checked = 0
+    for name, case in json.loads((docs / "learned.json").read_text())["cases"].items():
+        for run in [r for r in RUNS if r.case == name and "@" not in r.key]:
+            start = calibrated[run.start or name]
+            assert start["evaluation_samples"] == case["evaluation_samples"], name
+            grid, row = start["nfes"]["10"][run.key], case["candidates"][run.row]
+            for field in ("calibrated_rmse", "calibrated_median"):
+                assert row[field] == pytest.approx(grid[field], rel=1e-12), (name, run.row, field)
+            checked += 1
+    assert checked == len([r for r in RUNS if "@" not in r.key]) >= 10
+
+
 def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--evaluate-only learns nothing: on the noises a run was measured on it repeats the run's figures, on others it
     measures the saved plan and starting grid there (as a direct run of the sampler does), keeps the other cases and
