@@ -1,6 +1,7 @@
 """Flow low-NFE study (samplers/bench/flowgrids.py): its grids, its comparison candidates, and the measured fact
 the study rests on (the VE form on a log-sigma grid beats the flow form on the flow mixture)."""
 
+import json
 import math
 
 import pytest
@@ -155,3 +156,29 @@ def test_study_rows_and_report():
     assert {r["calls"] for r in rows if r["grid"] == "dpm_fast steps"} == {10, 20}
     text = flowgrids.report({"cases": {case.name: {"data_std": 1.0, "study": rows, "calibrated": []}}})
     assert "dpm_fast@20" in text and "### NFE <= 10" in text and "DPM-Solver++ PC" in text
+
+
+def test_evaluate_runs_the_study_again_and_measures_the_saved_grids(tmp_path):
+    """--evaluate-only's core: on the same noises it repeats a run (study and calibrated rows), on others it equals a
+    direct run of the saved grid and of the log σ grid it started from; it calibrates nothing."""
+    case = _case("flow_mixture/simple")
+    res = flowgrids.run([case], calibrate=False, evaluation=(8, 4))
+    committed = json.loads(flowgrids.RESULTS.read_text())["cases"]["flow_mixture/simple"]["calibrated"][0]
+    res["cases"]["flow_mixture/simple"]["calibrated"] = [{**committed, "start": {}, "calibrated": {}}]
+    again = flowgrids.evaluate(res, (8, 4))["cases"]["flow_mixture/simple"]
+    assert again["evaluation_samples"] == 8 and again["study"] == res["cases"]["flow_mixture/simple"]["study"]
+    other = flowgrids.evaluate(res, (12, 4))["cases"]["flow_mixture/simple"]
+    (row,) = other["calibrated"]
+    runner = CaseRunner(case, 12)
+    sampler, form = committed["sampler"], committed["schedule"]
+    start = flowgrids.log_sigma_grid(len(committed["sigmas"]) - 1, 1.0, flowgrids.ode_end(case), False)
+    for key, sigmas in (("calibrated", torch.tensor(committed["sigmas"], dtype=torch.float64)), ("start", start)):
+        with torch.no_grad():
+            out = SAMPLERS[sampler](case.problem.model, runner.x0.clone(), sigmas, disable=True, schedule=form)
+        direct = float(((out - runner.refs.target(sigmas)) ** 2).mean().sqrt())
+        assert row[key]["rmse"] == pytest.approx(direct, rel=1e-12), key
+    assert row["sigmas"] == committed["sigmas"] and other["evaluation_samples"] == 12
+    with pytest.raises(SystemExit):
+        flowgrids.main(["--evaluate-only", "--out", str(tmp_path / "absent.json")])
+    with pytest.raises(SystemExit):
+        flowgrids.main(["--evaluation-samples", "0", "--out", str(tmp_path / "absent.json")])

@@ -30,15 +30,19 @@ from ..registry import SAMPLERS
 from .calibrated import (
     CALIBRATION_SAMPLES,
     CALIBRATION_SEED,
+    EVALUATION_SAMPLES,
     NETWORK_CALIBRATION_SAMPLES,
+    NETWORK_EVALUATION_SAMPLES,
     calibration_noise,
     calibration_references,
+    case_named,
+    evaluation_runner,
     long_flow_case,
 )
 from .cases import Case, all_cases
 from .comparison import Candidate, equal_nfe_table, summary_table
 from .measure import DTYPE, CaseRunner, errors
-from .networks import adopt_network_runners, is_network, network_cases
+from .networks import is_network, network_cases
 from .report import fmt_err, table
 
 LONG_STEPS = 20
@@ -48,7 +52,6 @@ FORMS = ("ve", "flow")
 STUDY_SAMPLERS = ("dpm_solver_2", "dpm_solver_3", "dpm_solver_2m", "dpm_solver_3m", "dpm_solver_pp_2m",
                   "dpm_solver_pp_3m", "dpm_solver_pp_3s", "dpm_solver_fast", "dpm_solver_pp_pc")
 CALIBRATED = (("dpm_solver_pp_pc", "ve"), ("dpm_solver_pp_pc", "flow"), ("dpm_solver_pp_3m", "ve"))
-EVALUATION_SAMPLES = 128
 _FRACTIONS = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "flow_lownfe.json"
 
@@ -194,6 +197,11 @@ def _with_zero(sigmas: torch.Tensor, final: bool) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)]) if final else sigmas
 
 
+def _start_grid(case: Case, sampler: str, form: str, nfe: int) -> torch.Tensor | None:
+    """The log-sigma grid a calibration starts from: the largest that costs the sampler at most `nfe` calls."""
+    return _largest(sampler, form, lambda n: GRID_FAMILIES["log σ"](case, n, False), nfe)
+
+
 def calibrated_study(case: Case, runner: CaseRunner, nfe: int = 10, pairs: Sequence[tuple[str, str]] = CALIBRATED,
                      max_evals: int = 400) -> list[dict[str, Any]]:
     """Grids calibrated (calibrate_grid, from the log-sigma grid, ends kept, no final denoise) on noises of
@@ -205,7 +213,7 @@ def calibrated_study(case: Case, runner: CaseRunner, nfe: int = 10, pairs: Seque
     targets = runner.refs.target
     rows = []
     for sampler, form in pairs:
-        start = _largest(sampler, form, lambda n: GRID_FAMILIES["log σ"](case, n, False), nfe)
+        start = _start_grid(case, sampler, form, nfe)
         if start is None:
             continue
         calls = SAMPLERS[sampler].count_model_calls(start, schedule=form)
@@ -289,8 +297,9 @@ def findings(case: dict[str, Any]) -> list[str]:
     return lines
 
 
-COMPARISON_COMMAND = ("COMFYUI_PATH=/tmp/ComfyUI python -m samplers.bench --problems 'flow_mixture/*' --skip "
-                      "study,overhead,adaptive,distribution,noise --candidates samplers.bench.flowgrids --json PATH")
+COMPARISON_COMMAND = ("COMFYUI_PATH=/tmp/ComfyUI python -m samplers.bench --problems 'flow_mixture/*' --samples 4096 "
+                      "--skip study,overhead,adaptive,distribution,noise --candidates samplers.bench.flowgrids "
+                      "--json PATH")
 
 
 def comparison_section(bench: dict[str, Any]) -> list[str]:
@@ -301,7 +310,8 @@ def comparison_section(bench: dict[str, Any]) -> list[str]:
     cases = ", ".join(cmp["cases"])
     command = COMPARISON_COMMAND
     if any(is_network(name) for name in cmp["cases"]):
-        command = command.replace("--problems 'flow_mixture/*'", "--networks --problems 'digits_flow/*'").replace(
+        command = command.replace("--problems 'flow_mixture/*' --samples 4096",
+                                  "--networks --problems 'digits_flow/*' --network-samples 128").replace(
             "noise", "noise,network_distribution")
     return [f"## ComfyUI comparison with these candidates: {cases}", "",
             f"`{command}` (ComfyUI {cmp['comfyui']['version']}); see docs/comparison.md for the rules.",
@@ -313,18 +323,22 @@ def report(res: dict[str, Any]) -> str:
     """docs/flow_lownfe.md from the results."""
     out = ["# Flow models at 10 calls: grid or integrator?", "",
            "Regenerate: `python -m samplers.bench.flowgrids --networks [--comparison BENCH.json ...]` (writes "
-           "docs/flow_lownfe.md and .json; `--render` re-renders them only). Every run "
+           "docs/flow_lownfe.md and .json; `--render` re-renders them only, `--evaluate-only` measures the saved "
+           "grids again and runs the study again, calibrating nothing). Every run "
            f"solves the ODE from sigma_max = 1 to the end of the case's {LONG_STEPS}-interval 'simple' grid "
            "(shift(1/20) = 0.136), the runs the ComfyUI comparison counts against dpm_fast at 20 calls. Error: "
            "RMSE / data std against the exact ODE state there (or its denoised value with the final denoise), "
-           f"{EVALUATION_SAMPLES} benchmark noises (networks: 32). Form 've': schedule='ve' (exponential integrator "
-           "in lambda = -log sigma, linear part x / sigma, a valid solver of the flow ODE dx/dsigma = (x - D)/sigma); "
+           "on the benchmark's noises (their number is given per case). Form 've': schedule='ve' (exponential "
+           "integrator in lambda = -log sigma, linear part x / sigma, a valid solver of the flow ODE "
+           "dx/dsigma = (x - D)/sigma); "
            "'flow': schedule='flow' (lambda = log((1 - sigma)/sigma)). Grids: 'log σ' uniform in log sigma; "
            "'simple (t to 1/20)' sigma = shift(t), t uniform from 1 to 1/20; 'dpm_fast steps' the step grid "
            "ComfyUI's dpm_fast uses (dpm_solver_fast on it in VE form is the same method). Cell: the largest grid "
            "whose calls fit the budget; no final denoise unless stated.", ""]
     for name, case in res["cases"].items():
-        out += [f"## {name} (data std {case['data_std']:.4g})", "", "RMSE / data std:", "", *findings(case), ""]
+        counted = case.get("evaluation_samples", "128 (networks 32)")
+        out += [f"## {name} (data std {case['data_std']:.4g}, {counted} evaluation noises)", "", "RMSE / data std:",
+                "", *findings(case), ""]
         for nfe in NFES:
             out += [f"### NFE <= {nfe}", "", _study_table(case["study"], nfe), ""]
         out += ["### DPM-Solver++ PC on the log σ grid: form and final denoise", "",
@@ -340,19 +354,41 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def run(cases: Sequence[Case], calibrate: bool = True) -> dict[str, Any]:
-    """The study (and calibrated grids) on each flow case."""
+def run(cases: Sequence[Case], calibrate: bool = True,
+        evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)) -> dict[str, Any]:
+    """The study (and calibrated grids) on each flow case, on `evaluation` noises (analytic cases, networks)."""
     res: dict[str, Any] = {"cases": {}}
     for case in cases:
         if not _is_flow(case):
             continue
-        runner = CaseRunner(case, EVALUATION_SAMPLES)
-        if is_network(case):
-            adopt_network_runners([runner])  # the network's own reference, as _references gives the calibration
+        runner = evaluation_runner(case, evaluation)
         res["cases"][case.name] = {"data_std": runner.data_std, "ode_end": ode_end(case),
-                                   "study": grid_form_study(case, runner),
+                                   "evaluation_samples": runner.x0.shape[0], "study": grid_form_study(case, runner),
                                    "calibrated": calibrated_study(case, runner) if calibrate else []}
     return res
+
+
+def evaluate(res: dict[str, Any], evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)
+             ) -> dict[str, Any]:
+    """`res` (run's) measured again on `evaluation` noises: the study run again, the saved calibrated grids and
+    their starting grids measured again; nothing is calibrated."""
+    out: dict[str, Any] = {**res, "cases": {}}
+    for name, old in res["cases"].items():
+        case = case_named(name, evaluation[1])
+        runner = evaluation_runner(case, evaluation)
+        targets = runner.refs.target
+        rows = []
+        for row in old["calibrated"]:
+            sampler, form = row["sampler"], row["schedule"]
+            start = _start_grid(case, sampler, form, row["nfe"])
+            if start is None:
+                raise ValueError(f"{name}: no log σ grid of {sampler} ({form}) fits {row['nfe']} calls")
+            rows.append({**row, "start": _error(case, runner, targets, sampler, start, form),
+                         "calibrated": _error(case, runner, targets, sampler, torch.tensor(row["sigmas"], dtype=DTYPE),
+                                              form)})
+        out["cases"][name] = {**old, "evaluation_samples": runner.x0.shape[0], "study": grid_form_study(case, runner),
+                              "calibrated": rows}
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -364,16 +400,30 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "(repeatable; with --networks --problems 'digits_flow/*' for the demo flow network)")
     p.add_argument("--render", action="store_true",
                    help="no runs: re-render the .md from the --out JSON (plus any --comparison sections)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="calibrate nothing: run the study again and measure the calibrated grids of the --out JSON "
+                        "again on the evaluation noises (its cases; comparison sections only from --comparison)")
+    p.add_argument("--evaluation-samples", type=int, default=EVALUATION_SAMPLES,
+                   help=f"evaluation noises per analytic case (default {EVALUATION_SAMPLES})")
+    p.add_argument("--network-evaluation-samples", type=int, default=NETWORK_EVALUATION_SAMPLES,
+                   help=f"evaluation noises of the demo flow network (default {NETWORK_EVALUATION_SAMPLES})")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON path (the .md is written beside it)")
     args = p.parse_args(argv)
+    evaluation = (args.evaluation_samples, args.network_evaluation_samples)
+    if min(evaluation) < 1:
+        p.error(f"--evaluation-samples and --network-evaluation-samples must be >= 1, got {evaluation}")
+    if (args.render or args.evaluate_only) and not args.out.is_file():
+        p.error(f"no results to read ({args.out} does not exist)")
     torch.set_num_threads(1)
     if args.render:
         res = json.loads(args.out.read_text())
+    elif args.evaluate_only:
+        res = evaluate(json.loads(args.out.read_text()), evaluation)
     else:
         cases: list[Case] = list(all_cases())
         if args.networks:
-            cases += network_cases()
-        res = run(cases, calibrate=not args.no_calibrate)
+            cases += network_cases(evaluation[1])
+        res = run(cases, calibrate=not args.no_calibrate, evaluation=evaluation)
     if args.comparison or not args.render:
         res["comparison_section"] = [line for path in args.comparison
                                      for line in comparison_section(json.loads(path.read_text()))]
