@@ -182,3 +182,17 @@ def test_evaluate_runs_the_study_again_and_measures_the_saved_grids(tmp_path):
         flowgrids.main(["--evaluate-only", "--out", str(tmp_path / "absent.json")])
     with pytest.raises(SystemExit):
         flowgrids.main(["--evaluation-samples", "0", "--out", str(tmp_path / "absent.json")])
+
+
+@pytest.mark.parametrize("networks", [False, True])
+def test_the_comparison_command_is_a_valid_benchmark_command(networks):
+    import shlex
+
+    from samplers.bench.cli import parser
+
+    words = shlex.split(flowgrids.comparison_command(networks))
+    assert words[:4] == ["COMFYUI_PATH=/tmp/ComfyUI", "python", "-m", "samplers.bench"]
+    args = parser().parse_args(words[4:])
+    assert args.networks is networks and "samplers.bench.flowgrids" in args.candidates
+    assert (args.network_samples if networks else args.samples) == (128 if networks else 4096)
+    assert ("network_distribution" in args.skip) is networks

@@ -297,9 +297,17 @@ def findings(case: dict[str, Any]) -> list[str]:
     return lines
 
 
-COMPARISON_COMMAND = ("COMFYUI_PATH=/tmp/ComfyUI python -m samplers.bench --problems 'flow_mixture/*' --samples 4096 "
-                      "--skip study,overhead,adaptive,distribution,noise --candidates samplers.bench.flowgrids "
-                      "--json PATH")
+def comparison_command(networks: bool = False) -> str:
+    """The benchmark run whose ComfyUI comparison section this module renders: on the flow mixture, or with
+    `networks` on the demo flow network, on the comparison's noises."""
+    cases = (f"--networks --problems 'digits_flow/*' --network-samples {NETWORK_EVALUATION_SAMPLES}" if networks
+             else f"--problems 'flow_mixture/*' --samples {EVALUATION_SAMPLES}")
+    skip = "study,overhead,adaptive,distribution,noise" + (",network_distribution" if networks else "")
+    return (f"COMFYUI_PATH=/tmp/ComfyUI python -m samplers.bench {cases} --skip {skip} "
+            "--candidates samplers.bench.flowgrids --json PATH")
+
+
+COMPARISON_COMMAND = comparison_command()
 
 
 def comparison_section(bench: dict[str, Any]) -> list[str]:
@@ -308,11 +316,7 @@ def comparison_section(bench: dict[str, Any]) -> list[str]:
     if not cmp.get("enabled"):
         return []
     cases = ", ".join(cmp["cases"])
-    command = COMPARISON_COMMAND
-    if any(is_network(name) for name in cmp["cases"]):
-        command = command.replace("--problems 'flow_mixture/*' --samples 4096",
-                                  "--networks --problems 'digits_flow/*' --network-samples 128").replace(
-            "noise", "noise,network_distribution")
+    command = comparison_command(any(is_network(name) for name in cmp["cases"]))
     return [f"## ComfyUI comparison with these candidates: {cases}", "",
             f"`{command}` (ComfyUI {cmp['comfyui']['version']}); see docs/comparison.md for the rules.",
             "", f"Our best at NFE <= {cmp['our_budget']} vs ComfyUI's best at NFE <= {cmp['their_budget']}:", "",
