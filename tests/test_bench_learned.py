@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from samplers.bench.calibrated import case_named, evaluation_runner
 from samplers.bench.cases import select_cases
 from samplers.bench.comparison import our_runs
 from samplers.bench.learned import RUNS, comparison_candidates, grid_rows, plan_file
@@ -238,22 +239,28 @@ def test_the_committed_plans_and_results_are_those_of_runs() -> None:
 
 
 def test_a_starting_grid_has_the_same_figures_in_the_learned_and_calibrated_results() -> None:
-    """docs/learned.json measures each run's starting grid, docs/calibrated*.json each calibrated grid, both on the
-    comparison's evaluation noises: the same grid on the same problem must give the same figures (the flow runs
-    start from docs/flow_lownfe.json, which measures on fewer noises, and are left out)."""
+    """docs/learned.json measures each run's starting grid, docs/calibrated*.json and docs/flow_lownfe.json (the
+    flow runs' 'sampler@form' grids) each calibrated grid, all on the comparison's evaluation noises: the same grid
+    on the same problem must give the same figures."""
     docs = Path(__file__).resolve().parents[1] / "docs"
     calibrated = {name: case for source in ("calibrated.json", "calibrated_networks.json")
                   for name, case in json.loads((docs / source).read_text())["cases"].items()}
-    checked = 0
-    for name, case in json.loads((docs / "learned.json").read_text())["cases"].items():
-        for run in [r for r in RUNS if r.case == name and "@" not in r.key]:
-            start = calibrated[run.start or name]
-            assert start["evaluation_samples"] == case["evaluation_samples"], name
-            grid, row = start["nfes"]["10"][run.key], case["candidates"][run.row]
-            for field in ("calibrated_rmse", "calibrated_median"):
-                assert row[field] == pytest.approx(grid[field], rel=1e-12), (name, run.row, field)
-            checked += 1
-    assert checked == len([r for r in RUNS if "@" not in r.key]) >= 10
+    flow = json.loads((docs / "flow_lownfe.json").read_text())["cases"]
+    learned = json.loads((docs / "learned.json").read_text())["cases"]
+    for run in RUNS:
+        case, source = learned[run.case], run.start or run.case
+        row = case["candidates"][run.row]
+        if "@" in run.key:
+            sampler, form = run.key.split("@")
+            grid = next(r for r in flow[source]["calibrated"] if (r["sampler"], r["schedule"]) == (sampler, form))
+            counted, figures = flow[source]["evaluation_samples"], (grid["calibrated"]["rmse"],
+                                                                    grid["calibrated"]["median_err"])
+        else:
+            grid = calibrated[source]["nfes"]["10"][run.key]
+            counted, figures = calibrated[source]["evaluation_samples"], (grid["calibrated_rmse"],
+                                                                          grid["calibrated_median"])
+        assert row["sigmas"][0] == grid["sigmas"][0] and counted == case["evaluation_samples"], run
+        assert (row["calibrated_rmse"], row["calibrated_median"]) == pytest.approx(figures, rel=1e-12), run
 
 
 def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -281,7 +288,7 @@ def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: py
     new = fresh["candidates"][run.row]
     assert {k: new[k] for k in ("objective_after", "steps", "sigmas")} == {
         k: row[k] for k in ("objective_after", "steps", "sigmas")}
-    runner = bench.evaluation_runner(run.case, 24)
+    runner = evaluation_runner(case_named(run.case), (24, 4))
     learned = load_learned(tmp_path / f"{plan_file(run.case, run.row)}.safetensors")
     with torch.no_grad():
         sample = SAMPLERS[learned.sampler](runner.case.problem.model, runner.x0.clone(), learned.grid, disable=True,

@@ -154,8 +154,10 @@ def test_study_rows_and_report():
         (g, f, d) for g in [*flowgrids.GRID_FAMILIES, "dpm_fast steps"] for f in flowgrids.FORMS for d in (False, True)}
     assert all(r["calls"] <= r["nfe"] and math.isfinite(r["rmse"]) for r in rows)
     assert {r["calls"] for r in rows if r["grid"] == "dpm_fast steps"} == {10, 20}
-    text = flowgrids.report({"cases": {case.name: {"data_std": 1.0, "study": rows, "calibrated": []}}})
+    text = flowgrids.report({"cases": {case.name: {"data_std": 1.0, "evaluation_samples": 8, "study": rows,
+                                                   "calibrated": []}}})
     assert "dpm_fast@20" in text and "### NFE <= 10" in text and "DPM-Solver++ PC" in text
+    assert "(data std 1, 8 evaluation noises)" in text
 
 
 def test_evaluate_runs_the_study_again_and_measures_the_saved_grids(tmp_path):

@@ -340,9 +340,8 @@ def report(res: dict[str, Any]) -> str:
            "ComfyUI's dpm_fast uses (dpm_solver_fast on it in VE form is the same method). Cell: the largest grid "
            "whose calls fit the budget; no final denoise unless stated.", ""]
     for name, case in res["cases"].items():
-        counted = case.get("evaluation_samples", "128 (networks 32)")
-        out += [f"## {name} (data std {case['data_std']:.4g}, {counted} evaluation noises)", "", "RMSE / data std:",
-                "", *findings(case), ""]
+        out += [f"## {name} (data std {case['data_std']:.4g}, {case['evaluation_samples']} evaluation noises)", "",
+                "RMSE / data std:", "", *findings(case), ""]
         for nfe in NFES:
             out += [f"### NFE <= {nfe}", "", _study_table(case["study"], nfe), ""]
         out += ["### DPM-Solver++ PC on the log σ grid: form and final denoise", "",

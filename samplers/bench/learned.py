@@ -20,11 +20,18 @@ import torch
 
 from ..learned import LEARN_RATE, LearnedPlan, learn_plan, load_learned, plan_objective, save_learned
 from ..registry import SAMPLERS
-from .calibrated import CALIBRATION_SEED, calibration_noise, calibration_references
-from .cases import Case, select_cases
+from .calibrated import (
+    CALIBRATION_SEED,
+    EVALUATION_SAMPLES,
+    NETWORK_EVALUATION_SAMPLES,
+    calibration_noise,
+    calibration_references,
+    case_named,
+    evaluation_runner,
+)
 from .comparison import Candidate
 from .measure import DTYPE, CaseRunner, errors
-from .networks import adopt_network_runners, is_network, select_network_cases
+from .networks import is_network
 from .problems import SEED
 from .report import table
 
@@ -37,11 +44,6 @@ LEARN_SAMPLES = 4096
 NETWORK_LEARN_SAMPLES = 256
 """Demo networks, by default and at most through --samples: each Adam step runs the network forward and backward on
 every noise at every call (a run's own `samples` may ask for more)."""
-EVALUATION_SAMPLES = 4096
-"""Evaluation noises of the benchmark problems: those of the comparison run (docs/comparison_lownfe.md), whose RMSEs
-on 128 noises moved by several times with the noise sample."""
-NETWORK_EVALUATION_SAMPLES = 128
-"""Evaluation noises of the demo-network cases (docs/comparison_lownfe_networks.md's)."""
 GRID_SOURCES = ("calibrated.json", "calibrated_networks.json", "flow_lownfe.json")
 """Where the calibrated grids come from (docs/): samplers.bench.calibrated (analytic and network cases) and
 samplers.bench.flowgrids (flow cases from a log-sigma grid, row keys 'sampler@form')."""
@@ -116,23 +118,6 @@ cases without CFG learn on 16384 noises instead of 4096: held out on 4096, RMSE 
 4.60e-3 -> 4.27e-3 (exponential), calibration objective 3.89e-3 and 3.59e-3 (11 min per run)."""
 
 
-def _case(name: str, network_samples: int = NETWORK_EVALUATION_SAMPLES) -> Case:
-    """The case `name`; a network case with at most `network_samples` initial noises."""
-    if is_network(name):
-        return select_network_cases([name], network_samples)[0]
-    return select_cases([name])[0]
-
-
-def evaluation_runner(name: str, samples: int = EVALUATION_SAMPLES,
-                      network_samples: int = NETWORK_EVALUATION_SAMPLES) -> CaseRunner:
-    """The runner of case `name` on its first `samples` evaluation noises (networks: `network_samples`)."""
-    network = is_network(name)
-    runner = CaseRunner(_case(name, network_samples), network_samples if network else samples)
-    if network:
-        adopt_network_runners([runner])
-    return runner
-
-
 def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
     """The calibrated 10-call grids of case `name`: {key: {label, sampler, schedule, options, sigmas}}."""
     rows: dict[str, dict[str, Any]] = {}
@@ -203,7 +188,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
     results: dict[str, Any] = {}
     done: dict[tuple[Any, ...], tuple[LearnedPlan, str, float]] = {}
     for name in dict.fromkeys(r.case for r in runs):
-        runner = evaluation_runner(name, *evaluation)
+        runner = evaluation_runner(case_named(name, evaluation[1]), evaluation)
         case = runner.case
         network = is_network(case)
         default = NETWORK_LEARN_SAMPLES if network else LEARN_SAMPLES
@@ -265,7 +250,7 @@ def evaluate_learned(results: Mapping[str, Any], plans_dir: Path = PLANS, docs: 
     one of RUNS and have its plan in `plans_dir`."""
     out = {**results, "evaluation_seed": SEED + 1, "evaluation_samples": evaluation[0], "cases": {}}
     for name, case in results["cases"].items():
-        runner = evaluation_runner(name, *evaluation)
+        runner = evaluation_runner(case_named(name, evaluation[1]), evaluation)
         rows = {}
         for key, row in case["candidates"].items():
             run = next((r for r in RUNS if r.case == name and r.row == key), None)
