@@ -296,6 +296,23 @@ def _sanitize(obj: Any) -> Any:
     return obj
 
 
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """--evaluation-samples and --network-evaluation-samples: the evaluation noises of the analytic cases and of the
+    demo networks (read back by evaluation_counts)."""
+    parser.add_argument("--evaluation-samples", type=int, default=EVALUATION_SAMPLES,
+                        help=f"evaluation noises per analytic case (default {EVALUATION_SAMPLES})")
+    parser.add_argument("--network-evaluation-samples", type=int, default=NETWORK_EVALUATION_SAMPLES,
+                        help=f"evaluation noises per demo-network case (default {NETWORK_EVALUATION_SAMPLES})")
+
+
+def evaluation_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[int, int]:
+    """(analytic, network) evaluation noises from the parsed arguments; a count below 1 is a usage error."""
+    evaluation = (args.evaluation_samples, args.network_evaluation_samples)
+    if min(evaluation) < 1:
+        parser.error(f"--evaluation-samples and --network-evaluation-samples must be >= 1, got {evaluation}")
+    return evaluation
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m samplers.bench.calibrated", description=__doc__)
     parser.add_argument("--problems", default="", help="comma-separated case patterns (default: all analytic cases)")
@@ -308,17 +325,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"skip the flow grids that end where the {LONG_FLOW_STEPS}-interval grid ends")
     parser.add_argument("--grids", type=Path, default=None, help="folder to save the calibrated grids in")
     parser.add_argument("--out", type=Path, default=Path("docs/calibrated"), help="output stem (.md and .json)")
-    parser.add_argument("--evaluation-samples", type=int, default=EVALUATION_SAMPLES,
-                        help=f"evaluation noises per analytic case (default {EVALUATION_SAMPLES})")
-    parser.add_argument("--network-evaluation-samples", type=int, default=NETWORK_EVALUATION_SAMPLES,
-                        help=f"evaluation noises per demo-network case (default {NETWORK_EVALUATION_SAMPLES})")
+    add_evaluation_arguments(parser)
     parser.add_argument("--evaluate-only", action="store_true",
                         help="calibrate nothing: measure the grids of OUT.json again on the evaluation noises "
                              "(all its cases; the selection options do not apply)")
     args = parser.parse_args(argv)
-    evaluation = (args.evaluation_samples, args.network_evaluation_samples)
-    if min(evaluation) < 1:
-        parser.error(f"--evaluation-samples and --network-evaluation-samples must be >= 1, got {evaluation}")
+    evaluation = evaluation_counts(parser, args)
     torch.set_num_threads(1)
     if args.evaluate_only:
         old = args.out.with_suffix(".json")

@@ -33,9 +33,11 @@ from .calibrated import (
     EVALUATION_SAMPLES,
     NETWORK_CALIBRATION_SAMPLES,
     NETWORK_EVALUATION_SAMPLES,
+    add_evaluation_arguments,
     calibration_noise,
     calibration_references,
     case_named,
+    evaluation_counts,
     evaluation_runner,
     long_flow_case,
 )
@@ -406,15 +408,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--evaluate-only", action="store_true",
                    help="calibrate nothing: run the study again and measure the calibrated grids of the --out JSON "
                         "again on the evaluation noises (its cases; comparison sections only from --comparison)")
-    p.add_argument("--evaluation-samples", type=int, default=EVALUATION_SAMPLES,
-                   help=f"evaluation noises per analytic case (default {EVALUATION_SAMPLES})")
-    p.add_argument("--network-evaluation-samples", type=int, default=NETWORK_EVALUATION_SAMPLES,
-                   help=f"evaluation noises of the demo flow network (default {NETWORK_EVALUATION_SAMPLES})")
+    add_evaluation_arguments(p)
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON path (the .md is written beside it)")
     args = p.parse_args(argv)
-    evaluation = (args.evaluation_samples, args.network_evaluation_samples)
-    if min(evaluation) < 1:
-        p.error(f"--evaluation-samples and --network-evaluation-samples must be >= 1, got {evaluation}")
+    evaluation = evaluation_counts(p, args)
     if (args.render or args.evaluate_only) and not args.out.is_file():
         p.error(f"no results to read ({args.out} does not exist)")
     torch.set_num_threads(1)

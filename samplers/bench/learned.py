@@ -24,9 +24,11 @@ from .calibrated import (
     CALIBRATION_SEED,
     EVALUATION_SAMPLES,
     NETWORK_EVALUATION_SAMPLES,
+    add_evaluation_arguments,
     calibration_noise,
     calibration_references,
     case_named,
+    evaluation_counts,
     evaluation_runner,
 )
 from .comparison import Candidate
@@ -402,17 +404,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DOCS / "learned", help="output stem (.md and .json)")
     parser.add_argument("--update", action="store_true",
                         help="keep the other cases of an existing OUT.json (run only --problems)")
-    parser.add_argument("--evaluation-samples", type=int, default=EVALUATION_SAMPLES,
-                        help=f"evaluation noises per benchmark problem (default {EVALUATION_SAMPLES})")
-    parser.add_argument("--network-evaluation-samples", type=int, default=NETWORK_EVALUATION_SAMPLES,
-                        help=f"evaluation noises per demo-network case (default {NETWORK_EVALUATION_SAMPLES})")
+    add_evaluation_arguments(parser)
     parser.add_argument("--evaluate-only", action="store_true",
                         help="learn nothing: measure the plans of OUT.json (saved in --plans) again, on the evaluation "
                              "noises, and read ComfyUI's best again")
     args = parser.parse_args(argv)
-    evaluation = (args.evaluation_samples, args.network_evaluation_samples)
-    if min(evaluation) < 1:
-        parser.error(f"--evaluation-samples and --network-evaluation-samples must be >= 1, got {evaluation}")
+    evaluation = evaluation_counts(parser, args)
     wanted = None if args.problems is None else [c for c in args.problems.split(",") if c]
     unknown = sorted(set(wanted or ()) - {r.case for r in RUNS})
     if unknown:
