@@ -423,21 +423,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         cases = {n: c for n, c in results["cases"].items() if wanted is None or n in wanted}
         fresh = evaluate_learned({**results, "cases": cases}, args.plans, evaluation=evaluation)
         results = {**fresh, "cases": {n: fresh["cases"].get(n, c) for n, c in results["cases"].items()}}
-        old.write_text(json.dumps(results, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(report(results) + "\n")
-        print(report(results))
-        return
-    args.plans.mkdir(parents=True, exist_ok=True)
-    results = run_learned([r for r in RUNS if wanted is None or r.case in wanted], args.samples, args.steps, args.plans,
-                          evaluation=evaluation)
-    if args.update and old.is_file():
-        kept = json.loads(old.read_text())["cases"]
-        results["cases"] = {name: results["cases"].get(name, kept.get(name))
-                            for name in dict.fromkeys(r.case for r in RUNS) if name in results["cases"] or name in kept}
+    else:
+        args.plans.mkdir(parents=True, exist_ok=True)
+        results = run_learned([r for r in RUNS if wanted is None or r.case in wanted], args.samples, args.steps,
+                              args.plans, evaluation=evaluation)
+        if args.update and old.is_file():
+            kept = json.loads(old.read_text())["cases"]
+            results["cases"] = {name: results["cases"].get(name, kept.get(name)) for name in
+                                dict.fromkeys(r.case for r in RUNS) if name in results["cases"] or name in kept}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old.write_text(json.dumps(results, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(report(results) + "\n")
-    print(report(results))
+    text = report(results)
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
