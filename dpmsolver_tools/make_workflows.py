@@ -105,25 +105,73 @@ def _prompts(g: Graph, clip_source: dict[str, Any], x: float, y: float) -> tuple
     return positive, negative
 
 
-def txt2img_ksampler(info: Mapping[str, Any]) -> dict[str, Any]:
-    """KSampler with a DPM-Solver name from the dropdown."""
-    g = Graph(info)
+Node = dict[str, Any]
+
+
+def _sd15_inputs(g: Graph) -> tuple[Node, Node, Node, Node]:
+    """The SD1.5 checkpoint, the two prompts and a 512x512 empty latent: (checkpoint, positive, negative, latent)."""
     ckpt = g.node("CheckpointLoaderSimple", (0, 200), [SD15], size=(330, 100))
     positive, negative = _prompts(g, ckpt, 380, 60)
     latent = g.node("EmptyLatentImage", (380, 500), [512, 512, 1], size=(320, 110))
+    return ckpt, positive, negative, latent
+
+
+def _condition(g: Graph, model: Node, positive: Node, negative: Node, target: Node, latent: Node | None = None
+               ) -> None:
+    """Links a sampling node's model, prompts and (if given) latent image."""
+    g.connect(model, "MODEL", target, "model")
+    g.connect(positive, 0, target, "positive")
+    g.connect(negative, 0, target, "negative")
+    if latent is not None:
+        g.connect(latent, 0, target, "latent_image")
+
+
+def _about(g: Graph, text: str, height: float = 170) -> None:
+    """The workflow's "About" note (markdown) on the left, under the checkpoint."""
+    g.node("MarkdownNote", (0, 380), [text], title="About", size=(330, height))
+
+
+def txt2img_ksampler(info: Mapping[str, Any]) -> dict[str, Any]:
+    """KSampler with a DPM-Solver name from the dropdown."""
+    g = Graph(info)
+    ckpt, positive, negative, latent = _sd15_inputs(g)
     sampler = g.node("KSampler", (830, 60), [42, "fixed", 20, 7.0, "dpm_solver_pp_2m", "karras", 1.0],
                      size=(320, 270))
     decode = g.node("VAEDecode", (1190, 60), size=(210, 50))
     save = g.node("SaveImage", (1190, 150), ["dpm_solver/txt2img"], size=(380, 420))
-    g.node("MarkdownNote", (0, 380), ["## DPM-Solver in KSampler\n\nEvery DPM-Solver sampler is in the "
-                                      "**sampler_name** list (`dpm_solver_pp_2m`, `dpm_solver_pp_3m`, "
-                                      "`dpm_solver_3`, `dpm_solver_fast`, ...) and works with every scheduler."],
-           title="About", size=(330, 170))
-    g.connect(ckpt, "MODEL", sampler, "model")
-    g.connect(positive, 0, sampler, "positive")
-    g.connect(negative, 0, sampler, "negative")
-    g.connect(latent, 0, sampler, "latent_image")
+    _about(g, "## DPM-Solver in KSampler\n\nEvery DPM-Solver sampler is in the **sampler_name** list "
+              "(`dpm_solver_pp_2m`, `dpm_solver_pp_3m`, `dpm_solver_3`, `dpm_solver_fast`, ...) and works with "
+              "every scheduler.")
+    _condition(g, ckpt, positive, negative, sampler, latent)
     g.connect(sampler, 0, decode, "samples")
+    g.connect(ckpt, "VAE", decode, "vae")
+    g.connect(decode, 0, save, "images")
+    return g.workflow()
+
+
+def _custom_advanced(info: Mapping[str, Any], seed: int, sampler_node: tuple[str, list[Any], float],
+                     scheduler_node: tuple[str, list[Any]], prefix: str, about: str) -> dict[str, Any]:
+    """SamplerCustomAdvanced with CFGGuider on SD1.5, a sampler node and a sigmas node of ours; sampler_node is
+    (type, widget values, height), scheduler_node (type, widget values)."""
+    g = Graph(info)
+    ckpt, positive, negative, latent = _sd15_inputs(g)
+    noise = g.node("RandomNoise", (830, 0), [seed, "fixed"], size=(320, 90))
+    guider = g.node("CFGGuider", (830, 130), [7.0], size=(320, 100))
+    kind, widgets, height = sampler_node
+    sampler = g.node(kind, (830, 270), widgets, size=(320, height))
+    sigmas = g.node(scheduler_node[0], (830, 310 + height), scheduler_node[1], size=(320, 130))
+    custom = g.node("SamplerCustomAdvanced", (1200, 60), size=(300, 330))
+    decode = g.node("VAEDecode", (1540, 60), size=(210, 50))
+    save = g.node("SaveImage", (1540, 150), [prefix], size=(380, 420))
+    _about(g, about)
+    _condition(g, ckpt, positive, negative, guider)
+    g.connect(ckpt, "MODEL", sigmas, "model")
+    g.connect(noise, 0, custom, "noise")
+    g.connect(guider, 0, custom, "guider")
+    g.connect(sampler, 0, custom, "sampler")
+    g.connect(sigmas, 0, custom, "sigmas")
+    g.connect(latent, 0, custom, "latent_image")
+    g.connect(custom, "output", decode, "samples")
     g.connect(ckpt, "VAE", decode, "vae")
     g.connect(decode, 0, save, "images")
     return g.workflow()
@@ -131,66 +179,20 @@ def txt2img_ksampler(info: Mapping[str, Any]) -> dict[str, Any]:
 
 def custom_sampler(info: Mapping[str, Any]) -> dict[str, Any]:
     """SamplerCustomAdvanced with the DPM-Solver++ (singlestep) node and the DPM-Solver Scheduler."""
-    g = Graph(info)
-    ckpt = g.node("CheckpointLoaderSimple", (0, 200), [SD15], size=(330, 100))
-    positive, negative = _prompts(g, ckpt, 380, 60)
-    latent = g.node("EmptyLatentImage", (380, 500), [512, 512, 1], size=(320, 110))
-    noise = g.node("RandomNoise", (830, 0), [42, "fixed"], size=(320, 90))
-    guider = g.node("CFGGuider", (830, 130), [7.0], size=(320, 100))
-    sampler = g.node("DPMSolverPPSinglestepSampler", (830, 270), [3, "taylor", "auto", 0.0, 0.0, False, 0.995, 1.0],
-                     size=(320, 250))
-    sigmas = g.node("DPMSolverScheduler", (830, 560), [8, "logSNR uniform", 1.0], size=(320, 130))
-    custom = g.node("SamplerCustomAdvanced", (1200, 60), size=(300, 330))
-    decode = g.node("VAEDecode", (1540, 60), size=(210, 50))
-    save = g.node("SaveImage", (1540, 150), ["dpm_solver/custom_sampler"], size=(380, 420))
-    g.node("MarkdownNote", (0, 380), ["## DPM-Solver++ 3S\n\nThird-order singlestep DPM-Solver++ (3 model calls "
-                                      "per step: 8 steps = 22 calls) with the *taylor* derivative weight, on "
-                                      "a grid uniform in half-log-SNR."], title="About", size=(330, 170))
-    g.connect(ckpt, "MODEL", guider, "model")
-    g.connect(positive, 0, guider, "positive")
-    g.connect(negative, 0, guider, "negative")
-    g.connect(ckpt, "MODEL", sigmas, "model")
-    g.connect(noise, 0, custom, "noise")
-    g.connect(guider, 0, custom, "guider")
-    g.connect(sampler, 0, custom, "sampler")
-    g.connect(sigmas, 0, custom, "sigmas")
-    g.connect(latent, 0, custom, "latent_image")
-    g.connect(custom, "output", decode, "samples")
-    g.connect(ckpt, "VAE", decode, "vae")
-    g.connect(decode, 0, save, "images")
-    return g.workflow()
+    return _custom_advanced(
+        info, 42, ("DPMSolverPPSinglestepSampler", [3, "taylor", "auto", 0.0, 0.0, False, 0.995, 1.0], 250),
+        ("DPMSolverScheduler", [8, "logSNR uniform", 1.0]), "dpm_solver/custom_sampler",
+        "## DPM-Solver++ 3S\n\nThird-order singlestep DPM-Solver++ (3 model calls per step: 8 steps = 22 calls) "
+        "with the *taylor* derivative weight, on a grid uniform in half-log-SNR.")
 
 
 def dpm_solver_fast(info: Mapping[str, Any]) -> dict[str, Any]:
     """DPM-Solver-fast with its order-aware grid for a budget of model calls."""
-    g = Graph(info)
-    ckpt = g.node("CheckpointLoaderSimple", (0, 200), [SD15], size=(330, 100))
-    positive, negative = _prompts(g, ckpt, 380, 60)
-    latent = g.node("EmptyLatentImage", (380, 500), [512, 512, 1], size=(320, 110))
-    noise = g.node("RandomNoise", (830, 0), [7, "fixed"], size=(320, 90))
-    guider = g.node("CFGGuider", (830, 130), [7.0], size=(320, 100))
-    sampler = g.node("DPMSolverFastSampler", (830, 270), ["dpmsolver", False, 0.995, 1.0], size=(320, 150))
-    sigmas = g.node("DPMSolverFastScheduler", (830, 460), [10, "logSNR uniform", 1.0], size=(320, 130))
-    custom = g.node("SamplerCustomAdvanced", (1200, 60), size=(300, 330))
-    decode = g.node("VAEDecode", (1540, 60), size=(210, 50))
-    save = g.node("SaveImage", (1540, 150), ["dpm_solver/fast"], size=(380, 420))
-    g.node("MarkdownNote", (0, 380), ["## DPM-Solver-fast\n\n10 model calls: steps of order 3, 3, 2, 1 "
-                                      "(ends uniform in half-log-SNR, intermediate calls at 1/3 and 2/3, or "
-                                      "1/2, of each step) and the final denoise, as in the DPM-Solver paper."],
-           title="About", size=(330, 170))
-    g.connect(ckpt, "MODEL", guider, "model")
-    g.connect(positive, 0, guider, "positive")
-    g.connect(negative, 0, guider, "negative")
-    g.connect(ckpt, "MODEL", sigmas, "model")
-    g.connect(noise, 0, custom, "noise")
-    g.connect(guider, 0, custom, "guider")
-    g.connect(sampler, 0, custom, "sampler")
-    g.connect(sigmas, 0, custom, "sigmas")
-    g.connect(latent, 0, custom, "latent_image")
-    g.connect(custom, "output", decode, "samples")
-    g.connect(ckpt, "VAE", decode, "vae")
-    g.connect(decode, 0, save, "images")
-    return g.workflow()
+    return _custom_advanced(
+        info, 7, ("DPMSolverFastSampler", ["dpmsolver", False, 0.995, 1.0], 150),
+        ("DPMSolverFastScheduler", [10, "logSNR uniform", 1.0]), "dpm_solver/fast",
+        "## DPM-Solver-fast\n\n10 model calls: steps of order 3, 3, 2, 1 (ends uniform in half-log-SNR, "
+        "intermediate calls at 1/3 and 2/3, or 1/2, of each step) and the final denoise, as in the DPM-Solver paper.")
 
 
 def flow_model(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,14 +206,10 @@ def flow_model(info: Mapping[str, Any]) -> dict[str, Any]:
                      size=(320, 270))
     decode = g.node("VAEDecode", (1190, 60), size=(210, 50))
     save = g.node("SaveImage", (1190, 150), ["dpm_solver/flow"], size=(380, 420))
-    g.node("MarkdownNote", (0, 380), ["## Flow models\n\nSD3/SD3.5 and Flux sample x = (1 - sigma) x0 + "
-                                      "sigma noise. The DPM-Solver samplers read this from the model (here "
-                                      "ModelSamplingSD3, shift 3): nothing to set."], title="About", size=(330, 170))
+    _about(g, "## Flow models\n\nSD3/SD3.5 and Flux sample x = (1 - sigma) x0 + sigma noise. The DPM-Solver "
+              "samplers read this from the model (here ModelSamplingSD3, shift 3): nothing to set.")
     g.connect(ckpt, "MODEL", shift, "model")
-    g.connect(shift, "MODEL", sampler, "model")
-    g.connect(positive, 0, sampler, "positive")
-    g.connect(negative, 0, sampler, "negative")
-    g.connect(latent, 0, sampler, "latent_image")
+    _condition(g, shift, positive, negative, sampler, latent)
     g.connect(sampler, 0, decode, "samples")
     g.connect(ckpt, "VAE", decode, "vae")
     g.connect(decode, 0, save, "images")
@@ -224,19 +222,14 @@ COMPARED = ("dpm_solver_pp_2m", "dpm_solver_pp_3m", "dpm_solver_3m", "dpm_solver
 def compare_samplers(info: Mapping[str, Any]) -> dict[str, Any]:
     """Several samplers, same seed and step count (one model call per step each), stitched side by side."""
     g = Graph(info)
-    ckpt = g.node("CheckpointLoaderSimple", (0, 200), [SD15], size=(330, 100))
-    positive, negative = _prompts(g, ckpt, 380, 60)
-    latent = g.node("EmptyLatentImage", (380, 500), [512, 512, 1], size=(320, 110))
+    ckpt, positive, negative, latent = _sd15_inputs(g)
     decoded = []
     for i, name in enumerate(COMPARED):
         x = 830 + i * 350
         sampler = g.node("KSampler", (x, 60), [42, "fixed", 12, 7.0, name, "karras", 1.0], title=name,
                          size=(320, 270))
         decode = g.node("VAEDecode", (x, 380), size=(210, 50))
-        g.connect(ckpt, "MODEL", sampler, "model")
-        g.connect(positive, 0, sampler, "positive")
-        g.connect(negative, 0, sampler, "negative")
-        g.connect(latent, 0, sampler, "latent_image")
+        _condition(g, ckpt, positive, negative, sampler, latent)
         g.connect(sampler, 0, decode, "samples")
         g.connect(ckpt, "VAE", decode, "vae")
         decoded.append(decode)
@@ -248,9 +241,8 @@ def compare_samplers(info: Mapping[str, Any]) -> dict[str, Any]:
         row = stitch
     save = g.node("SaveImage", (830, 700), ["dpm_solver/compare"], size=(1370, 420))
     g.connect(row, 0, save, "images")
-    g.node("MarkdownNote", (0, 380), ["## Same seed, same steps\n\nLeft to right: " + ", ".join(
-        f"`{n}`" for n in COMPARED) + ". Each makes one model call per step, so 12 steps cost the same "
-                                      "for all."], title="About", size=(330, 170))
+    _about(g, "## Same seed, same steps\n\nLeft to right: " + ", ".join(f"`{n}`" for n in COMPARED)
+           + ". Each makes one model call per step, so 12 steps cost the same for all.")
     g.group("Samplers compared (12 steps, 12 model calls each)", (810, -40, 1400, 700))
     return g.workflow()
 
@@ -258,9 +250,7 @@ def compare_samplers(info: Mapping[str, Any]) -> dict[str, Any]:
 def sds_refine_image(info: Mapping[str, Any]) -> dict[str, Any]:
     """A draft from KSampler refined by score distillation (DPM-Solver SDS Refine), before | after side by side."""
     g = Graph(info)
-    ckpt = g.node("CheckpointLoaderSimple", (0, 200), [SD15], size=(330, 100))
-    positive, negative = _prompts(g, ckpt, 380, 60)
-    latent = g.node("EmptyLatentImage", (380, 500), [512, 512, 1], size=(320, 110))
+    ckpt, positive, negative, latent = _sd15_inputs(g)
     draft = g.node("KSampler", (830, 60), [42, "fixed", 12, 7.0, "dpm_solver_pp_2m", "karras", 1.0],
                    title="Draft", size=(320, 270))
     refine = g.node("DPMSolverSDSRefine", (1190, 60),
@@ -270,15 +260,11 @@ def sds_refine_image(info: Mapping[str, Any]) -> dict[str, Any]:
     decode_refined = g.node("VAEDecode", (1190, 520), size=(210, 50))
     stitch = g.node("ImageStitch", (1570, 60), ["right", True, 8, "white"], size=(320, 160))
     save = g.node("SaveImage", (1570, 260), ["dpm_solver/sds_refine"], size=(380, 420))
-    g.node("MarkdownNote", (0, 380), ["## Refine with SDS\n\nThe draft (left) is refined by 20 Adam steps of score "
-                                      "distillation (right): the latent is noised at a level annealed from 30% to "
-                                      "90% of the schedule, denoised with CFG, and moved along lambda(sigma) (x0 - D)."
-                                      " Try mode `csd` or `sdi`, or plug in a VAE-encoded photo."],
-           title="About", size=(330, 190))
+    _about(g, "## Refine with SDS\n\nThe draft (left) is refined by 20 Adam steps of score distillation (right): "
+              "the latent is noised at a level annealed from 30% to 90% of the schedule, denoised with CFG, and moved "
+              "along lambda(sigma) (x0 - D). Try mode `csd` or `sdi`, or plug in a VAE-encoded photo.", height=190)
     for target in (draft, refine):
-        g.connect(ckpt, "MODEL", target, "model")
-        g.connect(positive, 0, target, "positive")
-        g.connect(negative, 0, target, "negative")
+        _condition(g, ckpt, positive, negative, target)
     g.connect(latent, 0, draft, "latent_image")
     g.connect(draft, 0, refine, "latent")
     g.connect(draft, 0, decode_draft, "samples")
