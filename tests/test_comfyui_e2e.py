@@ -162,6 +162,16 @@ def test_every_node_is_registered(server: ComfyServer, object_info: dict[str, An
             assert spec[1].get("tooltip"), f"{node_id}.{name}"
 
 
+def test_example_workflows_are_what_the_generator_writes(object_info: dict[str, Any]) -> None:
+    """workflows/*.json are exactly what dpmsolver_tools/make_workflows.py writes from this ComfyUI's /object_info
+    (so the files follow the generator, and its links and widget values fit the running server)."""
+    from dpmsolver_tools.make_workflows import WORKFLOWS as BUILDERS
+
+    assert sorted(BUILDERS) == [p.stem for p in WORKFLOWS]
+    for path in WORKFLOWS:
+        assert json.dumps(BUILDERS[path.stem](object_info), indent=2) + "\n" == path.read_text(), path.name
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_runs(server: ComfyServer, object_info: dict[str, Any], path: Path) -> None:
     from PIL import Image
