@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from comfy_inprocess import conditioning, real_comfy_models
-from test_comfy_support import install_fake_comfy, load_package, purge_package
+from test_comfy_support import fake_comfy_package, load_package, purge_package
 
 from samplers import grids
 from samplers.calibrate import CalibratedGrid, load_grid, save_grid
@@ -22,9 +22,8 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 
 @pytest.fixture
 def package(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    install_fake_comfy(monkeypatch)
-    yield load_package(PACKAGE)
-    purge_package(PACKAGE)
+    with fake_comfy_package(monkeypatch, PACKAGE) as (_, loaded):
+        yield loaded
 
 
 def _saved(path: Path) -> Path:

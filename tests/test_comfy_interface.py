@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_comfy_support import install_fake_comfy, load_package, purge_package
+from test_comfy_support import fake_comfy_package
 
 from samplers import SAMPLERS
 
@@ -77,10 +77,8 @@ GOLDEN_SAMPLER_NAMES = ["dpm_solver_1", "dpm_solver_2", "dpm_solver_3", "dpm_sol
 
 @pytest.fixture
 def mappings(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
-    install_fake_comfy(monkeypatch)
-    package = load_package(PACKAGE)
-    yield package.NODE_CLASS_MAPPINGS, package.NODE_DISPLAY_NAME_MAPPINGS
-    purge_package(PACKAGE)
+    with fake_comfy_package(monkeypatch, PACKAGE) as (_, package):
+        yield package.NODE_CLASS_MAPPINGS, package.NODE_DISPLAY_NAME_MAPPINGS
 
 
 def _inputs(cls: Any) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_comfy_support import FakeDenoiser, install_fake_comfy, load_package, make_model_sampling, purge_package
+from test_comfy_support import FakeDenoiser, fake_comfy_package, make_model_sampling
 
 from samplers import SAMPLERS, grids
 
@@ -19,10 +19,8 @@ PACKAGE = "dpm_solver_samplers_nodes_test"
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dict, Any]]:
-    modules = install_fake_comfy(monkeypatch)
-    package = load_package(PACKAGE)
-    yield modules, package
-    purge_package(PACKAGE)
+    with fake_comfy_package(monkeypatch, PACKAGE) as loaded:
+        yield loaded
 
 
 def _defaults(cls: Any) -> dict[str, Any]:

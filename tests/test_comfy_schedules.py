@@ -12,6 +12,7 @@ import pytest
 import torch
 from test_comfy_support import (
     FakePatcher,
+    fake_comfy_package,
     install_fake_comfy,
     load_package,
     make_model_sampling,
@@ -28,10 +29,8 @@ SPACINGS = ("logSNR uniform", "time uniform", "time quadratic")
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dict, Any]]:
-    modules = install_fake_comfy(monkeypatch)
-    load_package(PACKAGE)
-    yield modules, sys.modules[f"{PACKAGE}.nodes.schedules"]
-    purge_package(PACKAGE)
+    with fake_comfy_package(monkeypatch, PACKAGE) as (modules, _):
+        yield modules, sys.modules[f"{PACKAGE}.nodes.schedules"]
 
 
 def _family(kind: str) -> str:

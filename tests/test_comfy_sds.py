@@ -11,10 +11,8 @@ import pytest
 import torch
 from test_comfy_support import (
     FakeDenoiser,
-    install_fake_comfy,
-    load_package,
+    fake_comfy_package,
     make_model_sampling,
-    purge_package,
     sd15_sigma_table,
 )
 
@@ -25,10 +23,8 @@ PACKAGE = "dpm_solver_samplers_sds_test"
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dict, Any]]:
-    modules = install_fake_comfy(monkeypatch)
-    package = load_package(PACKAGE)
-    yield modules, package
-    purge_package(PACKAGE)
+    with fake_comfy_package(monkeypatch, PACKAGE) as loaded:
+        yield loaded
 
 
 class PercentSampling:

@@ -8,11 +8,13 @@ KSampler.SAMPLERS, a separate KSAMPLER_NAMES, KSAMPLER), `comfy.k_diffusion.samp
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import math
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,17 @@ def load_package(name: str = "dpm_solver_samplers_under_test") -> types.ModuleTy
         purge_package(name)
         raise
     return module
+
+
+@contextlib.contextmanager
+def fake_comfy_package(monkeypatch: Any, name: str) -> Iterator[tuple[dict[str, types.ModuleType], types.ModuleType]]:
+    """The stand-in `comfy` installed and this repository loaded as package `name`: (stand-in modules, package);
+    the package is purged on exit."""
+    modules = install_fake_comfy(monkeypatch)
+    try:
+        yield modules, load_package(name)
+    finally:
+        purge_package(name)
 
 
 # --- stand-ins for ComfyUI model objects --------------------------------------------------------------------

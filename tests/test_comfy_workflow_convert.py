@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_comfy_support import ROOT, install_fake_comfy, load_package, purge_package
+from test_comfy_support import ROOT, fake_comfy_package
 
 from dpmsolver_tools.comfy_workflow import WorkflowError, ui_to_api
 from samplers import SAMPLERS
@@ -57,16 +57,14 @@ CORE_INFO: dict[str, Any] = {
 @pytest.fixture
 def object_info(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """CORE_INFO plus this package's nodes as /object_info would describe them."""
-    install_fake_comfy(monkeypatch)
-    package = load_package(PACKAGE)
-    info = dict(CORE_INFO)
-    for node_id, cls in package.NODE_CLASS_MAPPINGS.items():
-        spec = cls.INPUT_TYPES()
-        info[node_id] = {"input": {k: {n: list(v) for n, v in d.items()} for k, d in spec.items()},
-                         "output": list(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES),
-                         "display_name": package.NODE_DISPLAY_NAME_MAPPINGS[node_id]}
-    yield info
-    purge_package(PACKAGE)
+    with fake_comfy_package(monkeypatch, PACKAGE) as (_, package):
+        info = dict(CORE_INFO)
+        for node_id, cls in package.NODE_CLASS_MAPPINGS.items():
+            spec = cls.INPUT_TYPES()
+            info[node_id] = {"input": {k: {n: list(v) for n, v in d.items()} for k, d in spec.items()},
+                             "output": list(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES),
+                             "display_name": package.NODE_DISPLAY_NAME_MAPPINGS[node_id]}
+        yield info
 
 
 def test_there_are_example_workflows() -> None:
