@@ -12,6 +12,7 @@ import torch
 
 from samplers import SAMPLERS, grids
 from samplers.bench.chain import ChainedReference
+from samplers.bench.measure import fit_intervals
 from samplers.registry import SamplerEntry
 from samplers.schedules import resolve_schedule
 
@@ -25,7 +26,6 @@ FLOW_LAMBDA_START = -9.0
 """The reference's first step from flow sigma = 1 (lambda = -inf) lands at lambda = -9 (alpha ~ 1.2e-4), where
 the first-order step's error (~alpha^2) is negligible."""
 ADAPTIVE_RTOLS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001)
-OVERSHOOT = 3
 
 
 def grid_name(schedule: str) -> str:
@@ -62,15 +62,7 @@ def sampler_options(entry: SamplerEntry, schedule: str, seed: int) -> dict[str, 
 
 def fit_steps(entry: SamplerEntry, grid: Callable[[int], torch.Tensor], budget: int, **options: Any) -> int | None:
     """Largest number of intervals whose exact model-call count fits `budget` (None if none does)."""
-    best, over = None, 0
-    for n in range(1, budget + 1):
-        if entry.count_model_calls(grid(n), **options) <= budget:
-            best, over = n, 0
-        else:
-            over += 1
-            if over >= OVERSHOOT:
-                break
-    return best
+    return fit_intervals(lambda n: entry.count_model_calls(grid(n), **options), budget)
 
 
 @dataclass

@@ -162,3 +162,17 @@ def test_noisecost_command_refuses_bad_arguments(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_fit_intervals_takes_the_largest_grid_within_the_budget() -> None:
+    """Largest n with count(n) <= budget; a dip in the counts is crossed, OVERSHOOT grids over budget end the scan."""
+    from samplers.bench.measure import OVERSHOOT, fit_intervals
+
+    assert fit_intervals(lambda n: 3 * n, 10) == 3
+    assert fit_intervals(lambda n: n + 5, 4) is None
+    dip = {1: 1, 2: 2, 3: 11, 4: 9, 5: 10, 6: 12}  # over at 3, back within budget at 4 and 5
+    assert fit_intervals(lambda n: dip.get(n, 99), 10) == 5
+    far = {1: 1, **{n: 99 for n in range(2, 2 + OVERSHOOT)}, 2 + OVERSHOOT: 1}  # back within, too late
+    asked: list[int] = []
+    assert fit_intervals(lambda n: asked.append(n) or far.get(n, 1), 20) == 1
+    assert asked == list(range(1, 2 + OVERSHOOT))

@@ -9,7 +9,7 @@ and chained: a new one starts from the nearest cached state above it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,24 @@ RTOL_LADDER = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001, 
 QUICK_LADDER = (0.5, 0.1, 0.05, 0.01, 0.001)
 """Tolerances an adaptive sampler is run at (atol = rtol * ATOL_PER_RTOL, the ratio of the defaults)."""
 ATOL_PER_RTOL = 0.0078 / 0.05
+
+
+def fit_intervals(count: Callable[[int], int], budget: int) -> int | None:
+    """Largest n in 1..budget with count(n) <= budget model calls (None if none).
+
+    Counts grow with n (every interval costs at least one call, so n <= budget); the scan stops after
+    OVERSHOOT consecutive grids over budget, which tolerates small non-monotonic steps (e.g. where
+    lower_order_final='auto' switches off) without building every plan up to n = budget.
+    """
+    best, over = None, 0
+    for n in range(1, budget + 1):
+        if count(n) <= budget:
+            best, over = n, 0
+        else:
+            over += 1
+            if over >= OVERSHOOT:
+                break
+    return best
 
 
 def _squared(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -152,21 +170,8 @@ class CaseRunner:
         return self._counts[key]
 
     def fit(self, entry: SamplerEntry, budget: int, options: Mapping[str, Any] | None = None) -> int | None:
-        """Largest number of intervals whose model calls fit in `budget` (None if not even one interval).
-
-        Counts grow with n (every interval costs at least one call, so n <= budget); the scan stops after
-        OVERSHOOT consecutive grids over budget, which tolerates small non-monotonic steps (e.g. where
-        lower_order_final='auto' switches off) without building every plan up to n = budget.
-        """
-        best, over = None, 0
-        for n in range(1, budget + 1):
-            if self.count(entry, n, options) <= budget:
-                best, over = n, 0
-            else:
-                over += 1
-                if over >= OVERSHOOT:
-                    break
-        return best
+        """Largest number of intervals whose model calls fit in `budget` (None if not even one interval)."""
+        return fit_intervals(lambda n: self.count(entry, n, options), budget)
 
     def run(self, entry: SamplerEntry, n: int, options: Mapping[str, Any] | None = None) -> Measurement:
         """Sample on the n-interval grid and compare with the reference of the same grid (cached)."""
