@@ -28,6 +28,8 @@ SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
 SD35 = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
 POSITIVE = "a lighthouse on a rocky cliff at sunset, dramatic clouds, detailed oil painting"
 NEGATIVE = "blurry, low quality, watermark"
+Node = dict[str, Any]
+"""A node of the workflow under construction (UI format)."""
 
 
 class Graph:
@@ -95,7 +97,8 @@ class Graph:
         }
 
 
-def _prompts(g: Graph, clip_source: dict[str, Any], x: float, y: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _prompts(g: Graph, clip_source: Node, x: float, y: float) -> tuple[Node, Node]:
+    """The positive and negative CLIPTextEncode nodes at (x, y), fed by clip_source's CLIP."""
     positive = g.node("CLIPTextEncode", (x, y), [POSITIVE], title="Positive prompt", size=(400, 160),
                       color=("#232", "#353"))
     negative = g.node("CLIPTextEncode", (x, y + 210), [NEGATIVE], title="Negative prompt", size=(400, 160),
@@ -103,9 +106,6 @@ def _prompts(g: Graph, clip_source: dict[str, Any], x: float, y: float) -> tuple
     g.connect(clip_source, "CLIP", positive, "clip")
     g.connect(clip_source, "CLIP", negative, "clip")
     return positive, negative
-
-
-Node = dict[str, Any]
 
 
 def _sd15_inputs(g: Graph) -> tuple[Node, Node, Node, Node]:
