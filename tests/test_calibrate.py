@@ -273,6 +273,16 @@ def test_case_named_finds_benchmark_long_flow_and_network_cases() -> None:
             case_named(bad)
 
 
+def test_evaluation_runner_takes_a_results_key() -> None:
+    """A name is resolved by case_named: the long flow case by its key, on the analytic count of noises."""
+    from samplers.bench.calibrated import evaluation_runner
+
+    runner = evaluation_runner("flow_mixture/simple@20", (24, 4))
+    assert runner.case.name == "flow_mixture/simple@20" and runner.x0.shape[0] == 24
+    with pytest.raises(KeyError, match="no benchmark case named"):
+        evaluation_runner("nope/karras", (24, 4))
+
+
 def test_evaluate_only_cli_refuses_missing_results_and_bad_counts(tmp_path: Path) -> None:
     from samplers.bench.calibrated import main
 

@@ -138,10 +138,13 @@ def calibrate_case(case: Case, nfe: int, candidate: Candidate, calibration: torc
                           info=info)
 
 
-def evaluation_runner(case: Case, evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)
-                      ) -> CaseRunner:
-    """The runner of the case on its first evaluation noises: evaluation[0] for the analytic cases, evaluation[1] for
-    the demo networks (the case's own cap still applies), with the network's reference there."""
+def evaluation_runner(case: Case | str,
+                      evaluation: tuple[int, int] = (EVALUATION_SAMPLES, NETWORK_EVALUATION_SAMPLES)) -> CaseRunner:
+    """The runner of the case (or of the results key case_named resolves) on its first evaluation noises: evaluation[0]
+    for the analytic cases, evaluation[1] for the demo networks (the case's own cap still applies), with the network's
+    reference there."""
+    if isinstance(case, str):
+        case = case_named(case, evaluation[1])
     network = is_network(case)
     runner = CaseRunner(case, evaluation[1] if network else evaluation[0])
     if network:
@@ -215,7 +218,7 @@ def evaluate_calibrated(results: Mapping[str, Any],
     noises (analytic cases, demo networks); nothing is calibrated, the calibration record is kept."""
     out = {**results, "evaluation_seed": SEED + 1, "evaluation_samples": evaluation[0], "cases": {}}
     for name, case in results["cases"].items():
-        runner = evaluation_runner(case_named(name, evaluation[1]), evaluation)
+        runner = evaluation_runner(name, evaluation)
         nfes = {nfe: {key: {**row, **measured_row(runner, Candidate(row["sampler"], row["options"]), row["n_steps"],
                                                   torch.tensor(row["sigmas"], dtype=DTYPE))}
                       for key, row in rows.items()}

@@ -36,7 +36,6 @@ from .calibrated import (
     add_evaluation_arguments,
     calibration_noise,
     calibration_references,
-    case_named,
     evaluation_counts,
     evaluation_runner,
     long_flow_case,
@@ -309,8 +308,6 @@ def comparison_command(networks: bool = False) -> str:
             "--candidates samplers.bench.flowgrids --json PATH")
 
 
-COMPARISON_COMMAND = comparison_command()
-
 
 def comparison_section(bench: dict[str, Any]) -> list[str]:
     """The ComfyUI comparison (summary and equal-NFE tables) of a benchmark run with these candidates."""
@@ -379,8 +376,8 @@ def evaluate(res: dict[str, Any], evaluation: tuple[int, int] = (EVALUATION_SAMP
     their starting grids measured again; nothing is calibrated."""
     out: dict[str, Any] = {**res, "cases": {}}
     for name, old in res["cases"].items():
-        case = case_named(name, evaluation[1])
-        runner = evaluation_runner(case, evaluation)
+        runner = evaluation_runner(name, evaluation)
+        case = runner.case
         targets = runner.refs.target
         rows = []
         for row in old["calibrated"]:
@@ -401,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--networks", action="store_true", help="also the demo flow network digits_flow/simple")
     p.add_argument("--no-calibrate", action="store_true", help="skip the calibrated grids")
     p.add_argument("--comparison", type=Path, metavar="JSON", action="append", default=[],
-                   help=f"add the comparison section of a benchmark JSON written by: {COMPARISON_COMMAND} "
+                   help=f"add the comparison section of a benchmark JSON written by: {comparison_command()} "
                         "(repeatable; with --networks --problems 'digits_flow/*' for the demo flow network)")
     p.add_argument("--render", action="store_true",
                    help="no runs: re-render the .md from the --out JSON (plus any --comparison sections)")

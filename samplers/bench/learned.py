@@ -27,7 +27,6 @@ from .calibrated import (
     add_evaluation_arguments,
     calibration_noise,
     calibration_references,
-    case_named,
     evaluation_counts,
     evaluation_runner,
 )
@@ -190,7 +189,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
     results: dict[str, Any] = {}
     done: dict[tuple[Any, ...], tuple[LearnedPlan, str, float]] = {}
     for name in dict.fromkeys(r.case for r in runs):
-        runner = evaluation_runner(case_named(name, evaluation[1]), evaluation)
+        runner = evaluation_runner(name, evaluation)
         case = runner.case
         network = is_network(case)
         default = NETWORK_LEARN_SAMPLES if network else LEARN_SAMPLES
@@ -252,7 +251,7 @@ def evaluate_learned(results: Mapping[str, Any], plans_dir: Path = PLANS, docs: 
     one of RUNS and have its plan in `plans_dir`."""
     out = {**results, "evaluation_seed": SEED + 1, "evaluation_samples": evaluation[0], "cases": {}}
     for name, case in results["cases"].items():
-        runner = evaluation_runner(case_named(name, evaluation[1]), evaluation)
+        runner = evaluation_runner(name, evaluation)
         rows = {}
         for key, row in case["candidates"].items():
             run = next((r for r in RUNS if r.case == name and r.row == key), None)
