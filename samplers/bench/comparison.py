@@ -29,6 +29,7 @@ from .cases import Case
 from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler
 from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, is_adaptive, measured
 from .report import budget_table_rows, fmt_err, fmt_ratio, table
+from .tail import error_tail
 
 OUR_BUDGET = 10
 THEIR_BUDGET = 20
@@ -141,13 +142,25 @@ def _ratio(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None, sta
     return ours[stat] / theirs[stat]
 
 
-def _interval(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None, stat: str) -> list[float] | None:
-    """The paired bootstrap interval of the ratio (bootstrap.ratio_interval) from the two cells' per-sample errors;
-    None when either cell lacks them."""
+def _paired_errors(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None
+                   ) -> tuple[Sequence[float], Sequence[float]] | None:
+    """The two cells' per-sample errors (same noises, same order); None when either cell lacks them."""
     if ours is None or theirs is None or not ours.get(SAMPLE_ERRORS) or not theirs.get(SAMPLE_ERRORS):
         return None
-    interval = ratio_interval(ours[SAMPLE_ERRORS], theirs[SAMPLE_ERRORS], stat)
+    return ours[SAMPLE_ERRORS], theirs[SAMPLE_ERRORS]
+
+
+def _interval(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None, stat: str) -> list[float] | None:
+    """The paired bootstrap interval of the ratio (bootstrap.ratio_interval); None without per-sample errors."""
+    pairs = _paired_errors(ours, theirs)
+    interval = None if pairs is None else ratio_interval(*pairs, stat)
     return None if interval is None else list(interval)
+
+
+def _tail(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Where the two cells' squared errors sit (tail.error_tail); None without per-sample errors."""
+    pairs = _paired_errors(ours, theirs)
+    return None if pairs is None else error_tail(*pairs)
 
 
 def without_sample_errors(obj: Any) -> Any:
@@ -181,6 +194,8 @@ def compare(ours: Mapping[str, Sequence[Mapping[str, Any]]], theirs: Mapping[str
         met = None if t is None else (r is not None and r <= 1.0)
         out[stat] = {"ours": o, "theirs": t, "ratio": r, "interval": _interval(o, t, stat), "met": met, "end": end,
                      "ours_any": any_o, "ratio_any": _ratio(any_o, t, stat)}
+        if stat == "rmse":
+            out[stat]["tail"] = _tail(o, t)
     return out
 
 
@@ -389,6 +404,32 @@ def shorter_ode_notes(cmp: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _share(v: float) -> str:
+    return f"{100 * v:.0f}%"
+
+
+def tail_table(cmp: Mapping[str, Any]) -> str | None:
+    """Per case, for the two runs the RMSE summary compares: each side's worst noise (error / data std, its share of
+    the squared error) and its few worst noises' share, theirs at our worst noise, and the ratio without that noise;
+    None when no case carries the tail (documents measured before it was recorded)."""
+    rows = [(case, c["summary"]["rmse"], c["data_std"]) for case, c in cmp["cases"].items()
+            if c["summary"]["rmse"].get("tail")]
+    if not rows:
+        return None
+    body = []
+    for case, s, std in rows:
+        tail = s["tail"]
+        body.append([case, f"{s['ours']['label']} / {s['theirs']['label']}",
+                     *[f"{fmt_err(tail[f'{side}_worst'] / std)} ({_share(tail[f'{side}_worst_share'])}); "
+                       f"{_share(tail[f'{side}_top_share'])}" for side in ("ours", "theirs")],
+                     f"{fmt_err(tail['theirs_at_ours_worst'] / std)} ({_share(tail['theirs_share_at_ours_worst'])})",
+                     fmt_ratio(tail["ratio_without_ours_worst"])])
+    top = rows[0][1]["tail"]["top"]
+    return table(["case", "ours / theirs", f"ours: worst noise (share); {top} worst's share",
+                  f"theirs: worst noise (share); {top} worst's share", "theirs at our worst noise (share)",
+                  "RMSE ratio without our worst noise"], body)
+
+
 def equal_nfe_table(cmp: Mapping[str, Any]) -> str:
     """Per case: best of ours / best of ComfyUI's at the same budget, by RMSE and by median."""
     budgets = list(next(iter(cmp["cases"].values()))["equal_nfe"]) if cmp["cases"] else []
@@ -455,6 +496,13 @@ def comparison_markdown(res: Mapping[str, Any]) -> str:
     notes = shorter_ode_notes(cmp)
     if notes:
         out += ["Not counted (shorter ODE):", "", *notes, ""]
+    tails = tail_table(cmp)
+    if tails:
+        out += ["### Where the RMSE sits", "",
+                "The two runs the RMSE row compares, noise by noise (samplers/bench/tail.py): a noise's share is its "
+                "squared error over the run's sum of squared errors; errors are the noise's RMS error / data std. A "
+                "few noises holding most of a side's share is what makes the RMSE verdict move with the noise set.",
+                "", tails, ""]
     out += ["### At equal NFE: best of ours / best of ComfyUI's", "",
             "Cells: error ratio (our best / their best) at the same budget, with the two samplers (runs on grids "
             "ending no higher than the case's grid at that many intervals).", "",
