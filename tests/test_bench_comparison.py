@@ -318,6 +318,8 @@ def test_comfy_comparison_end_to_end(comfy_result: dict[str, Any]) -> None:
         assert math.isfinite(s["ratio"])
         lo, hi = s["interval"]  # both sides' per-sample errors reached the summary, then left the JSON
         assert lo <= s["ratio"] <= hi and lo < hi
+    tail = case["summary"]["rmse"]["tail"]  # ... and where the RMSE sits
+    assert 0 < tail["ours_worst_share"] <= tail["ours_top_share"] <= 1 and tail["ratio_without_ours_worst"] > 0
     assert res["samples"] == {"ve_mixture/karras": 16}
     assert "sample_errors" not in json.dumps(res)
     assert [c["budget"] for c in case["theirs_table"]["euler"]] == [5, 10]
