@@ -181,7 +181,8 @@ def compare(ours: Mapping[str, Sequence[Mapping[str, Any]]], theirs: Mapping[str
     grids whose end depends on the step count, flow 'simple', fewer steps mean a shorter ODE before the final
     denoise, and a smaller error on a shorter ODE is no win); ratio ours/theirs, its paired bootstrap `interval`
     (where the cells carry per-sample errors) and `met` (ratio <= 1; False when no run of ours qualifies, None when
-    none of theirs does). `ours_any` / `ratio_any`: our best on any grid."""
+    none of theirs does). `ours_any` / `ratio_any`: our best on any grid. The RMSE entry also has `tail`: where the
+    two runs' squared errors sit (tail.error_tail; None without per-sample errors)."""
     def keep(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
         return {k: [c for c in cells if ends_by(c, end)] for k, cells in rows.items()}
 
