@@ -25,6 +25,27 @@ TABLE_ROWS = {
     "demo digits_flow, σ 1 → 0.136": ("comparison_lownfe_networks.json", "digits_flow/simple"),
 }
 """The rows of the README's table 'ours / ComfyUI' and the document and case each one reports."""
+DOCUMENT_OF = {case: document for document, case in TABLE_ROWS.values()}
+TAILS = {
+    "CFG": (("ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential"),
+            "one noise holds {ours_worst_share[0]} of our squared error (the same plan on both grids; without that "
+            "noise the ratios are {ratio_without_ours_worst[0]} and {ratio_without_ours_worst[1]})"),
+    "flow mixture": (("flow_mixture/simple",),
+                     "one noise of the {samples[0]} holds {ours_worst_share[0]} of our squared error and "
+                     "{theirs_share_at_ours_worst[0]} of {theirs[0]}'s (both land on the wrong side of a component "
+                     "boundary: {ours_worst[0]} and {theirs_at_ours_worst[0]} relative error); without it the ratio "
+                     "is {ratio_without_ours_worst[0]}"),
+    "VE Karras": (("ve_mixture/karras",),
+                  "our {top[0]} worst noises hold {ours_top_share[0]} of our squared error, {theirs[0]}'s {top[0]} "
+                  "worst {theirs_top_share[0]} of its (our worst noise ends at {ours_worst[0]} relative error, "
+                  "{theirs[0]}'s worst at {theirs_worst[0]})"),
+    "demo eps, exponential": (("digits_eps/exponential",),
+                              "(where {theirs[0]}'s {top[0]} worst noises hold {theirs_top_share[0]} of its squared "
+                              "error, our {top[0]} worst {ours_top_share[0]} of ours)"),
+}
+"""The README's sentences on where the RMSE sits (the comparison documents' tables 'Where the RMSE sits'): (cases,
+the sentence with each field of samplers.bench.tail.error_tail as a list over the cases: shares in %, errors
+relative to the data std; plus the noise count and their sampler's label)."""
 LARGE = {
     "open by RMSE": (("ve_mixture/karras", "ve_mixture/exponential", "flow_mixture/simple"), False),
     "CFG": (("ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential"), True),
@@ -75,3 +96,31 @@ def test_the_32768_noise_verdicts_are_stated(group: str) -> None:
     assert f"{rmse} by RMSE, and {median} by median" in text
     assert all(s["rmse"]["met"] == rmse_met for s in summaries)
     assert all(s["median_err"]["met"] for s in summaries)
+
+
+def _tail_fields(case: str) -> dict[str, str]:
+    """A case's tail in the README's words: shares as '42%', errors / data std as '0.31', ratios as fmt_ratio."""
+    document = json.loads((DOCS / DOCUMENT_OF[case]).read_text())["comparison"]
+    entry = document["cases"][case]
+    rmse, std = entry["summary"]["rmse"], entry["data_std"]
+    fields = {"samples": str(document["samples"][case]), "theirs": rmse["theirs"]["label"]}
+    for key, value in rmse["tail"].items():
+        if key == "top":
+            fields[key] = str(value)
+        elif "share" in key:
+            fields[key] = f"{100 * value:.0f}%"
+        elif key.startswith("ratio"):
+            fields[key] = fmt_ratio(value)
+        else:
+            fields[key] = f"{value / std:.2f}"
+    return fields
+
+
+@pytest.mark.parametrize("name", sorted(TAILS))
+def test_the_tail_figures_are_the_documents(name: str) -> None:
+    cases, sentence = TAILS[name]
+    per_case = [_tail_fields(case) for case in cases]
+    text = re.sub(r"\s+", " ", _readme())
+    assert sentence.format(**{key: [f[key] for f in per_case] for key in per_case[0]}) in text
+    if name == "CFG":  # 'the same plan on both grids': one share stands for both
+        assert per_case[0]["ours_worst_share"] == per_case[1]["ours_worst_share"]
