@@ -27,11 +27,11 @@ def error_tail(ours: Sequence[float], theirs: Sequence[float], top: int = TOP) -
     if not (torch.isfinite(e2).all() and torch.isfinite(f2).all()) or e2.sum() <= 0 or f2.sum() <= 0:
         return None
     worst = int(e2.argmax())
-    rest_f2 = f2.sum() - f2[worst]
+    rest_e2, rest_f2 = (e2.sum() - e2[worst]).clamp_min(0), f2.sum() - f2[worst]
     out: dict[str, float | None] = {
         "top": top, "theirs_at_ours_worst": float(f2[worst].sqrt()),
         "theirs_share_at_ours_worst": float(f2[worst] / f2.sum()),
-        "ratio_without_ours_worst": float(((e2.sum() - e2[worst]) / rest_f2).sqrt()) if rest_f2 > 0 else None}
+        "ratio_without_ours_worst": float((rest_e2 / rest_f2).sqrt()) if rest_f2 > 0 else None}
     for side, sq in (("ours", e2), ("theirs", f2)):
         out[f"{side}_worst"] = float(sq.max().sqrt())
         out[f"{side}_worst_share"] = float(sq.max() / sq.sum())
