@@ -39,13 +39,19 @@ TAILS = {
                   "our {top[0]} worst noises hold {ours_top_share[0]} of our squared error, {theirs[0]}'s {top[0]} "
                   "worst {theirs_top_share[0]} of its (our worst noise ends at {ours_worst[0]} relative error, "
                   "{theirs[0]}'s worst at {theirs_worst[0]})"),
+    "32768 noises": (("32768:ve_mixture/karras", "32768:flow_mixture/simple"),
+                     "our {top[0]} worst noises hold {ours_top_share[0]} of our squared error, {theirs[0]}'s "
+                     "{theirs_top_share[0]} of its (our worst noise ends at {ours_worst[0]} relative error, "
+                     "{theirs[0]}'s worst at {theirs_worst[0]}, on {worst_noise[0]}), on the flow mixture "
+                     "{ours_top_share[1]} and {theirs_top_share[1]} of {theirs[1]}'s"),
     "demo eps, exponential": (("digits_eps/exponential",),
                               "(where {theirs[0]}'s {top[0]} worst noises hold {theirs_top_share[0]} of its squared "
                               "error, our {top[0]} worst {ours_top_share[0]} of ours)"),
 }
 """The README's sentences on where the RMSE sits (the comparison documents' tables 'Where the RMSE sits'): (cases,
 the sentence with each field of samplers.bench.tail.error_tail as a list over the cases: shares in %, errors
-relative to the data std; plus the noise count and their sampler's label)."""
+relative to the data std; plus the noise count, their sampler's label and whether the two worst noises are one).
+'32768:case': the case's document of docs/comparison_lownfe_32768/."""
 LARGE = {
     "open by RMSE": (("ve_mixture/karras", "ve_mixture/exponential", "flow_mixture/simple"), False),
     "CFG": (("ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential"), True),
@@ -63,6 +69,11 @@ def _verdict(entry: dict[str, Any], bold: bool = True, suffix: str = "") -> str:
     ratio = fmt_ratio(entry["ratio"]) + suffix
     low, high = entry["interval"]
     return f"{f'**{ratio}**' if bold and entry['met'] else ratio} ({fmt_ratio(low)}–{fmt_ratio(high)})"
+
+
+def _large_document(case: str) -> Path:
+    """The case's 32768-noise comparison document."""
+    return DOCS / "comparison_lownfe_32768" / f"{case.replace('/', '_')}.json"
 
 
 def _readme() -> str:
@@ -90,7 +101,7 @@ def test_the_32768_noise_verdicts_are_stated(group: str) -> None:
     median ratios, in LARGE's order; the verdicts are what the sentence's wording says."""
     cases, rmse_met = LARGE[group]
     text = re.sub(r"\s+", " ", _readme())
-    summaries = [_summary(DOCS / "comparison_lownfe_32768" / f"{case.replace('/', '_')}.json", case) for case in cases]
+    summaries = [_summary(_large_document(case), case) for case in cases]
     rmse = _listing([_verdict(s["rmse"], bold=False, suffix="×") for s in summaries])
     median = _listing([f"{fmt_ratio(s['median_err']['ratio'])}×" for s in summaries])
     assert f"{rmse} by RMSE, and {median} by median" in text
@@ -98,12 +109,16 @@ def test_the_32768_noise_verdicts_are_stated(group: str) -> None:
     assert all(s["median_err"]["met"] for s in summaries)
 
 
-def _tail_fields(case: str) -> dict[str, str]:
+def _tail_fields(key: str) -> dict[str, str]:
     """A case's tail in the README's words: shares as '42%', errors / data std as '0.31', ratios as fmt_ratio."""
-    document = json.loads((DOCS / DOCUMENT_OF[case]).read_text())["comparison"]
+    large, _, case = key.rpartition(":")
+    path = _large_document(case) if large else DOCS / DOCUMENT_OF[case]
+    document = json.loads(path.read_text())["comparison"]
     entry = document["cases"][case]
     rmse, std = entry["summary"]["rmse"], entry["data_std"]
-    fields = {"samples": str(document["samples"][case]), "theirs": rmse["theirs"]["label"]}
+    same = rmse["tail"]["theirs_at_ours_worst"] == rmse["tail"]["theirs_worst"]
+    fields = {"samples": str(document["samples"][case]), "theirs": rmse["theirs"]["label"],
+              "worst_noise": "the same noise" if same else "another noise"}
     for key, value in rmse["tail"].items():
         if key == "top":
             fields[key] = str(value)
