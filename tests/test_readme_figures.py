@@ -110,7 +110,8 @@ def test_the_32768_noise_verdicts_are_stated(group: str) -> None:
 
 
 def _tail_fields(key: str) -> dict[str, str]:
-    """A case's tail in the README's words: shares as '42%', errors / data std as '0.31', ratios as fmt_ratio."""
+    """A case's tail (key: a case, or '32768:case') in the README's words: shares as '42%', errors / data std as
+    '0.31', ratios as fmt_ratio."""
     large, _, case = key.rpartition(":")
     path = _large_document(case) if large else DOCS / DOCUMENT_OF[case]
     document = json.loads(path.read_text())["comparison"]
@@ -119,15 +120,15 @@ def _tail_fields(key: str) -> dict[str, str]:
     same = rmse["tail"]["theirs_at_ours_worst"] == rmse["tail"]["theirs_worst"]
     fields = {"samples": str(document["samples"][case]), "theirs": rmse["theirs"]["label"],
               "worst_noise": "the same noise" if same else "another noise"}
-    for key, value in rmse["tail"].items():
-        if key == "top":
-            fields[key] = str(value)
-        elif "share" in key:
-            fields[key] = f"{100 * value:.0f}%"
-        elif key.startswith("ratio"):
-            fields[key] = fmt_ratio(value)
+    for field, value in rmse["tail"].items():
+        if field == "top":
+            fields[field] = str(value)
+        elif "share" in field:
+            fields[field] = f"{100 * value:.0f}%"
+        elif field.startswith("ratio"):
+            fields[field] = fmt_ratio(value)
         else:
-            fields[key] = f"{value / std:.2f}"
+            fields[field] = f"{value / std:.2f}"
     return fields
 
 
