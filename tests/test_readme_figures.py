@@ -124,7 +124,7 @@ def _tail_fields(key: str) -> dict[str, str]:
         if field == "top":
             fields[field] = str(value)
         elif "share" in field:
-            fields[field] = f"{100 * value:.0f}%"
+            fields[field] = f"{value:.0%}"
         elif field.startswith("ratio"):
             fields[field] = fmt_ratio(value)
         else:

@@ -405,10 +405,6 @@ def shorter_ode_notes(cmp: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _share(v: float) -> str:
-    return f"{100 * v:.0f}%"
-
-
 def tail_table(cmp: Mapping[str, Any]) -> str | None:
     """Per case, for the two runs the RMSE summary compares: each side's worst noise (error / data std, its share of
     the squared error) and its few worst noises' share, theirs at our worst noise, and the ratio without that noise;
@@ -421,9 +417,9 @@ def tail_table(cmp: Mapping[str, Any]) -> str | None:
     for case, s, std in rows:
         tail = s["tail"]
         body.append([case, f"{s['ours']['label']} / {s['theirs']['label']}",
-                     *[f"{fmt_err(tail[f'{side}_worst'] / std)} ({_share(tail[f'{side}_worst_share'])}); "
-                       f"{_share(tail[f'{side}_top_share'])}" for side in ("ours", "theirs")],
-                     f"{fmt_err(tail['theirs_at_ours_worst'] / std)} ({_share(tail['theirs_share_at_ours_worst'])})",
+                     *[f"{fmt_err(tail[f'{side}_worst'] / std)} ({tail[f'{side}_worst_share']:.0%}); "
+                       f"{tail[f'{side}_top_share']:.0%}" for side in ("ours", "theirs")],
+                     f"{fmt_err(tail['theirs_at_ours_worst'] / std)} ({tail['theirs_share_at_ours_worst']:.0%})",
                      fmt_ratio(tail["ratio_without_ours_worst"])])
     top = rows[0][1]["tail"]["top"]
     return table(["case", "ours / theirs", f"ours: worst noise (share); {top} worst's share",
