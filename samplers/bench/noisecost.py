@@ -1,12 +1,13 @@
 """Cost of the step noise: the seeded Brownian path of samplers/noise.py against torchsde and torch.randn.
 
-    python -m samplers.bench.noisecost
+    python -m samplers.bench.noisecost [--device cuda]
 
 One sampling run's worth of noise on a Karras grid (one increment per step, as a multistep SDE sampler draws
 it) at the overhead section's latent shape, timed per step. Baselines: torch.randn (the cheapest possible
 noise, neither seeded per sample nor refinable) and torchsde's Brownian tree used the way k-diffusion-style
 noise samplers use it (one tree per sample over [sigma_min, sigma_max], entropy = seed + sample index, the
 increment over each step divided by the square root of its length), when torchsde is installed.
+On CPU one thread's CPU time is timed; on CUDA wall-clock time, each run ending with a synchronize.
 """
 
 from __future__ import annotations
@@ -44,15 +45,27 @@ def _torchsde_run(x: torch.Tensor, sigmas: list[float], seed: int) -> Callable[[
     return run
 
 
-def measure_noise_cost(steps: int = 20, repeats: int = 5, seed: int = 0, batch: int = SHAPE[0]) -> dict[str, Any]:
-    """ms per step of each noise source, their ratio to torch.randn, and ours over torchsde's (CPU, one thread,
-    thread CPU time)."""
+def measure_noise_cost(steps: int = 20, repeats: int = 5, seed: int = 0, batch: int = SHAPE[0],
+                       device: str = "cpu") -> dict[str, Any]:
+    """ms per step of each noise source, their ratio to torch.randn, and ours over torchsde's (CPU: one thread,
+    thread CPU time; CUDA: wall-clock time of a synchronised run)."""
+    on_cuda = torch.device(device).type == "cuda"
     threads = 1
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    clock = time.perf_counter if on_cuda else time.thread_time  # one CPU thread: immune to other load
+
+    def timed(fn: Callable[[], None]) -> float:
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        start = clock()
+        fn()
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        return clock() - start
+
     try:
-        x = torch.zeros((batch, *SHAPE[1:]), dtype=torch.float32)
+        x = torch.zeros((batch, *SHAPE[1:]), dtype=torch.float32, device=device)
         sigmas = grids.karras(steps, 0.029, 14.6).tolist()
         pairs = [(s, t) for s, t in itertools.pairwise(sigmas) if t > 0.0]
 
@@ -64,7 +77,7 @@ def measure_noise_cost(steps: int = 20, repeats: int = 5, seed: int = 0, batch: 
 
         def randn() -> None:
             for _ in pairs:
-                torch.randn(x.shape)
+                torch.randn(x.shape, device=x.device)
 
         jobs: dict[str, Callable[[], None]] = {"seeded_brownian": ours, "randn": randn}
         tsde = _torchsde_run(x, sigmas, seed)
@@ -75,14 +88,12 @@ def measure_noise_cost(steps: int = 20, repeats: int = 5, seed: int = 0, batch: 
             fn()  # warm-up
         for _ in range(repeats):
             for name, fn in jobs.items():
-                start = time.thread_time()  # one thread: all work is on this thread; immune to other load
-                fn()
-                times[name].append((time.thread_time() - start) / len(pairs))
+                times[name].append(timed(fn) / len(pairs))
         per_step = {name: statistics.median(v) * 1e3 for name, v in times.items()}
     finally:
         torch.set_num_threads(before)
-    return {"shape": [batch, *SHAPE[1:]], "dtype": "float32", "device": "cpu", "threads": threads,
-            "clock": "thread CPU time",
+    return {"shape": [batch, *SHAPE[1:]], "dtype": "float32", "device": str(x.device), "threads": threads,
+            "clock": "wall clock" if on_cuda else "thread CPU time",
             "steps": len(pairs), "repeats": repeats, "ms_per_step": per_step,
             "ratio_to_randn": {k: v / per_step["randn"] for k, v in per_step.items()},
             "ratio_to_torchsde": (per_step["seeded_brownian"] / per_step["torchsde_brownian_tree"]
@@ -102,9 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m samplers.bench.noisecost`: the table for the chosen batches at the 20-step Karras grid."""
     p = argparse.ArgumentParser(prog="python -m samplers.bench.noisecost",
                                 description="Cost per step of the seeded Brownian noise against torchsde's "
-                                            "BrownianTree and torch.randn (CPU, one thread, thread CPU time).")
+                                            "BrownianTree and torch.randn (CPU: one thread, thread CPU time; "
+                                            "CUDA: wall clock).")
     p.add_argument("--batches", default="1,4", help="comma-separated batch sizes of the 1x4x128x128 latent")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     try:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
@@ -112,9 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
     if not batches or min(batches) < 1 or args.repeats < 1:
         p.error("--batches needs integers >= 1 and --repeats an integer >= 1")
+    clock = "wall clock" if torch.device(args.device).type == "cuda" else "one thread, thread CPU time"
+    print(f"noise for a 20-step Karras grid on {args.device} ({clock})\n")
     print("| latent | ours ms/step | torchsde ms/step | ours / torchsde | torch.randn ms/step |\n|---|---|---|---|---|")
     for batch in batches:
-        r = measure_noise_cost(batch=batch, repeats=args.repeats)
+        r = measure_noise_cost(batch=batch, repeats=args.repeats, device=args.device)
         ms, ratio = r["ms_per_step"], r["ratio_to_torchsde"]
         print(f"| {'x'.join(map(str, r['shape']))} | {ms['seeded_brownian']:.2f} | "
               f"{ms.get('torchsde_brownian_tree', float('nan')):.2f} | "
