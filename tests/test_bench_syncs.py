@@ -1,0 +1,33 @@
+"""samplers/bench/syncs.py off CUDA: the per-step split of the counts, the table, and the clear refusal without a
+CUDA device (the counting itself: tests/test_cuda.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samplers.bench import syncs
+
+
+def test_per_step_splits_the_counts_into_a_slope_and_a_fixed_cost() -> None:
+    assert syncs.per_step({10: 3, 20: 3}) == {"per_step": 0.0, "per_run_fixed": 3.0}
+    assert syncs.per_step({10: 24, 20: 44}) == {"per_step": 2.0, "per_run_fixed": 4.0}
+
+
+def test_table_lists_both_sides() -> None:
+    result = {"steps": [10, 20], "ours": {"a": {"10": 2, "20": 2, "per_step": 0.0, "per_run_fixed": 2.0}},
+              "comfyui": {"b": {"10": 12, "20": 22, "per_step": 1.0, "per_run_fixed": 2.0}}}
+    result["ours"]["c"] = {"10": 9, "20": 9, "per_step": 0.0, "per_run_fixed": 9.0, "adaptive": True}
+    rows = syncs.syncs_table(result).splitlines()
+    assert rows[2] == "| ours | `a` | 2 | 2 | 0 | 2 |"
+    assert rows[3] == "| ours | `c` | 9 | 9 | — (one per attempt) | 9 |"
+    assert rows[4] == "| ComfyUI | `b` | 12 | 22 | 1 | 2 |"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_without_cuda_the_command_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        syncs.main([])
+    assert "must be an available CUDA device" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="device 'cpu'"):
+        syncs.measure_syncs("cpu")
