@@ -1,0 +1,26 @@
+"""samplers/bench/determinism.py on the CPU (the device run itself: docs/determinism_cuda.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from samplers.bench import determinism
+
+pytest.importorskip("safetensors", reason="the demo networks' weights are safetensors files")
+
+
+def test_on_the_cpu_the_rows_show_no_difference_except_the_adaptive_trajectory() -> None:
+    rows = determinism.compare("cpu", ["dpm_solver_pp_2m_sde", "dpm_solver_pp_adaptive"], models=("digits_flow",))
+    sde, adaptive = rows
+    assert sde["cpu_vs_device"] == 0.0 and sde["repeat_equal"] and sde["batch_vs_alone"] < 1e-5
+    assert adaptive["repeat_equal"] and adaptive["batch_vs_alone"] > 1e-4  # one step size for the whole batch
+    assert "| digits_flow | `dpm_solver_pp_2m_sde` | 0.0e+00 | yes |" in determinism.markdown(rows)
+
+
+def test_the_command_names_a_wrong_sampler_or_device(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        determinism.main(["--samplers", "dpm_solver_9"])
+    assert "unknown sampler(s) dpm_solver_9" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        determinism.main(["--device", "nodevice"])
+    assert "--device 'nodevice' is not available" in capsys.readouterr().err
