@@ -46,8 +46,10 @@ class SamplerEntry:
         disable: bool | None = None,
         **options: Any,
     ) -> torch.Tensor:
-        """Integrate x from sigmas[0] to sigmas[-1]; the model maps (x, sigma[B], **extra_args) to D."""
-        return self._sample(model, x, sigmas, extra_args, callback, disable, options)
+        """Integrate x from sigmas[0] to sigmas[-1]; the model maps (x, sigma[B], **extra_args) to D. Runs under
+        torch.no_grad(), like k-diffusion's samplers: no autograd graph is kept across the steps."""
+        with torch.no_grad():
+            return self._sample(model, x, sigmas, extra_args, callback, disable, options)
 
     def _sample(self, model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None,
                 callback: Callback | None, disable: bool | None, options: dict[str, Any]) -> torch.Tensor:

@@ -350,3 +350,19 @@ def test_schedule_object_gives_the_ve_result_rescaled(name: str) -> None:
     out_vp = SAMPLERS[name](vp_model, x_vp, sigmas_vp, schedule=vp, disable=True)
     out_ve = SAMPLERS[name](gaussian_model(), x_vp / alphas[0], sigmas_ve, disable=True)
     torch.testing.assert_close(out_vp, out_ve * alphas[-1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sampling_records_no_autograd_graph(name: str) -> None:
+    """Like k-diffusion's samplers: a model with trainable weights, called outside no_grad, must not make the run
+    keep every step's activations for a backward pass that never comes."""
+    weight = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    inner = gaussian_model()
+
+    def model(x: torch.Tensor, sigma: torch.Tensor, **extra: object) -> torch.Tensor:
+        out = inner(x, sigma) * weight
+        assert not out.requires_grad, "the model ran with autograd recording"
+        return out
+
+    out = SAMPLERS[name](model, start(), grids.karras(5, 0.03, 14.6), disable=True)
+    assert not out.requires_grad and torch.isfinite(out).all()
