@@ -1,9 +1,9 @@
 """A real ComfyUI imported in-process for node tests (the tests skip without COMFYUI_PATH).
 
-`real_comfy_models` puts the checkout and an import-only torchvision on sys.path, switches ComfyUI to CPU and
-loads a random-weight UNet that ComfyUI detects as SD1.5 (dpmsolver_tools/make_test_checkpoint.py's UNet; no CLIP
-or VAE, conditioning tensors are made up) with ComfyUI's own loader, plus the same model behind ModelSamplingSD3
-(shift 3) for the flow path. The sys.path entries are removed again when the context ends.
+`real_comfy_models` puts the checkout and an import-only torchvision on sys.path, switches ComfyUI to CPU (unless
+told otherwise) and loads a random-weight UNet that ComfyUI detects as SD1.5 (dpmsolver_tools/make_test_checkpoint.py's
+UNet; no CLIP or VAE, conditioning tensors are made up) with ComfyUI's own loader, plus the same model behind
+ModelSamplingSD3 (shift 3) for the flow path. The sys.path entries are removed again when the context ends.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 
 
 @contextmanager
-def real_comfy_models(comfyui_path: str, stub_dir: Path) -> Iterator[dict[str, Any]]:
-    """{"ve": ModelPatcher, "flow": the same model through ModelSamplingSD3(3.0)} from the checkout."""
+def real_comfy_models(comfyui_path: str, stub_dir: Path, cpu: bool = True) -> Iterator[dict[str, Any]]:
+    """{"ve": ModelPatcher, "flow": the same model through ModelSamplingSD3(3.0)} from the checkout; `cpu=False`
+    leaves ComfyUI its own device choice (the GPU where there is one)."""
     from dpmsolver_tools.comfy_server import TORCHVISION_STUB
     from dpmsolver_tools.make_test_checkpoint import UNET_CONFIG, _fill
 
@@ -31,7 +32,7 @@ def real_comfy_models(comfyui_path: str, stub_dir: Path) -> Iterator[dict[str, A
     try:
         import comfy.cli_args
 
-        comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.cpu = cpu
         import comfy.ops
         import comfy.sd
         from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
