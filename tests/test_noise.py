@@ -85,8 +85,8 @@ def test_sample_b_of_a_batch_is_the_stream_of_seed_plus_b() -> None:
 
 
 def test_float32_and_float64_agree_up_to_float_error() -> None:
-    """The integers are dtype- and device-independent; only log/sqrt/cos/sin round differently. (The same holds
-    across devices; no GPU was available to run `test_cpu_and_accelerator_agree` here.)"""
+    """The integers are dtype- and device-independent; only log/sqrt/cos/sin round differently (across devices:
+    `test_cpu_and_accelerator_agree`, run on an H100)."""
     z32 = keyed_normals(3, 2, (N,), DOMAIN_BROWNIAN, 5, dtype=torch.float32)
     z64 = keyed_normals(3, 2, (N,), DOMAIN_BROWNIAN, 5, dtype=torch.float64)
     assert float((z32.double() - z64).abs().max()) < 1e-5

@@ -1,5 +1,6 @@
 """The README's issue-8 verdicts are the committed comparison documents' figures (ratio and 95% interval per case and
-statistic, in bold where met), so a re-measured document cannot leave the README behind, or the other way round."""
+statistic, in bold where met), and its CUDA figures the committed CUDA documents', so a re-measured document cannot
+leave the README behind, or the other way round."""
 
 from __future__ import annotations
 
@@ -140,3 +141,66 @@ def test_the_tail_figures_are_the_documents(name: str) -> None:
     assert sentence.format(**{key: [f[key] for f in per_case] for key in per_case[0]}) in text
     if name == "CFG":  # 'the same plan on both grids': one share stands for both
         assert per_case[0]["ours_worst_share"] == per_case[1]["ours_worst_share"]
+
+
+def _syncs_sentence() -> str:
+    """The README's sentence on synchronising calls, from docs/syncs_cuda.json (ours: fixed per run, the same for
+    every non-adaptive sampler without noise and for every one with noise; ComfyUI's: grouped by calls per step)."""
+    result = json.loads((DOCS / "syncs_cuda.json").read_text())
+    ours = {name: r for name, r in result["ours"].items() if not r["adaptive"]}
+    assert all(r["per_step"] == 0 for r in ours.values())
+    from samplers import SAMPLERS
+
+    ode = {r["per_run_fixed"] for name, r in ours.items() if not SAMPLERS[name].stochastic or name == "dpm_solver_sds"}
+    sde = {r["per_run_fixed"] for name, r in ours.items() if SAMPLERS[name].stochastic and name != "dpm_solver_sds"}
+    assert len(ode) == len(sde) == 1, (ode, sde)
+    groups: dict[float, list[str]] = {}
+    for name, r in result["comfyui"].items():
+        if r["per_step"] > 0:
+            groups.setdefault(r["per_step"], []).append(name)
+    assert [name for name, r in result["comfyui"].items() if r["per_step"] == 0] == ["euler"]
+    listed = [f"{k:g} ({', '.join(groups[k])})" for k in sorted(groups)]
+    listed[0] = listed[0].replace(" (", " per step (", 1)
+    return (f"a run of ours makes {ode.pop():g} synchronising calls whatever the number of steps: reading the "
+            f"grid, one upload of the sigmas and the final NaN check; the noise samplers make {sde.pop():g} (the "
+            f"seed bases and the node keys are uploaded too). ComfyUI's own samplers synchronise in every step: "
+            f"{_listing(listed)}; only its euler makes none.")
+
+
+def _determinism_sentence() -> str:
+    """The README's sentence on CPU against CUDA on the demo networks, from docs/determinism_cuda{,_tf32}.json."""
+    from samplers import SAMPLERS
+
+    def extremes(name: str) -> tuple[str, str, str]:
+        rows = json.loads((DOCS / f"{name}.json").read_text())["rows"]
+        assert all(r["repeat_equal"] for r in rows)
+        fixed = [r for r in rows if getattr(SAMPLERS[r["sampler"]].spec, "structure", None) != "adaptive"]
+        adaptive = [r for r in rows if r not in fixed]
+        return (f"{max(r['cpu_vs_device'] for r in fixed):.1e}", f"{max(r['batch_vs_alone'] for r in fixed):.1e}",
+                f"{max(r['batch_vs_alone'] for r in adaptive):.1e}")
+
+    cpu, batch, adaptive = extremes("determinism_cuda")
+    cpu_tf32, batch_tf32, _ = extremes("determinism_cuda_tf32")
+    return (f"gives the same bits when run again; the fixed-step samplers' images differ from the CPU's by at most "
+            f"{cpu} (pixels in [−1, 1]) and image b of the batch from image b run alone with seed + b by at most "
+            f"{batch}. With TF32 convolutions (PyTorch's default; `--tf32`, "
+            f"[`docs/determinism_cuda_tf32.md`](docs/determinism_cuda_tf32.md)) these grow to {cpu_tf32} and "
+            f"{batch_tf32}: rounding in the networks' convolutions, which pick other kernels on another device or "
+            f"for another batch size (with the exact Gaussian denoiser, whose arithmetic is elementwise like the "
+            f"samplers', `tests/test_cuda.py` finds the batch rule bit for bit on CUDA). The adaptive samplers "
+            f"choose one step size for the whole batch, so their images in a "
+            f"batch and alone are different trajectories (up to {adaptive} apart).")
+
+
+@pytest.mark.parametrize("sentence", [_syncs_sentence, _determinism_sentence])
+def test_the_cuda_sentences_are_the_documents(sentence: Any) -> None:
+    assert sentence() in re.sub(r"\s+", " ", _readme())
+
+
+def test_the_cuda_speed_figures_are_the_documents() -> None:
+    """Every number of the README's 'On a GPU' paragraph is one of docs/speed_cuda.md's (the bench's output)."""
+    text = re.sub(r"\s+", " ", _readme())
+    paragraph = text[text.index("**On a GPU**"):text.index("**No host synchronisation")]
+    document = set(re.findall(r"\d+\.\d+", (DOCS / "speed_cuda.md").read_text()))
+    numbers = re.findall(r"\d+\.\d+", paragraph.split("wall clock):", 1)[1])
+    assert len(numbers) >= 14 and set(numbers) <= document, set(numbers) - document
