@@ -1,6 +1,7 @@
 """On CUDA, every sampler: same seed, same image, bit for bit and for any batch size, and the CPU's image up to
-float32 rounding; the sync counter of samplers/bench/syncs.py sees a host read and none in our step loops.
-Skipped where no CUDA device is present (tests/test_no_sync.py proves the no-sync property on CPU too)."""
+float32 rounding; half-precision latents; the sync counter of samplers/bench/syncs.py sees a host read and none
+in our step loops. Skipped where no CUDA device is present (tests/test_no_sync.py proves the no-sync property on
+CPU too)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,21 @@ def test_same_seed_same_image_on_cuda_and_close_to_cpu(name: str) -> None:
     assert gpu.is_cuda and torch.isfinite(gpu).all()
     assert torch.equal(gpu, run(name, x.cuda(), 7))
     torch.testing.assert_close(gpu.cpu(), run(name, x, 7), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_latents_on_cuda(name: str, dtype: torch.dtype) -> None:
+    """A half-precision latent on the GPU (what a host with an fp16 model may hand over): integrated in float32,
+    returned in its dtype, close to the float32 run from the same rounded start (fixed steps only: an adaptive
+    sampler's accept/reject decisions turn the model's half-precision rounding into another trajectory)."""
+    x = start(n=3, dtype=torch.float32).to(dtype).cuda()
+    out = run(name, x, 5)
+    assert out.dtype == dtype and out.is_cuda and torch.isfinite(out).all()
+    if structure(name) == "adaptive":
+        return
+    tol = 1e-2 if dtype == torch.float16 else 6e-2
+    torch.testing.assert_close(out.float(), run(name, x.float(), 5), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if structure(n) != "adaptive"])
