@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 import torch
 from test_edges import exact, gaussian_model, start
@@ -158,3 +161,30 @@ def test_adaptive_options_are_validated(option: str, value: object) -> None:
         SAMPLERS["dpm_solver_pp_adaptive"](model, start(), grids.karras(4, 0.03, 14.6), disable=True,
                                            **{option: value})
     assert model.calls == 0
+
+
+def test_a_float32_rounding_floor_error_lets_the_standard_rule_jump_and_pid_does_not() -> None:
+    """The README's case: from one bf16-rounded start in float32 the first attempt's error estimate is at the
+    rounding floor and the paper's rule grows h about 100x at once; the PID controller grows h by at most
+    1 + pi/2 per step and ends close to the exact sample (so does float64)."""
+    sigmas = grids.karras(8, 0.03, 14.6)
+    x = start(n=3, dtype=torch.float32).to(torch.bfloat16).float()
+    truth = exact(x.double(), 14.6, 0.0)
+
+    def run(y: torch.Tensor, **options: object) -> tuple[float, list[tuple[float, float, bool]]]:
+        attempts: list[tuple[float, float, bool]] = []
+
+        def record(payload: dict) -> None:
+            if "error" in payload:
+                attempts.append((payload["h"], payload["error"], payload["accept"]))
+
+        out = SAMPLERS["dpm_solver_adaptive"](gaussian_model(), y, sigmas, disable=True, callback=record, **options)
+        return float((out.double() - truth).abs().max()), attempts
+
+    _, standard = run(x)
+    assert standard[0][1] < 1e-5 and standard[1][0] > 60 * standard[0][0]  # E at the floor, h x 100
+    error, pid = run(x, controller="pid")
+    assert error < 0.01
+    accepted_h = [h for h, _, ok in pid if ok]
+    assert all(b <= a * (1 + math.pi / 2) + 1e-12 for a, b in itertools.pairwise(accepted_h))
+    assert run(x.double())[0] < 0.05
