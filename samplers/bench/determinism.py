@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..registry import SAMPLERS
+from .overhead import chosen_samplers
 
 BATCH = 8
 STEPS = 10
@@ -81,10 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated registry names")
     p.add_argument("--out", help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.samplers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SAMPLERS]
-    if unknown:
-        p.error(f"unknown sampler(s) {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    names = chosen_samplers(p, args.samplers)
     try:
         torch.empty(0, device=args.device)
     except (RuntimeError, AssertionError) as e:

@@ -207,6 +207,15 @@ def twin_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def chosen_samplers(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The registry names of a comma-separated --samplers value; a parser error names any unknown one."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SAMPLERS]
+    if unknown:
+        parser.error(f"unknown sampler(s) {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Overhead of the chosen samplers (default: the ComfyUI twins) and, with COMFYUI_PATH, the twin table."""
     p = argparse.ArgumentParser(prog="python -m samplers.bench.overhead", description=__doc__.split("\n\n")[0])
@@ -216,10 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.samplers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SAMPLERS]
-    if unknown:
-        p.error(f"unknown sampler(s) {', '.join(unknown)}")
+    names = chosen_samplers(p, args.samplers)
     res = measure_overhead({n: SAMPLERS[n] for n in names}, steps=args.steps, repeats=args.repeats,
                            threads=args.threads, device=args.device, max_s=120.0)
     print(f"latent {'x'.join(map(str, res['shape']))} float32 on {res['device']}, {res['threads']} thread(s), "
