@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from samplers import SAMPLERS
 from samplers.bench.report import fmt_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +150,8 @@ def _syncs_sentence() -> str:
     result = json.loads((DOCS / "syncs_cuda.json").read_text())
     ours = {name: r for name, r in result["ours"].items() if not r["adaptive"]}
     assert all(r["per_step"] == 0 for r in ours.values())
-    from samplers import SAMPLERS
-
-    ode = {r["per_run_fixed"] for name, r in ours.items() if not SAMPLERS[name].stochastic or name == "dpm_solver_sds"}
-    sde = {r["per_run_fixed"] for name, r in ours.items() if SAMPLERS[name].stochastic and name != "dpm_solver_sds"}
+    ode = {r["per_run_fixed"] for name, r in ours.items() if not SAMPLERS[name].stochastic}
+    sde = {r["per_run_fixed"] for name, r in ours.items() if SAMPLERS[name].stochastic}
     assert len(ode) == len(sde) == 1, (ode, sde)
     groups: dict[float, list[str]] = {}
     for name, r in result["comfyui"].items():
@@ -169,8 +168,6 @@ def _syncs_sentence() -> str:
 
 def _determinism_sentence() -> str:
     """The README's sentence on CPU against CUDA on the demo networks, from docs/determinism_cuda{,_tf32}.json."""
-    from samplers import SAMPLERS
-
     def extremes(name: str) -> tuple[str, str, str]:
         rows = json.loads((DOCS / f"{name}.json").read_text())["rows"]
         assert all(r["repeat_equal"] for r in rows)

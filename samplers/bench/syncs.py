@@ -8,8 +8,8 @@ overhead section on a 1x4x128x128 float32 latent on the Karras grids of 10 and 2
 once to warm up (plans cached) and once counted; syncs per step = (count at 20 - count at 10) / 10 and the rest
 is a fixed cost per run (ours: reading the grid, uploading the sigmas and noise keys, the final NaN check). The
 adaptive samplers ignore the grid's inner points and read one error norm per attempted step, so their count is
-per run, not per grid step. With COMFYUI_PATH set, ComfyUI's k-diffusion
-samplers of the comparison (their defaults: the SDE ones at eta 1 with their torchsde Brownian tree) run alike.
+per run, not per grid step. With COMFYUI_PATH set, ComfyUI's k-diffusion samplers of the comparison (at their
+defaults: the SDE ones at eta 1 with their torchsde Brownian tree) run alike.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def measure_syncs(device: str = "cuda") -> dict[str, Any]:
     ours = {name: (lambda s, e=entry: e(trivial_model, x, s, disable=True)) for name, entry in SAMPLERS.items()}
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
                               "shape": list(SHAPE), "steps": list(STEPS), "ours": {}, "comfyui": {}}
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchsde warns that float32 sigmas round past its float64 interval
         for side, runs in (("ours", ours), ("comfyui", _comfy_runs(x))):
             for name, run in runs.items():
