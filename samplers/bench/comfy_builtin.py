@@ -19,6 +19,7 @@ recorded too (`rmse_grid_ref`).
 from __future__ import annotations
 
 import enum
+import importlib.machinery
 import importlib.util
 import math
 import os
@@ -74,12 +75,15 @@ def _stub_torchvision() -> None:
         "InterpolationMode", {"NEAREST": "nearest", "BILINEAR": "bilinear", "BICUBIC": "bicubic"})
     root.transforms, root.models, transforms.functional = transforms, models, functional  # type: ignore[attr-defined]
     root.__version__ = "0.0.0+import-stub"  # type: ignore[attr-defined]
+    for module in (root, transforms, functional, models):  # a spec, as importlib.util.find_spec expects
+        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
     sys.modules.update({m.__name__: m for m in (root, transforms, functional, models)})
 
 
-def load_comfy(path: str) -> Comfy:
-    """Import ComfyUI from the checkout at `path` (CPU mode; its folder is appended to sys.path, so this
-    repository's own modules keep precedence)."""
+def load_comfy(path: str, cpu: bool = True) -> Comfy:
+    """Import ComfyUI from the checkout at `path` (CPU mode unless `cpu=False`, which leaves ComfyUI its own
+    device choice; its folder is appended to sys.path, so this repository's own modules keep precedence). The
+    mode holds from the first import on: ComfyUI fixes its device when comfy.model_management is imported."""
     root = os.path.abspath(path)
     if not os.path.isfile(os.path.join(root, "comfy", "samplers.py")):
         raise FileNotFoundError(f"COMFYUI_PATH={path!r}: expected a ComfyUI checkout (with comfy/samplers.py)")
@@ -88,7 +92,7 @@ def load_comfy(path: str) -> Comfy:
     _stub_torchvision()
     import comfy.cli_args
 
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = cpu
     import comfy.model_sampling
     import comfy.samplers
 
