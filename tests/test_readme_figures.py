@@ -197,7 +197,31 @@ def test_the_cuda_sentences_are_the_documents(sentence: Any) -> None:
 def test_the_cuda_speed_figures_are_the_documents() -> None:
     """Every number of the README's 'On a GPU' paragraph is one of docs/speed_cuda.md's (the bench's output)."""
     text = re.sub(r"\s+", " ", _readme())
-    paragraph = text[text.index("**On a GPU**"):text.index("**No host synchronisation")]
+    paragraph = text[text.index("**On a GPU**"):text.index("**Inside ComfyUI, with a full-size model**")]
     document = set(re.findall(r"\d+\.\d+", (DOCS / "speed_cuda.md").read_text()))
     numbers = re.findall(r"\d+\.\d+", paragraph.split("wall clock):", 1)[1])
     assert len(numbers) >= 14 and set(numbers) <= document, set(numbers) - document
+
+
+def _ksampler_sentence() -> str:
+    """The README's sentence on whole runs inside ComfyUI, from docs/ksampler_cuda_1024.json and ksampler_cuda.json."""
+    big = json.loads((DOCS / "ksampler_cuda_1024.json").read_text())
+    small = json.loads((DOCS / "ksampler_cuda.json").read_text())
+    ours = " / ".join(f"{p['ours_s']:.3f}" for p in big["pairs"])
+    theirs = " / ".join(f"{p['theirs_s']:.3f}" for p in big["pairs"])
+    runs = [v for samples in small["samples"].values() for v in samples]
+    medians = small["seconds"]
+
+    def span(side: str) -> str:
+        values = [v for name, v in medians.items() if name.startswith(side) and name != "comfyui/euler"]
+        return f"{min(values):.2f}–{max(values):.2f} s"
+
+    return (f"a run takes {big['seconds']['comfyui/euler']:.3f} s with ComfyUI's euler, {ours} s with our DPM++ 2M / "
+            f"2M SDE / 3M SDE and {theirs} s with ComfyUI's. At 512×512 ([`docs/ksampler_cuda.md`]"
+            f"(docs/ksampler_cuda.md)) single runs of any sampler took {min(runs):.2f} to {max(runs):.2f} s on this "
+            f"machine, and the medians lie within that spread ({span('ours/')} for ours, {span('comfyui/')} for "
+            f"ComfyUI's, {medians['comfyui/euler']:.2f} s for euler).")
+
+
+def test_the_ksampler_sentence_is_the_documents() -> None:
+    assert _ksampler_sentence() in re.sub(r"\s+", " ", _readme())
