@@ -41,11 +41,12 @@ TAILS = {
                   "our {top[0]} worst noises hold {ours_top_share[0]} of our squared error, {theirs[0]}'s {top[0]} "
                   "worst {theirs_top_share[0]} of its (our worst noise ends at {ours_worst[0]} relative error, "
                   "{theirs[0]}'s worst at {theirs_worst[0]})"),
-    "32768 noises": (("32768:ve_mixture/karras", "32768:flow_mixture/simple"),
+    "32768 noises": (("32768:ve_mixture/karras", "32768:flow_mixture/simple", "32768:ve_mixture/exponential"),
                      "our {top[0]} worst noises hold {ours_top_share[0]} of our squared error, {theirs[0]}'s "
                      "{theirs_top_share[0]} of its (our worst noise ends at {ours_worst[0]} relative error, "
                      "{theirs[0]}'s worst at {theirs_worst[0]}, on {worst_noise[0]}), on the flow mixture "
-                     "{ours_top_share[1]} and {theirs_top_share[1]} of {theirs[1]}'s"),
+                     "{ours_top_share[1]} and {theirs_top_share[1]} of {theirs[1]}'s, on VE exponential "
+                     "{ours_top_share[2]} and {theirs_top_share[2]} of {theirs[2]}'s"),
     "demo eps, exponential": (("digits_eps/exponential",),
                               "(where {theirs[0]}'s {top[0]} worst noises hold {theirs_top_share[0]} of its squared "
                               "error, our {top[0]} worst {ours_top_share[0]} of ours)"),
