@@ -17,15 +17,14 @@ units of the images' range (pixels in [-1, 1]):
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..registry import SAMPLERS
 from .overhead import chosen_samplers
+from .report import publish
 
 BATCH = 8
 STEPS = 10
@@ -92,12 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else args.device
     header = (f"{name}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}; batch {BATCH}, "
               f"{STEPS} steps, seed {SEED}")
-    table = markdown(rows)
-    print(f"{header}\n\n{table}")
-    if args.out:
-        Path(f"{args.out}.json").write_text(json.dumps({"device": name, "torch": torch.__version__, "tf32": args.tf32,
-                                                        "batch": BATCH, "steps": STEPS, "rows": rows}, indent=1) + "\n")
-        Path(f"{args.out}.md").write_text(f"# Same seed, same image: CPU against {name}\n\n{header}\n\n{table}\n")
+    data = {"device": name, "torch": torch.__version__, "tf32": args.tf32, "batch": BATCH, "steps": STEPS, "rows": rows}
+    publish(args.out, f"Same seed, same image: CPU against {name}", header, markdown(rows), data)
     return 0
 
 

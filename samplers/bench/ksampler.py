@@ -17,12 +17,10 @@ own cost per step = (its run - euler's run) / steps.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +28,7 @@ import torch
 from ..registry import SAMPLERS
 from .comfy_builtin import comfyui_path, load_comfy
 from .comfytwin import TWINS
+from .report import publish
 
 SD15_UNET = {
     "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
@@ -155,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{result['size']}x{result['size']}, batch 1, CFG {result['cfg']:g}, Karras {result['steps']} steps, "
               f"median of {result['repeats']} runs; ComfyUI's euler: {result['euler_ms_per_step']:.2f} ms per step "
               "(two model calls under CFG, batched)")
-    table = ksampler_table(result)
-    print(f"{header}\n\n{table}")
-    if args.out:
-        Path(f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
-        Path(f"{args.out}.md").write_text(f"# A sampling run inside ComfyUI\n\n{header}\n\n{table}\n")
+    publish(args.out, "A sampling run inside ComfyUI", header, ksampler_table(result), result)
     return 0
 
 

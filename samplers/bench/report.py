@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .overhead import twin_table
@@ -408,3 +410,11 @@ def noise_section(res: dict[str, Any]) -> str:
             line += [f"{r['ms_per_step'][key]:.2f}", f"{r['ratio_to_randn'][key]:.0f}"]
         body.append(line)
     return "\n".join([*out, table(header, body), ""])
+
+
+def publish(out: str | None, title: str, header: str, table: str, data: Mapping[str, Any]) -> None:
+    """Print the header and the table; with `out` also write OUT.json (data) and OUT.md (# title, header, table)."""
+    print(f"{header}\n\n{table}")
+    if out:
+        Path(f"{out}.json").write_text(json.dumps(data, indent=1) + "\n")
+        Path(f"{out}.md").write_text(f"# {title}\n\n{header}\n\n{table}\n")

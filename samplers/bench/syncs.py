@@ -15,10 +15,8 @@ defaults: the SDE ones at eta 1 with their torchsde Brownian tree) run alike.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +26,7 @@ from ..registry import SAMPLERS
 from .comfy_builtin import BUILTIN, ComfyModel, comfyui_path, load_comfy
 from .measure import is_adaptive
 from .overhead import SHAPE, trivial_model
+from .report import publish
 
 STEPS = (10, 20)
 SYNC_WARNING = "called a synchronizing CUDA operation"
@@ -118,14 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = measure_syncs(args.device)
     except RuntimeError as e:
         p.error(str(e))
-    table = syncs_table(result)
     header = (f"{result['device']}, torch {result['torch']}, latent {'x'.join(map(str, result['shape']))} "
-              f"float32, trivial model, Karras grids of {result['steps'][0]} and {result['steps'][1]} steps\n")
-    print(header)
-    print(table)
-    if args.out:
-        Path(f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
-        Path(f"{args.out}.md").write_text(f"# Host synchronisations per run on CUDA\n\n{header}\n{table}\n")
+              f"float32, trivial model, Karras grids of {result['steps'][0]} and {result['steps'][1]} steps")
+    publish(args.out, "Host synchronisations per run on CUDA", header, syncs_table(result), result)
     return 0
 
 
