@@ -1,7 +1,9 @@
 """samplers/bench/syncs.py off CUDA: the per-step split of the counts, the table, and the clear refusal without a
-CUDA device (the counting itself: tests/test_cuda.py)."""
+CUDA device (the counting itself: tests/test_cuda.py); and the benches' shared publish()."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,3 +33,16 @@ def test_without_cuda_the_command_says_what_it_needs(capsys: pytest.CaptureFixtu
     assert "must be an available CUDA device" in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="device 'cpu'"):
         syncs.measure_syncs("cpu")
+
+
+def test_publish_prints_and_writes_the_json_and_the_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """samplers.bench.report.publish, shared by the syncs, ksampler and determinism commands."""
+    from samplers.bench.report import publish
+
+    publish(str(tmp_path / "doc"), "Title", "header line", "| a |", {"x": 1})
+    assert capsys.readouterr().out == "header line\n\n| a |\n"
+    assert (tmp_path / "doc.md").read_text() == "# Title\n\nheader line\n\n| a |\n"
+    assert (tmp_path / "doc.json").read_text() == '{\n "x": 1\n}\n'
+    publish(None, "Title", "h", "t", {})
+    assert capsys.readouterr().out == "h\n\nt\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.json", "doc.md"]
