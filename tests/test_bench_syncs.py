@@ -35,7 +35,8 @@ def test_without_cuda_the_command_says_what_it_needs(capsys: pytest.CaptureFixtu
         syncs.measure_syncs("cpu")
 
 
-def test_publish_prints_and_writes_the_json_and_the_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_prints_and_writes_the_json_and_the_markdown(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """samplers.bench.report.publish, shared by the syncs, ksampler and determinism commands."""
     from samplers.bench.report import publish
 
