@@ -47,6 +47,11 @@ TAILS = {
                      "{theirs[0]}'s worst at {theirs_worst[0]}, on {worst_noise[0]}), on the flow mixture "
                      "{ours_top_share[1]} and {theirs_top_share[1]} of {theirs[1]}'s, on VE exponential "
                      "{ours_top_share[2]} and {theirs_top_share[2]} of {theirs[2]}'s"),
+    "32768 noises, CFG exponential": (("32768:ve_mixture_cfg7.5/exponential",),
+                                      "on the exponential grid one noise holds {ours_worst_share[0]} of our squared "
+                                      "error ({ours_worst[0]} relative error, {theirs[0]}'s "
+                                      "{theirs_at_ours_worst[0]} on it; without it the ratio is "
+                                      "{ratio_without_ours_worst[0]})"),
     "demo eps, exponential": (("digits_eps/exponential",),
                               "(where {theirs[0]}'s {top[0]} worst noises hold {theirs_top_share[0]} of its squared "
                               "error, our {top[0]} worst {ours_top_share[0]} of ours)"),
