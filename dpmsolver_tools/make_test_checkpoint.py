@@ -47,6 +47,26 @@ def _fill(shape: tuple[int, ...], key: str, generator):
     return torch.randn(shape, generator=generator) / math.sqrt(fan_in)
 
 
+def unet_shapes(config: dict = UNET_CONFIG) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of ComfyUI's UNetModel(**config), built on the meta device (comfy must be importable)."""
+    import comfy.ops
+    import torch
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    with torch.device("meta"):
+        unet = UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    return {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+
+
+def random_unet_state(config: dict = UNET_CONFIG, seed: int = 0, dtype=None) -> dict:
+    """UNetModel(**config)'s weights filled as this checkpoint's are (`_fill`, one generator seeded `seed`), each
+    tensor cast to `dtype` (default float32) as it is made."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {k: _fill(shape, k, generator).to(dtype or torch.float32) for k, shape in unet_shapes(config).items()}
+
+
 def build(comfyui: Path, out: Path, seed: int = 0) -> dict[str, object]:
     """Write the checkpoint; returns a summary (parameter counts, detected model class)."""
     sys.path.insert(0, str(comfyui))
@@ -59,16 +79,14 @@ def build(comfyui: Path, out: Path, seed: int = 0) -> dict[str, object]:
     import comfy.taesd.taesd
     import comfy.utils
     import torch
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     generator = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
-        unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
         clip = comfy.sd1_clip.SDClipModel(device="meta")
     taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
 
     parts = {
-        "model.diffusion_model.": {k: tuple(v.shape) for k, v in unet.state_dict().items()},
+        "model.diffusion_model.": unet_shapes(),
         "cond_stage_model.": {k: tuple(v.shape) for k, v in clip.state_dict().items()
                               if k.startswith("transformer.text_model.")},
         "first_stage_model.": {k: tuple(v.shape) for k, v in taesd.state_dict().items()},

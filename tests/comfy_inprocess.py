@@ -22,7 +22,7 @@ def real_comfy_models(comfyui_path: str, stub_dir: Path, cpu: bool = True) -> It
     """{"ve": ModelPatcher, "flow": the same model through ModelSamplingSD3(3.0)} from the checkout; `cpu=False`
     leaves ComfyUI its own device choice (the GPU where there is one)."""
     from dpmsolver_tools.comfy_server import TORCHVISION_STUB
-    from dpmsolver_tools.make_test_checkpoint import UNET_CONFIG, _fill
+    from dpmsolver_tools.make_test_checkpoint import random_unet_state
 
     for rel, text in TORCHVISION_STUB.items():
         (stub_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -33,17 +33,10 @@ def real_comfy_models(comfyui_path: str, stub_dir: Path, cpu: bool = True) -> It
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = cpu
-        import comfy.ops
         import comfy.sd
-        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
         from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
-        generator = torch.Generator().manual_seed(0)
-        with torch.device("meta"):
-            unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="meta",
-                             operations=comfy.ops.disable_weight_init)
-        state = {k: _fill(tuple(v.shape), k, generator) for k, v in unet.state_dict().items()}
-        model = comfy.sd.load_diffusion_model_state_dict(state)
+        model = comfy.sd.load_diffusion_model_state_dict(random_unet_state())
         (flow_model,) = ModelSamplingSD3().patch(model, 3.0)
         yield {"ve": model, "flow": flow_model}
     finally:

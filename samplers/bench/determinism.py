@@ -48,13 +48,14 @@ def compare(device: str, names: Sequence[str], models: Sequence[str] = MODELS) -
         cpu, there = load_model(model_name), load_model(model_name, device=on)
         x = initial_noise(cpu, BATCH, seed=0)
         sigmas = make_grid(cpu, STEPS)
+        sigmas_there = sigmas.to(on)
         for name in names:
             entry = SAMPLERS[name]
             options = sampler_options(entry, cpu.schedule, SEED)
             reference = _run(entry, cpu, x, sigmas, options)
-            out = _run(entry, there, x, sigmas.to(on), options)
-            again = _run(entry, there, x, sigmas.to(on), options)
-            alone = torch.cat([_run(entry, there, x[b:b + 1], sigmas.to(on),
+            out = _run(entry, there, x, sigmas_there, options)
+            again = _run(entry, there, x, sigmas_there, options)
+            alone = torch.cat([_run(entry, there, x[b:b + 1], sigmas_there,
                                     options | ({"seed": SEED + b} if "seed" in options else {}))
                                for b in range(BATCH)])
             rows.append({"model": model_name, "sampler": name,

@@ -45,17 +45,11 @@ SEED = 0
 
 def sd15_model() -> Any:
     """A ModelPatcher of a random-weight SD1.5-shaped UNet, loaded by ComfyUI (it detects SD1.5 from the keys)."""
-    import comfy.ops
     import comfy.sd
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    from dpmsolver_tools.make_test_checkpoint import _fill
+    from dpmsolver_tools.make_test_checkpoint import random_unet_state
 
-    with torch.device("meta"):
-        unet = UNetModel(**SD15_UNET, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
-    generator = torch.Generator().manual_seed(SEED)
-    state = {k: _fill(tuple(v.shape), k, generator).half() for k, v in unet.state_dict().items()}
-    return comfy.sd.load_diffusion_model_state_dict(state)
+    return comfy.sd.load_diffusion_model_state_dict(random_unet_state(SD15_UNET, SEED, torch.float16))
 
 
 def _round_robin(jobs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -97,11 +91,11 @@ def measure_ksampler(path: str, size: int = 512, steps: int = 20, repeats: int =
         return lambda: comfy.sample.sample_custom(model, noise, CFG, sampler, sigmas, positive, negative, latent,
                                                   disable_pbar=True, seed=SEED)
 
+    twins = {ours: function.removeprefix("sample_") for ours, function in TWINS.items()}  # ComfyUI's names
     jobs = {"comfyui/euler": run(comfy.samplers.sampler_object("euler"))}
-    for ours, theirs in TWINS.items():
+    for ours, theirs in twins.items():
         jobs[f"ours/{ours}"] = run(comfy.samplers.KSAMPLER(SAMPLERS[ours]))
-        jobs[f"comfyui/{theirs.removeprefix('sample_')}"] = run(comfy.samplers.sampler_object(
-            theirs.removeprefix("sample_")))
+        jobs[f"comfyui/{theirs}"] = run(comfy.samplers.sampler_object(theirs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchsde warns that float32 sigmas round past its float64 interval
         samples = _round_robin(jobs, repeats)
@@ -111,11 +105,11 @@ def measure_ksampler(path: str, size: int = 512, steps: int = 20, repeats: int =
     def own(name: str) -> float:
         return (seconds[name] - seconds["comfyui/euler"]) / steps
 
-    pairs = [{"ours": ours, "theirs": theirs.removeprefix("sample_"),
-              "ours_s": seconds[f"ours/{ours}"], "theirs_s": seconds[f"comfyui/{theirs.removeprefix('sample_')}"],
+    pairs = [{"ours": ours, "theirs": theirs,
+              "ours_s": seconds[f"ours/{ours}"], "theirs_s": seconds[f"comfyui/{theirs}"],
               "ours_own_ms_per_step": own(f"ours/{ours}") * 1e3,
-              "theirs_own_ms_per_step": own(f"comfyui/{theirs.removeprefix('sample_')}") * 1e3}
-             for ours, theirs in TWINS.items()]
+              "theirs_own_ms_per_step": own(f"comfyui/{theirs}") * 1e3}
+             for ours, theirs in twins.items()]
     device = comfy.model_management.get_torch_device()
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
             "torch": torch.__version__, "dtype": str(model.model.get_dtype()).removeprefix("torch."),
