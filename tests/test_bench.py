@@ -107,6 +107,33 @@ def test_overhead_times_comfyui_twins_in_the_same_run() -> None:
         assert all(math.isfinite(float(c)) for c in cells[2:6]), row
 
 
+def test_device_tree_twins_join_on_cuda_only() -> None:
+    """ComfyUI's `_gpu` SDE variants (Brownian tree on the latent's device) are timed on CUDA, where they differ
+    from the CPU-tree twins; on the CPU the two are the same computation and only TWINS run."""
+    from samplers.bench.comfytwin import DEVICE_TREE_TWINS, TWINS, twin_pairs
+
+    assert twin_pairs("cpu") == list(TWINS.items())
+    assert twin_pairs("cuda") == [*TWINS.items(), *DEVICE_TREE_TWINS.items()]
+    assert all(name in SAMPLERS and theirs.endswith("_gpu") for name, theirs in DEVICE_TREE_TWINS.items())
+
+
+@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="COMFYUI_PATH is not set")
+def test_comfyui_has_the_device_tree_twins_and_the_sync_count_runs_them() -> None:
+    import torch
+
+    from samplers.bench import syncs
+    from samplers.bench.comfy_builtin import load_comfy
+    from samplers.bench.comfytwin import DEVICE_TREE_TWINS
+
+    load_comfy(os.environ["COMFYUI_PATH"])
+    import comfy.k_diffusion.sampling as sampling
+
+    assert all(callable(getattr(sampling, theirs, None)) for theirs in DEVICE_TREE_TWINS.values())
+    runs = syncs._comfy_runs(torch.zeros(1, 4, 8, 8))
+    assert {"dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"} <= set(runs)
+    assert "dpm_fast" not in runs and "euler_gpu" not in runs
+
+
 def test_report_tables_mark_best(quick: tuple[dict, str, Path]) -> None:
     _, text, _ = quick
     assert text.count("### ") >= 5

@@ -10,8 +10,9 @@ model call is a real one, the images are not. Each sampler runs as the SamplerCu
 noise and seed), once to warm up and then in `repeats` rounds that run every sampler once (round robin), each run
 timed to its end (synchronised); the medians are reported. Ours enter as `comfy.samplers.KSAMPLER(entry)`, ComfyUI's
 as `comfy.samplers.sampler_object(name)`; the SDE ones at their defaults (eta 1; ComfyUI's with its torchsde
-Brownian tree). ComfyUI's euler, whose loop adds nothing to the model calls, gives the time of a step; a sampler's
-own cost per step = (its run - euler's run) / steps.
+Brownian tree, on the CPU and, on a GPU, also its `_gpu` variants with the tree on the GPU). ComfyUI's euler, whose
+loop adds nothing to the model calls, gives the time of a step; a sampler's own cost per step = (its run - euler's
+run) / steps.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from ..registry import SAMPLERS
 from .comfy_builtin import comfyui_path, load_comfy
-from .comfytwin import TWINS
+from .comfytwin import twin_pairs
 from .report import publish
 
 SD15_UNET = {
@@ -91,10 +92,11 @@ def measure_ksampler(path: str, size: int = 512, steps: int = 20, repeats: int =
         return lambda: comfy.sample.sample_custom(model, noise, CFG, sampler, sigmas, positive, negative, latent,
                                                   disable_pbar=True, seed=SEED)
 
-    twins = {ours: function.removeprefix("sample_") for ours, function in TWINS.items()}  # ComfyUI's names
+    device = comfy.model_management.get_torch_device()
+    twins = [(ours, function.removeprefix("sample_")) for ours, function in twin_pairs(device)]  # ComfyUI's names
     jobs = {"comfyui/euler": run(comfy.samplers.sampler_object("euler"))}
-    for ours, theirs in twins.items():
-        jobs[f"ours/{ours}"] = run(comfy.samplers.KSAMPLER(SAMPLERS[ours]))
+    for ours, theirs in twins:
+        jobs.setdefault(f"ours/{ours}", run(comfy.samplers.KSAMPLER(SAMPLERS[ours])))
         jobs[f"comfyui/{theirs}"] = run(comfy.samplers.sampler_object(theirs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchsde warns that float32 sigmas round past its float64 interval
@@ -109,8 +111,7 @@ def measure_ksampler(path: str, size: int = 512, steps: int = 20, repeats: int =
               "ours_s": seconds[f"ours/{ours}"], "theirs_s": seconds[f"comfyui/{theirs}"],
               "ours_own_ms_per_step": own(f"ours/{ours}") * 1e3,
               "theirs_own_ms_per_step": own(f"comfyui/{theirs}") * 1e3}
-             for ours, theirs in twins.items()]
-    device = comfy.model_management.get_torch_device()
+             for ours, theirs in twins]
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
             "torch": torch.__version__, "dtype": str(model.model.get_dtype()).removeprefix("torch."),
             "size": size, "steps": steps, "cfg": CFG, "repeats": repeats, "seconds": seconds, "samples": samples,

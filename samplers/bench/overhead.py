@@ -4,8 +4,9 @@ overhead per call = (time of one sampling run - its model calls * time of one mo
 Runs are timed round-robin (every sampler, the Euler loop and the bare model once per repeat) so that load
 from other processes hits them alike; each number is the median over repeats of the mean over a batch of runs.
 With COMFYUI_PATH set, ComfyUI's sample_dpmpp_2m, sample_dpmpp_2m_sde and sample_dpmpp_3m_sde (loaded in-process,
-see comfytwin.py; SDE twins at their defaults eta = 1 with their torchsde Brownian tree) join the round robin
-on the same model, latent and grid, and each of our twins is reported against them.
+see comfytwin.py; SDE twins at their defaults eta = 1 with their torchsde Brownian tree; on CUDA also
+sample_dpmpp_2m_sde_gpu and sample_dpmpp_3m_sde_gpu, whose tree lives on the GPU) join the round robin on the same
+model, latent and grid, and each of our twins is reported against them.
 
     COMFYUI_PATH=/path/to/ComfyUI python -m samplers.bench.overhead [--steps 20] [--repeats 15] [--threads 1]
 """
@@ -26,7 +27,7 @@ from ..deterministic import build_plan
 from ..options import parse_options
 from ..registry import SAMPLERS, SamplerEntry
 from ..sigmas import distinct, read_sigmas
-from .comfytwin import TWINS, comfyui_path, twin_runs
+from .comfytwin import TWINS, comfyui_path, twin_pairs, twin_runs
 from .measure import is_adaptive
 
 SHAPE = (1, 4, 128, 128)
@@ -128,9 +129,10 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
     }
     for name, entry in entries.items():
         jobs[name] = ((lambda e=entry: e(trivial_model, x, sigmas, disable=True)), _model_calls(entry, x, sigmas))
-    twins = {name: run for name, run in twin_runs(trivial_model, x, sigmas, seed).items() if name in entries}
-    for name, run in twins.items():
-        jobs[f"comfyui/{name}"] = (run, jobs[name][1])
+    twin_of = twin_runs(trivial_model, x, sigmas, seed)
+    twins = [(ours, theirs) for ours, theirs in twin_pairs(device) if ours in entries and theirs in twin_of]
+    for ours, theirs in twins:
+        jobs[f"comfyui/{theirs}"] = (twin_of[theirs], jobs[ours][1])
     planned = [name for name, entry in entries.items() if _has_plan(entry, sigmas)]
     plan_jobs = {name: (lambda e=entries[name]: e.plan(sigmas)) for name in planned}
     plan_jobs |= {f"build/{name}": _uncached_build(entries[name], sigmas) for name in planned}
@@ -176,10 +178,10 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
         r["plan_build_us"] = statistics.median(plan_samples[f"build/{name}"]) * 1e6 if name in plan_samples else None
         rows[name] = r
     comfyui = {}
-    for name in twins:
-        theirs, ours = row(f"comfyui/{name}", jobs[name][1]), rows[name]
-        comfyui[name] = {
-            "nfe": ours["nfe"],
+    for name, function in twins:
+        theirs, ours = row(f"comfyui/{function}", jobs[name][1]), rows[name]
+        comfyui[function] = {
+            "ours": name, "nfe": ours["nfe"],
             "ours_us_per_step": ours["run_ms"] * 1e3 / steps, "comfyui_us_per_step": theirs["run_ms"] * 1e3 / steps,
             "ours_overhead_us_per_call": ours["overhead_us_per_call"],
             "comfyui_overhead_us_per_call": theirs["overhead_us_per_call"],
@@ -198,10 +200,10 @@ def twin_table(result: Mapping[str, Any]) -> str:
     """Markdown: each of our samplers against its ComfyUI twin (per-step time, overhead per call, ratio)."""
     lines = ["| ours | ComfyUI twin | µs/step ours | µs/step ComfyUI | overhead µs/call ours | overhead µs/call "
              "ComfyUI | overhead ratio (min) |", "|---|---|---|---|---|---|---|"]
-    for name, r in result["comfyui"].items():
+    for function, r in result["comfyui"].items():
         ratio = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.2f}"
         low = "—" if r["min_overhead_ratio"] is None else f"{r['min_overhead_ratio']:.2f}"
-        lines.append(f"| {name} | {TWINS[name]} | {r['ours_us_per_step']:.0f} | {r['comfyui_us_per_step']:.0f} | "
+        lines.append(f"| {r['ours']} | {function} | {r['ours_us_per_step']:.0f} | {r['comfyui_us_per_step']:.0f} | "
                      f"{r['ours_overhead_us_per_call']:.1f} | {r['comfyui_overhead_us_per_call']:.1f} | "
                      f"{ratio} ({low}) |")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ once to warm up (plans cached) and once counted; syncs per step = (count at 20 -
 is a fixed cost per run (ours: reading the grid, uploading the sigmas and noise keys, the final NaN check). The
 adaptive samplers ignore the grid's inner points and read one error norm per attempted step, so their count is
 per run, not per grid step. With COMFYUI_PATH set, ComfyUI's k-diffusion samplers of the comparison (at their
-defaults: the SDE ones at eta 1 with their torchsde Brownian tree) run alike.
+defaults: the SDE ones at eta 1 with their torchsde Brownian tree) run alike, and so do the `_gpu` variants of
+those that have one (the same update with the tree on the GPU).
 """
 
 from __future__ import annotations
@@ -66,10 +67,13 @@ def _comfy_runs(x: torch.Tensor) -> dict[str, Callable[[torch.Tensor], Any]]:
     wrapped = ComfyModel(trivial_model, type("ModelSamplingEPS", (ms.ModelSamplingDiscrete, ms.EPS), {})())
     runs: dict[str, Callable[[torch.Tensor], Any]] = {}
     for sampler in BUILTIN:
-        fn = getattr(sampling, f"sample_{sampler.name}", None)
-        if fn is None or sampler.name in NOT_K_DIFFUSION_STYLE or sampler.name in runs:
-            continue  # uni_pc lives outside k_diffusion.sampling; the eta-0 settings run at the defaults here
-        runs[sampler.name] = lambda s, f=fn: f(wrapped, x, s, extra_args={"seed": 0}, disable=True)
+        if sampler.name in NOT_K_DIFFUSION_STYLE:
+            continue
+        for name in (sampler.name, f"{sampler.name}_gpu"):
+            fn = getattr(sampling, f"sample_{name}", None)
+            if fn is None or name in runs:
+                continue  # uni_pc lives outside k_diffusion.sampling; the eta-0 settings run at the defaults here
+            runs[name] = lambda s, f=fn: f(wrapped, x, s, extra_args={"seed": 0}, disable=True)
     return runs
 
 
