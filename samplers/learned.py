@@ -246,7 +246,7 @@ def _run(model: Model, x: torch.Tensor, plan: Plan, values: Sequence[StageValues
             assert log_sigma is not None
             sigma = torch.exp(log_sigma + tau[call])
             alpha = torch.as_tensor(schedule.alpha(sigma), dtype=torch.float64)
-            denoised = model(y, sigma.expand(y.shape[0]), **extra_args).to(torch.float64)
+            denoised = model(y, sigma.to(y.device).expand(y.shape[0]), **extra_args).to(torch.float64)
             slots[2 * call], slots[2 * call + 1] = denoised, (y - alpha * denoised) / sigma
             call += 1
         if stage.commit:
@@ -273,7 +273,8 @@ def learn_plan(
 ) -> LearnedPlan:
     """Fit corrections c and shifts tau of `sampler`'s plan on `sigmas` to the noises `x` (batch first).
 
-    `model` must be differentiable in torch (autograd through its output). `reference`: what an exact solver
+    `model` must be differentiable in torch (autograd through its output); it runs on x's device (a GPU too: the
+    model gets its sigmas there), the plan's parameters stay float64 on the host. `reference`: what an exact solver
     returns from x on the grid (default: samplers.calibrate.reference_solution). Adam with a cosine-decayed
     learning rate for `steps` steps; the best iterate is kept (zero corrections if none beats them).
     `progress(step, rms)` is called after every step. `max_sigma`: no model call moves above it (a flow model

@@ -1,7 +1,7 @@
-"""On CUDA, every sampler: same seed, same image, bit for bit and for any batch size, and the CPU's image up to
-float32 rounding; half-precision latents; the sync counter of samplers/bench/syncs.py sees a host read and none
-in our step loops. Skipped where no CUDA device is present (tests/test_no_sync.py proves the no-sync property on
-CPU too)."""
+"""On CUDA, every sampler: same seed, same image, bit for bit and for any batch size, and the CPU's image up to float32
+rounding; half-precision latents; the sync counter of samplers/bench/syncs.py sees a host read and none in our step
+loops; learn_plan learns on the GPU what it learns on the CPU. Skipped where no CUDA device is present
+(tests/test_no_sync.py proves the no-sync property on CPU too)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from test_edges import NAMES, gaussian_model, start, structure
 from samplers import SAMPLERS, grids
 from samplers.bench.overhead import SHAPE, trivial_model
 from samplers.bench.syncs import count_syncs
+from samplers.learned import learn_plan
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 SIGMAS = grids.karras(8, 0.03, 14.6)
@@ -88,3 +89,18 @@ def test_our_syncs_per_run_do_not_grow_with_the_steps(name: str) -> None:
     noise keys) it does once before or after the loop, not once per step."""
     few, many = _counts(name)
     assert few == many <= 6, (few, many)  # measured: 3 (grid read, sigma upload, NaN check), +3 with noise
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
+def test_learn_plan_on_cuda_learns_what_it_learns_on_the_cpu() -> None:
+    """The plan's recursion runs where the noises are (the model gets its sigmas there too); the coefficients,
+    shifts and grid stay float64 on the host, so the two devices give the same plan up to reduction order."""
+    x = start(n=16, seed=3)
+    learned = {device: learn_plan(gaussian_model(), "dpm_solver_pp_3m", SIGMAS, x.to(device), "ve", steps=12,
+                                  learn_grid=True) for device in ("cpu", "cuda")}
+    cpu, cuda = learned["cpu"], learned["cuda"]
+    assert cpu.objective_after < 0.9 * cpu.objective_before
+    assert cuda.objective_before == pytest.approx(cpu.objective_before, rel=1e-9)
+    assert cuda.objective_after == pytest.approx(cpu.objective_after, rel=1e-6)
+    for field in ("corrections", "shifts", "sigmas"):
+        assert getattr(cuda, field) == pytest.approx(getattr(cpu, field), rel=1e-6, abs=1e-9), field
