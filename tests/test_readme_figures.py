@@ -47,11 +47,11 @@ TAILS = {
                      "{theirs[0]}'s worst at {theirs_worst[0]}, on {worst_noise[0]}), on the flow mixture "
                      "{ours_top_share[1]} and {theirs_top_share[1]} of {theirs[1]}'s, on VE exponential "
                      "{ours_top_share[2]} and {theirs_top_share[2]} of {theirs[2]}'s"),
-    "32768 noises, CFG exponential": (("32768:ve_mixture_cfg7.5/exponential",),
-                                      "on the exponential grid one noise holds {ours_worst_share[0]} of our squared "
-                                      "error ({ours_worst[0]} relative error, {theirs[0]}'s "
-                                      "{theirs_at_ours_worst[0]} on it; without it the ratio is "
-                                      "{ratio_without_ours_worst[0]})"),
+    "32768 noises, CFG": (("32768:ve_mixture_cfg7.5/karras", "32768:ve_mixture_cfg7.5/exponential"),
+                          "on both grids one noise holds {ours_worst_share[0]} of our squared error (the same plan: "
+                          "{ours_worst[0]} relative error, {theirs[0]}'s {theirs_at_ours_worst[0]} and "
+                          "{theirs_at_ours_worst[1]} on it; without it the ratios are {ratio_without_ours_worst[0]} "
+                          "and {ratio_without_ours_worst[1]})"),
     "demo eps, exponential": (("digits_eps/exponential",),
                               "(where {theirs[0]}'s {top[0]} worst noises hold {theirs_top_share[0]} of its squared "
                               "error, our {top[0]} worst {ours_top_share[0]} of ours)"),
@@ -146,8 +146,11 @@ def test_the_tail_figures_are_the_documents(name: str) -> None:
     per_case = [_tail_fields(case) for case in cases]
     text = re.sub(r"\s+", " ", _readme())
     assert sentence.format(**{key: [f[key] for f in per_case] for key in per_case[0]}) in text
-    if name == "CFG":  # 'the same plan on both grids': one share stands for both
-        assert per_case[0]["ours_worst_share"] == per_case[1]["ours_worst_share"]
+    if name.endswith("CFG"):  # 'the same plan on both grids': one share and one error stand for both
+        for field in ("ours_worst_share", "ours_worst"):
+            assert per_case[0][field] == per_case[1][field], field
+    if name == "32768 noises, CFG":  # and one sampler of theirs
+        assert per_case[0]["theirs"] == per_case[1]["theirs"]
 
 
 def _syncs_sentence() -> str:
