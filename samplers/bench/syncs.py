@@ -71,8 +71,8 @@ def _comfy_runs(x: torch.Tensor) -> dict[str, Callable[[torch.Tensor], Any]]:
             continue
         for name in (sampler.name, f"{sampler.name}_gpu"):
             fn = getattr(sampling, f"sample_{name}", None)
-            if fn is None or name in runs:
-                continue  # uni_pc lives outside k_diffusion.sampling; the eta-0 settings run at the defaults here
+            if fn is None or name in runs:  # uni_pc lives outside k_diffusion.sampling, few have a _gpu variant,
+                continue  # and the comparison's eta-0 settings of one function all run at its defaults here
             runs[name] = lambda s, f=fn: f(wrapped, x, s, extra_args={"seed": 0}, disable=True)
     return runs
 
