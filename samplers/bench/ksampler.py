@@ -26,20 +26,17 @@ from typing import Any
 
 import torch
 
+from dpmsolver_tools.make_test_checkpoint import UNET_CONFIG, random_unet_state
+
 from ..registry import SAMPLERS
 from .comfy_builtin import comfyui_path, load_comfy
 from .comfytwin import twin_pairs
 from .report import publish
 
-SD15_UNET = {
-    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
-    "channel_mult": [1, 2, 4, 4], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "transformer_depth_middle": 1,
-    "context_dim": 768, "num_heads": 8, "num_head_channels": -1, "use_linear_in_transformer": False,
-    "use_spatial_transformer": True, "legacy": False, "use_checkpoint": False, "adm_in_channels": None,
-    "use_temporal_resblock": False, "use_temporal_attention": False,
-}
-"""SD1.5's UNet as ComfyUI's UNetModel takes it."""
+SD15_UNET = {**UNET_CONFIG, "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4],
+             "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1,
+             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]}
+"""SD1.5's UNet as ComfyUI's UNetModel takes it: the test checkpoint's width (UNET_CONFIG) at SD1.5's full depth."""
 CFG = 7.0
 SEED = 0
 
@@ -47,8 +44,6 @@ SEED = 0
 def sd15_model() -> Any:
     """A ModelPatcher of a random-weight SD1.5-shaped UNet, loaded by ComfyUI (it detects SD1.5 from the keys)."""
     import comfy.sd
-
-    from dpmsolver_tools.make_test_checkpoint import random_unet_state
 
     return comfy.sd.load_diffusion_model_state_dict(random_unet_state(SD15_UNET, SEED, torch.float16))
 
