@@ -139,7 +139,13 @@ def test_command_learns_saves_and_merges(tmp_path: Path, capsys: pytest.CaptureF
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["--problems", "ve_mixture/nowhere", "--out", str(out)])
-    assert "unknown case(s) ['ve_mixture/nowhere']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --problems: unknown case(s) ve_mixture/nowhere; choose from ve_mixture/karras," in err
+    for argv in (["--problems", ""], ["--samples", "0"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "expected comma-separated case names, got ''" in err and "expected an integer >= 1, got 0" in err
 
 
 def test_a_run_with_a_learned_grid_records_and_saves_the_grid_it_reached(tmp_path: Path) -> None:

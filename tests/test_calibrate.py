@@ -292,6 +292,25 @@ def test_evaluate_only_cli_refuses_missing_results_and_bad_counts(tmp_path: Path
         main(["--evaluate-only", "--evaluation-samples", "0", "--out", str(tmp_path / "absent")])
 
 
+def test_calibrated_command_refuses_bad_selections_before_any_work(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A sampler that is not a calibration candidate (or a typo) once calibrated nothing and overwrote OUT with an
+    empty table; now it is a usage error naming the candidates, like a bad NFE list or count."""
+    from samplers.bench.calibrated import main
+
+    out = tmp_path / "calibrated"
+    wrong = {("--samplers", "dpm_solver_2"): "argument --samplers: unknown sampler(s) dpm_solver_2; choose from "
+             "dpm_solver_2m, dpm_solver_3m, dpm_solver_pp_3m, dpm_solver_pp_pc, dpm_solver_3",
+             ("--samplers", ","): "argument --samplers: expected comma-separated sampler names, got ','",
+             ("--nfe", "ten"): "argument --nfe: expected comma-separated integers, got 'ten'",
+             ("--samples", "0"): "argument --samples: expected an integer >= 1, got 0"}
+    for (option, value), message in wrong.items():
+        with pytest.raises(SystemExit) as exc:
+            main([option, value, "--out", str(out)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err, (option, value)
+    assert not out.with_suffix(".json").exists() and not out.with_suffix(".md").exists()
+
+
 def test_long_flow_grids_end_where_the_twenty_step_grid_ends() -> None:
     from samplers.bench.calibrated import base_case_name, long_flow_case
     from samplers.bench.cases import select_cases

@@ -26,6 +26,7 @@ import torch
 from .. import grids
 from ..calibrate import CalibratedGrid, calibrate_grid, intervals_for_nfe, save_grid
 from ..registry import SAMPLERS
+from .arguments import comma_list, names_in, positive_int, positive_ints
 from .cases import Case, all_cases, select_cases
 from .measure import DTYPE, CaseRunner, References, errors
 from .networks import NetworkReferences, adopt_network_runners, is_network, network_cases, select_network_cases
@@ -318,11 +319,15 @@ def evaluation_counts(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m samplers.bench.calibrated", description=__doc__)
-    parser.add_argument("--problems", default="", help="comma-separated case patterns (default: all analytic cases)")
+    parser.add_argument("--problems", type=comma_list, default=[],
+                        help="comma-separated case patterns (default: all analytic cases)")
     parser.add_argument("--networks", action="store_true", help="also the demo-network cases")
-    parser.add_argument("--nfe", default=",".join(map(str, NFES)), help="comma-separated NFE budgets")
-    parser.add_argument("--samplers", default="", help="comma-separated sampler names (default: all candidates)")
-    parser.add_argument("--samples", type=int, default=CALIBRATION_SAMPLES, help="calibration noises per case")
+    parser.add_argument("--nfe", type=positive_ints, default=",".join(map(str, NFES)),
+                        help="comma-separated NFE budgets")
+    parser.add_argument("--samplers", type=names_in(dict.fromkeys(c.sampler for c in CANDIDATES)), default=[],
+                        help="comma-separated sampler names (default: all candidates)")
+    parser.add_argument("--samples", type=positive_int, default=CALIBRATION_SAMPLES,
+                        help="calibration noises per case")
     parser.add_argument("--max-evals", type=int, default=MAX_EVALS, help="sampler runs per Nelder-Mead restart")
     parser.add_argument("--no-long-flow", action="store_true",
                         help=f"skip the flow grids that end where the {LONG_FLOW_STEPS}-interval grid ends")
@@ -341,16 +346,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"--evaluate-only: no results to measure again ({old} does not exist)")
         results = evaluate_calibrated(json.loads(old.read_text()), evaluation)
     else:
-        patterns = [p for p in args.problems.split(",") if p]
+        patterns = args.problems
         extra: list[Case] = []
         if args.networks:
             extra = list(select_network_cases(patterns or None, args.network_evaluation_samples))
         cases = select_cases(patterns, extra)
         if not args.no_long_flow:
             cases += [long_flow_case(c) for c in cases if c.schedule == "flow"]
-        wanted = [s for s in args.samplers.split(",") if s]
-        candidates = [c for c in CANDIDATES if not wanted or c.sampler in wanted]
-        results = run_calibrated(cases, [int(v) for v in args.nfe.split(",")], candidates, args.samples,
+        candidates = [c for c in CANDIDATES if not args.samplers or c.sampler in args.samplers]
+        results = run_calibrated(cases, args.nfe, candidates, args.samples,
                                  args.max_evals, args.grids, evaluation)
         results["command"] = shlex.join([*COMMAND.split(), *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import torch
 from .. import SAMPLERS
 from . import comparison
 from .accuracy import deterministic, run_accuracy, run_adaptive
+from .arguments import comma_list, names_in, positive_int, positive_ints
 from .cases import select_cases
 from .comfy_builtin import comfyui_path, load_comfy
 from .comparison import comparison_markdown
@@ -46,20 +47,6 @@ QUICK = {"budgets": [5, 10, 20, 40], "samples": 32, "study_steps": [5, 10, 20],
 SECTIONS = ("accuracy", "study", "overhead", "adaptive", "distribution", "noise", "network_distribution", "comparison")
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError("expected positive integers")
-    return values
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m samplers.bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small subset (< 30 s): budgets 5,10,20,40, 32 samples")
@@ -67,22 +54,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH", help="write the error-vs-NFE figure (PNG, needs matplotlib)")
     p.add_argument("--plot-median", metavar="PATH",
                    help="also write the figure of the median per-sample error (robust to outlier trajectories)")
-    p.add_argument("--samplers", type=_names, help="comma-separated registry names (default: all)")
-    p.add_argument("--problems", type=_names,
+    p.add_argument("--samplers", type=names_in(SAMPLERS), help="comma-separated registry names (default: all)")
+    p.add_argument("--problems", type=comma_list,
                    help="comma-separated case names or shell patterns, e.g. 'flow_mixture/*,ve_mixture/karras'")
-    p.add_argument("--budgets", type=_ints, help="comma-separated NFE budgets")
-    p.add_argument("--samples", type=int, help="initial noises per problem")
-    p.add_argument("--study-steps", type=_ints, help="step counts of the lower_order_final study")
-    p.add_argument("--threads", type=_ints,
+    p.add_argument("--budgets", type=positive_ints, help="comma-separated NFE budgets")
+    p.add_argument("--samples", type=positive_int, help="initial noises per problem")
+    p.add_argument("--study-steps", type=positive_ints, help="step counts of the lower_order_final study")
+    p.add_argument("--threads", type=positive_ints,
                    help="torch thread counts for the overhead section (default: as is, plus 1 when that is more, "
                    "except in --quick)")
     p.add_argument("--device", default="cpu", help="device of the overhead section (default cpu)")
-    p.add_argument("--skip", type=_names, default=[], help=f"sections to skip, from {', '.join(SECTIONS)}")
+    p.add_argument("--skip", type=names_in(SECTIONS, "section"), default=[],
+                   help=f"sections to skip, from {', '.join(SECTIONS)}")
     p.add_argument("--networks", action="store_true",
                    help="add the embedded demo networks (dpmsolver_demo): cases digits_eps/karras, "
                    "digits_eps/exponential, digits_flow/simple, and section network_distribution for the stochastic "
                    "samplers (needs scikit-learn)")
-    p.add_argument("--network-samples", type=int, default=NETWORK_SAMPLES,
+    p.add_argument("--network-samples", type=positive_int, default=NETWORK_SAMPLES,
                    help=f"initial noises per demo-network case (default {NETWORK_SAMPLES}; --samples sets those of "
                    "the analytic problems)")
     p.add_argument("--comfyui", metavar="PATH", default=None,
@@ -125,16 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("budgets", "samples", "study_steps"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    unknown = [s for s in args.skip if s not in SECTIONS]
-    if unknown:
-        raise SystemExit(f"--skip: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    if args.network_samples < 1:
-        raise SystemExit(f"--network-samples: initial noises per network case must be >= 1, got {args.network_samples}")
-    names = args.samplers or list(SAMPLERS)
-    missing = [n for n in names if n not in SAMPLERS]
-    if missing:
-        raise SystemExit(f"--samplers: unknown {', '.join(missing)}; registered: {', '.join(SAMPLERS)}")
-    chosen = {n: SAMPLERS[n] for n in names}
+    chosen = {n: SAMPLERS[n] for n in args.samplers or SAMPLERS}
     ode = deterministic(chosen)
     cases = select_cases(args.problems, _network_cases(args))
     t_start = time.perf_counter()

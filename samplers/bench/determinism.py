@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..registry import SAMPLERS
-from .overhead import chosen_samplers
+from .arguments import names_in
 from .report import publish
 
 BATCH = 8
@@ -79,16 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m samplers.bench.determinism", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in cuDNN and cuBLAS (PyTorch's conv default)")
-    p.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated registry names")
+    p.add_argument("--samplers", type=names_in(SAMPLERS), default=",".join(SAMPLERS),
+                   help="comma-separated registry names")
     p.add_argument("--out", help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
-    names = chosen_samplers(p, args.samplers)
     try:
         torch.empty(0, device=args.device)
     except (RuntimeError, AssertionError) as e:
         p.error(f"--device {args.device!r} is not available here ({e})")
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    rows = compare(args.device, names)
+    rows = compare(args.device, args.samplers)
     name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else args.device
     header = (f"{name}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}; batch {BATCH}, "
               f"{STEPS} steps, seed {SEED}")

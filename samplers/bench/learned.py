@@ -20,6 +20,7 @@ import torch
 
 from ..learned import LEARN_RATE, LearnedPlan, learn_plan, load_learned, plan_objective, save_learned
 from ..registry import SAMPLERS
+from .arguments import names_in, positive_int
 from .calibrated import (
     CALIBRATION_SEED,
     EVALUATION_SAMPLES,
@@ -393,9 +394,10 @@ USAGE = [
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m samplers.bench.learned", description=__doc__)
-    parser.add_argument("--problems", default=None,
-                        help=f"comma-separated case names (default: all of {sorted({r.case for r in RUNS})})")
-    parser.add_argument("--samples", type=int, default=None,
+    cases = list(dict.fromkeys(r.case for r in RUNS))
+    parser.add_argument("--problems", type=names_in(cases, "case"), default=None,
+                        help=f"comma-separated case names (default: all of {', '.join(cases)})")
+    parser.add_argument("--samples", type=positive_int, default=None,
                         help=f"calibration noises of every run (default: each run's own; demo networks: at most "
                              f"{NETWORK_LEARN_SAMPLES})")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps of every run (default: each run's own)")
@@ -409,10 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "noises, and read ComfyUI's best again")
     args = parser.parse_args(argv)
     evaluation = evaluation_counts(parser, args)
-    wanted = None if args.problems is None else [c for c in args.problems.split(",") if c]
-    unknown = sorted(set(wanted or ()) - {r.case for r in RUNS})
-    if unknown:
-        parser.error(f"--problems: unknown case(s) {unknown}; known: {sorted({r.case for r in RUNS})}")
+    wanted = args.problems
     torch.set_num_threads(1)
     old = args.out.with_suffix(".json")
     if args.evaluate_only:

@@ -24,6 +24,7 @@ import torch
 from .. import grids
 from ..noise import SeededNoise
 from ..schedules import VE
+from .arguments import positive_int, positive_ints
 from .overhead import SHAPE
 
 
@@ -115,20 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Cost per step of the seeded Brownian noise against torchsde's "
                                             "BrownianTree and torch.randn (CPU: one thread, thread CPU time; "
                                             "CUDA: wall clock).")
-    p.add_argument("--batches", default="1,4", help="comma-separated batch sizes of the 1x4x128x128 latent")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batches", type=positive_ints, default="1,4",
+                   help="comma-separated batch sizes of the 1x4x128x128 latent")
+    p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    try:
-        batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    except ValueError:
-        p.error(f"--batches must be comma-separated integers, got {args.batches!r}")
-    if not batches or min(batches) < 1 or args.repeats < 1:
-        p.error("--batches needs integers >= 1 and --repeats an integer >= 1")
     clock = "wall clock" if torch.device(args.device).type == "cuda" else "one thread, thread CPU time"
     print(f"noise for a 20-step Karras grid on {args.device} ({clock})\n")
     print("| latent | ours ms/step | torchsde ms/step | ours / torchsde | torch.randn ms/step |\n|---|---|---|---|---|")
-    for batch in batches:
+    for batch in args.batches:
         r = measure_noise_cost(batch=batch, repeats=args.repeats, device=args.device)
         ms, ratio = r["ms_per_step"], r["ratio_to_torchsde"]
         print(f"| {'x'.join(map(str, r['shape']))} | {ms['seeded_brownian']:.2f} | "

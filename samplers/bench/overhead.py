@@ -27,6 +27,7 @@ from ..deterministic import build_plan
 from ..options import parse_options
 from ..registry import SAMPLERS, SamplerEntry
 from ..sigmas import distinct, read_sigmas
+from .arguments import names_in
 from .comfytwin import TWINS, comfyui_path, twin_pairs, twin_runs
 from .measure import is_adaptive
 
@@ -209,26 +210,17 @@ def twin_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def chosen_samplers(parser: argparse.ArgumentParser, text: str) -> list[str]:
-    """The registry names of a comma-separated --samplers value; a parser error names any unknown one."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SAMPLERS]
-    if unknown:
-        parser.error(f"unknown sampler(s) {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
-    return names
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Overhead of the chosen samplers (default: the ComfyUI twins) and, with COMFYUI_PATH, the twin table."""
     p = argparse.ArgumentParser(prog="python -m samplers.bench.overhead", description=__doc__.split("\n\n")[0])
-    p.add_argument("--samplers", default=",".join(TWINS), help="comma-separated registry names")
+    p.add_argument("--samplers", type=names_in(SAMPLERS), default=",".join(TWINS),
+                   help="comma-separated registry names")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    names = chosen_samplers(p, args.samplers)
-    res = measure_overhead({n: SAMPLERS[n] for n in names}, steps=args.steps, repeats=args.repeats,
+    res = measure_overhead({n: SAMPLERS[n] for n in args.samplers}, steps=args.steps, repeats=args.repeats,
                            threads=args.threads, device=args.device, max_s=120.0)
     print(f"latent {'x'.join(map(str, res['shape']))} float32 on {res['device']}, {res['threads']} thread(s), "
           f"{res['clock']}, {res['grid']}, median of {res['repeats']} interleaved repeats; model "
