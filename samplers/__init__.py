@@ -5,7 +5,7 @@ callback=None, disable=None, **options)` with `model(x, sigma[B], **extra_args) 
 """
 
 from .adaptive import AdaptiveStepLimit, ModelCallsUnknown
-from .driver import NonFiniteModelOutput
+from .driver import ModelOutputError, NonFiniteInput, NonFiniteModelOutput, NonFiniteResult
 from .noise import SeededNoise, initial_noise
 from .registry import SAMPLERS, SamplerEntry
 from .schedules import FLOW, VE, NoiseSchedule, RectifiedFlow, VarianceExploding, resolve_schedule
@@ -16,8 +16,11 @@ __all__ = [
     "VE",
     "AdaptiveStepLimit",
     "ModelCallsUnknown",
+    "ModelOutputError",
     "NoiseSchedule",
+    "NonFiniteInput",
     "NonFiniteModelOutput",
+    "NonFiniteResult",
     "RectifiedFlow",
     "SamplerEntry",
     "SeededNoise",

@@ -130,7 +130,7 @@ def sample_adaptive(
             if ends_at_zero:
                 state = call(state, s)
                 stats["sigmas"].append(0.0)
-            caller.guard.finish()
+            caller.finish(state)
         finally:
             stats["nfe"] = caller.nfe
             if info is not None:

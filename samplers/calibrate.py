@@ -143,12 +143,13 @@ def theta_from_grid(points: Sequence[float]) -> list[float]:
 
 def check_grid(sigmas: torch.Tensor | Sequence[float], schedule: str, name: str = "sigmas") -> list[float]:
     """The grid as floats if it is 1-D, finite, strictly decreasing (a single final 0 allowed), else an error."""
+    noise_schedule = resolve_schedule(schedule)
     try:
-        values = read_sigmas(sigmas if isinstance(sigmas, torch.Tensor) else list(sigmas), resolve_schedule(schedule))
+        values = read_sigmas(sigmas if isinstance(sigmas, torch.Tensor) else list(sigmas), noise_schedule)
     except ValueError as err:
         raise CalibrationError(f"{name}: {err}") from None
-    if len(distinct(values)) != len(values):
-        raise CalibrationError(f"{name} must be strictly decreasing (repeated value in {values})")
+    if len(distinct(values, noise_schedule)) != len(values):
+        raise CalibrationError(f"{name} must be strictly decreasing (repeated or all but equal values in {values})")
     positive, _ = _split(values)
     if len(positive) < 2:
         raise CalibrationError(f"{name} needs at least two nonzero sigmas, got {values}")

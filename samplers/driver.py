@@ -9,7 +9,7 @@ call at no cost); tests/test_no_sync.py counts host reads inside the loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import torch
@@ -25,12 +25,44 @@ class NonFiniteModelOutput(FloatingPointError):
     """The model returned NaN or inf."""
 
 
-class _FiniteGuard:
-    """Checks model outputs for NaN/inf: at once on CPU, deferred to one sync at the end elsewhere.
+class NonFiniteInput(ValueError):
+    """The latent x given to the sampler holds NaN or inf (before any model call)."""
 
-    NaN and inf propagate through a sum, so one reduction per call is the check (far cheaper than
+
+class NonFiniteResult(FloatingPointError):
+    """The sampler's result holds NaN or inf although x and every model output were finite."""
+
+
+class ModelOutputError(ValueError):
+    """The model returned something other than a tensor of its input's shape."""
+
+
+def check_call(x: Any, extra_args: Any) -> None:
+    """Raise TypeError unless x is a floating-point torch tensor with a batch dimension (dim >= 1) and extra_args
+    None or a mapping (the model's keyword arguments)."""
+    if extra_args is not None and not isinstance(extra_args, Mapping):
+        raise TypeError(f"extra_args must be a mapping of keyword arguments for the model, got "
+                        f"{type(extra_args).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor (batch first), got {type(x).__name__}")
+    if x.dim() < 1:
+        raise TypeError("x must have a batch dimension, got a 0-d tensor")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+
+
+def _bad_samples(x: torch.Tensor) -> list[int]:
+    """Indices of the samples of x that hold NaN or inf (error path only: reads the device)."""
+    return (~torch.isfinite(x).reshape(x.shape[0], -1).all(1)).nonzero().flatten().tolist()
+
+
+class _FiniteGuard:
+    """Checks the input x, every model output and the result for NaN/inf: at once on CPU, deferred to one sync at
+    the end elsewhere.
+
+    NaN and inf propagate through a sum, so one reduction per tensor is the check (far cheaper than
     isfinite().all()). Deferred, each call's sum is written into a preallocated device vector (no allocation, no
-    host read); `finish` reads them once.
+    host read); `finish` reads them once, the input's and the result's with them.
     """
 
     immediate_on: tuple[str, ...] = ("cpu",)
@@ -42,6 +74,26 @@ class _FiniteGuard:
         self.describe = describe
         self.sums: list[torch.Tensor] = []
         self.count = 0
+        self.input: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.result: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """x, the latent the sampler starts from (summed in at least float32: a half sum can overflow)."""
+        total = torch.sum(x, dtype=working_dtype(x.dtype))
+        if self.immediate:
+            if not math.isfinite(float(total)):
+                self._raise_input(x)
+            return
+        self.input = (x, total)
+
+    def check_result(self, state: torch.Tensor) -> None:
+        """The state the sampler returns; checked after the model outputs, so a model NaN is named first."""
+        total = torch.sum(state, dtype=working_dtype(state.dtype))
+        if self.immediate:
+            if not math.isfinite(float(total)):
+                self._raise_result(state)
+            return
+        self.result = (state, total)
 
     def check(self, denoised: torch.Tensor, call: int) -> None:
         if self.immediate:
@@ -55,13 +107,39 @@ class _FiniteGuard:
         self.count = max(self.count, call + 1)
 
     def finish(self) -> None:
+        """Raise for the first non-finite tensor in the order input, model calls, result (one host read)."""
+        parts = [] if self.input is None else [self.input[1].reshape(1)]
         if self.count:
-            bad = ~torch.isfinite(torch.cat(self.sums)[:self.count])
-            if bad.any():
-                self._raise(int(bad.nonzero()[0, 0]))
+            parts.append(torch.cat(self.sums)[:self.count])
+        if self.result is not None:
+            parts.append(self.result[1].reshape(1))
+        if not parts:
+            return
+        bad = ~torch.isfinite(torch.cat(parts))
+        if not bad.any():
+            return
+        first = int(bad.nonzero()[0, 0]) - (self.input is not None)
+        if first < 0:
+            assert self.input is not None
+            self._raise_input(self.input[0])
+        if first < self.count:
+            self._raise(first)
+        assert self.result is not None
+        self._raise_result(self.result[0])
 
     def _raise(self, call: int) -> None:
         raise NonFiniteModelOutput(f"the model returned NaN or inf at {self.describe(call)}")
+
+    @staticmethod
+    def _raise_input(x: torch.Tensor) -> None:
+        raise NonFiniteInput(f"x, the latent given to the sampler, holds NaN or inf (sample(s) {_bad_samples(x)}): "
+                             "check what made it (an fp16 VAE encode, an earlier sampler)")
+
+    @staticmethod
+    def _raise_result(state: torch.Tensor) -> None:
+        raise NonFiniteResult(f"the sampler's result holds NaN or inf (sample(s) {_bad_samples(state)}) although x "
+                              "and every model output were finite: check noise_sampler, guidance_parts and options "
+                              "too large for the latent's dtype")
 
 
 def working_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -83,9 +161,10 @@ class NoiseSource(Protocol):
 class ModelCaller:
     """The sampler contract around each model call, shared by the plan driver and the adaptive loop.
 
-    The model receives the input dtype and sigma[B]; its output is integrated in the working dtype (at least
-    float32), optionally transformed (thresholding), checked for NaN/inf (at once on CPU, deferred elsewhere),
-    reported to the callback and counted on the progress bar.
+    The model receives the input dtype and sigma[B]; its output must be a tensor of the input's shape, is
+    integrated in the working dtype (at least float32), optionally transformed (thresholding), checked for NaN/inf
+    (at once on CPU, deferred elsewhere; x and the result too, see `finish`), reported to the callback and counted
+    on the progress bar.
     """
 
     def __init__(self, model: Model, x: torch.Tensor, *, extra_args: dict[str, Any] | None,
@@ -105,6 +184,7 @@ class ModelCaller:
         self.device = x.device
         self.calls: list[tuple[int, float]] = []
         self.guard = _FiniteGuard(x.device, self.describe)
+        self.guard.check_input(x)
 
     @property
     def nfe(self) -> int:
@@ -126,6 +206,11 @@ class ModelCaller:
         self.calls.append((step, sigma_value))
         x_in = y if y.dtype == self.in_dtype else y.to(self.in_dtype)
         denoised = self.model(x_in, sigma * self.s_in if sigma_in is None else sigma_in, **self.extra_args)
+        if not isinstance(denoised, torch.Tensor) or denoised.shape != y.shape:
+            got = (f"shape {tuple(denoised.shape)}" if isinstance(denoised, torch.Tensor)
+                   else f"a {type(denoised).__name__}")
+            raise ModelOutputError(f"the model returned {got} at {self.describe(call)}; expected a tensor of x's "
+                                   f"shape {tuple(y.shape)}")
         if denoised.dtype != self.work:
             denoised = denoised.to(self.work)
         if self.transform is not None:
@@ -152,6 +237,11 @@ class ModelCaller:
         denoised = self.evaluate(y, sigma, sigma_value, step, sigma_in)
         self.notify(y, sigma, denoised, step, extra)
         return denoised
+
+    def finish(self, result: torch.Tensor) -> None:
+        """The run's last check: x, every model output and `result` finite (raises for the first that is not)."""
+        self.guard.check_result(result)
+        self.guard.finish()
 
 
 def run_plan(
@@ -207,7 +297,7 @@ def run_plan(
                 state = y
             for slot in released:
                 slots[slot] = None
-    caller.guard.finish()
+    caller.finish(state)
     return state.to(x.dtype)
 
 

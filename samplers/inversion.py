@@ -95,7 +95,7 @@ def invert(model: Model, x0: torch.Tensor, sigma: float, schedule: NoiseSchedule
             return caller(y, caller.sigma_tensor(s), s, step)
 
         eps = run_inversion(evaluate, x0.to(caller.work), plan, sched, float(sigma)).to(x0.dtype)
-        caller.guard.finish()
+        caller.finish(eps)
     return ordinary(eps)
 
 

@@ -43,6 +43,7 @@ The device keeps the tree nodes of the last two chains: at most 2 (DEPTH + 1) la
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -437,6 +438,18 @@ class SeededNoise:
         return self.increment(float(sigma), float(sigma_next))
 
 
+def host_normals(sampler: Callable[[Any, Any], torch.Tensor], sigma: float, sigma_next: float,
+                 shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The host noise sampler's draw for (sigma, sigma_next), checked to be a tensor of x's `shape`, on `device` in
+    `dtype` (its values are checked with the sampler's result: driver._FiniteGuard)."""
+    z = sampler(sigma, sigma_next)
+    if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(shape):
+        got = f"shape {tuple(z.shape)}" if isinstance(z, torch.Tensor) else f"a {type(z).__name__}"
+        raise ValueError(f"noise_sampler returned {got} for (sigma={float(sigma):.6g}, sigma_next="
+                         f"{float(sigma_next):.6g}); expected a tensor of x's shape {tuple(shape)}")
+    return z.to(device=device, dtype=dtype)
+
+
 class HostNoise:
     """A host's noise sampler `(sigma, sigma_next) -> tensor like x` for the step noise; Langevin normals come
     from the seeded generator (a noise sampler has no notion of a noise draw at a single sigma)."""
@@ -450,8 +463,9 @@ class HostNoise:
         self.fallback.prepare(points=points)
 
     def increment(self, sigma: float, sigma_next: float) -> torch.Tensor:
-        z = self.sampler(sigma, sigma_next)
-        return z.to(device=self.fallback.device, dtype=self.fallback.dtype)
+        seeded = self.fallback
+        return host_normals(self.sampler, sigma, sigma_next, (seeded.batch, *seeded.sample_shape), seeded.device,
+                            seeded.dtype)
 
     def langevin(self, sigma: float, iteration: int) -> torch.Tensor:
         return self.fallback.langevin(sigma, iteration)
@@ -462,7 +476,13 @@ def resolve_seed(option: Any, extra_args: dict[str, Any] | None) -> int:
     if option is not None:
         return int(option)
     if extra_args and extra_args.get("seed") is not None:
-        return int(extra_args["seed"])
+        seed = extra_args["seed"]
+        try:
+            if isinstance(seed, bool):
+                raise TypeError
+            return operator.index(seed)  # ints, numpy and 0-d torch integers: hosts' seeds come in all of these
+        except TypeError:
+            raise ValueError(f"extra_args['seed'] must be an integer, got {seed!r}") from None
     return 0
 
 

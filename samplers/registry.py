@@ -16,7 +16,7 @@ import torch
 from . import sds
 from .adaptive import ModelCallsUnknown, sample_adaptive
 from .deterministic import SolverSpec, build_plan
-from .driver import Callback, Model, run_plan
+from .driver import Callback, Model, check_call, run_plan
 from .noise import make_noise
 from .options import OPTIONS, parse_options
 from .plan import Plan
@@ -47,7 +47,11 @@ class SamplerEntry:
         **options: Any,
     ) -> torch.Tensor:
         """Integrate x from sigmas[0] to sigmas[-1]; the model maps (x, sigma[B], **extra_args) to D. Runs under
-        torch.no_grad(), like k-diffusion's samplers: no autograd graph is kept across the steps."""
+        torch.no_grad(), like k-diffusion's samplers: no autograd graph is kept across the steps. An empty x (batch
+        0) is returned as it is: there is nothing to sample."""
+        check_call(x, extra_args)
+        if x.numel() == 0:
+            return x
         with torch.no_grad():
             return self._sample(model, x, sigmas, extra_args, callback, disable, options)
 
@@ -81,7 +85,7 @@ class SamplerEntry:
         if opts["thresholding"]:
             DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
         schedule = opts["schedule"]
-        grid = distinct(read_sigmas(sigmas, schedule))
+        grid = distinct(read_sigmas(sigmas, schedule), schedule)
         if len(grid) <= 1:
             return None, opts
         return _cached_plan(self.spec, grid, schedule, opts, learned), opts
@@ -161,7 +165,7 @@ class AdaptiveEntry(SamplerEntry):
         opts = parse_options(self.name, self.defaults, options)
         if opts["thresholding"]:
             DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
-        return distinct(read_sigmas(sigmas, opts["schedule"])), opts
+        return distinct(read_sigmas(sigmas, opts["schedule"]), opts["schedule"]), opts
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import torch
 
 from .driver import Callback, Model, ModelCaller, working_dtype
 from .inversion import inversion_grid, inversion_plan, invert, ordinary, run_inversion
-from .noise import keyed_normals, resolve_seed
+from .noise import host_normals, keyed_normals, resolve_seed
 from .options import parse_options
 from .progress import progress_bar
 from .schedules import NoiseSchedule, resolve_schedule
@@ -248,12 +248,12 @@ def sample_sds(model: Model, x: torch.Tensor, grid: list[float], opts: dict[str,
                     if opts["sds_noise"] == "implied":
                         eps = implied_noise(x_t, denoised, s, schedule)
                     elif n < len(queries):
-                        eps = noise_sampler(*queries[n]).to(device=x_t.device, dtype=x_t.dtype)
+                        eps = host_normals(noise_sampler, *queries[n], x_t.shape, x_t.device, x_t.dtype)
                     else:
                         eps = fresh_noise(seed, x_t, n)
                     x_t = noised(x0, eps, target, schedule)
                 n += 1
-        caller.guard.finish()
+        caller.finish(x_t)
         out = x_t.to(x.dtype)
     return ordinary(out)
 
@@ -345,7 +345,7 @@ def sds_refine(model: Model, x0: torch.Tensor, sigmas: Sequence[float] | torch.T
                 caller.notify(x_t, sigma_rows[s], denoised, i, {"x0": x, "grad": grad, "loss": surrogate_loss(grad)}
                               if caller.callback is not None else None)
                 n += 1
-        caller.guard.finish()
+        caller.finish(x)
         out = x.to(x0.dtype)
     return ordinary(out)
 
@@ -361,4 +361,4 @@ def parse_sds_options(name: str, defaults: Any, options: dict[str, Any]) -> dict
 
 def read_grid(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule) -> list[float]:
     """The host's grid, read once and checked, with repeated sigmas dropped."""
-    return distinct(read_sigmas(sigmas, schedule))
+    return distinct(read_sigmas(sigmas, schedule), schedule)

@@ -9,19 +9,33 @@ import torch
 
 from .schedules import NoiseSchedule
 
+SAME_LAMBDA = 1e-6
+"""Consecutive sigmas whose half-log-SNR lambda differs by less than this are one point: float32 rounding of one
+value moves lambda by about 1e-7 per unit in the last place, and such a step h is zero or pure rounding noise (a
+division by zero, or multistep weights of 1/h that blow the image up)."""
+
 
 def read_sigmas(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule) -> list[float]:
     """The grid as float64 Python floats (one `tolist()`), after checking it is a valid descending grid.
 
-    Raises ValueError naming the offending entry for a non-1-D grid, NaN/inf, negative or increasing values,
-    or values outside the schedule's range (flow: sigma <= 1).
+    Raises TypeError for something that is not a tensor or a sequence of numbers, ValueError naming the offending
+    entry for a non-1-D grid, a non-real value, NaN/inf, negative or increasing values, or values outside the
+    schedule's range (flow: sigma <= 1).
     """
     if isinstance(sigmas, torch.Tensor):
         if sigmas.dim() != 1:
             raise ValueError(f"sigmas must be a 1-D tensor, got shape {tuple(sigmas.shape)}")
-        values = [float(v) for v in sigmas.tolist()]
+        raw = sigmas.tolist()
+    elif isinstance(sigmas, Sequence) and not isinstance(sigmas, str | bytes):
+        raw = list(sigmas)
     else:
-        values = [float(v) for v in sigmas]
+        raise TypeError(f"sigmas must be a 1-D tensor or a sequence of numbers, got {type(sigmas).__name__}")
+    values = []
+    for i, item in enumerate(raw):
+        try:
+            values.append(float(item))
+        except (TypeError, ValueError):
+            raise ValueError(f"sigmas must be real numbers, but sigmas[{i}] = {item!r}") from None
     for i, value in enumerate(values):
         if not math.isfinite(value):
             raise ValueError(f"sigmas must be finite, but sigmas[{i}] = {value}")
@@ -39,10 +53,15 @@ def read_sigmas(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule)
     return values
 
 
-def distinct(values: Sequence[float]) -> list[float]:
-    """Drop repeated consecutive sigmas: a zero-length interval is a no-op (no model call)."""
+def distinct(values: Sequence[float], schedule: NoiseSchedule) -> list[float]:
+    """Drop repeated consecutive sigmas (equal, or within SAME_LAMBDA in the schedule's lambda; the first is kept):
+    a zero-length interval is a no-op (no model call)."""
     out: list[float] = []
+    last = math.nan
     for value in values:
-        if not out or value != out[-1]:
-            out.append(value)
+        lam = schedule.lambda_(value)
+        if out and (value == out[-1] or abs(lam - last) < SAME_LAMBDA):
+            continue
+        out.append(value)
+        last = lam
     return out

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from samplers import SAMPLERS, NonFiniteModelOutput, grids
+from samplers import FLOW, SAMPLERS, VE, NonFiniteModelOutput, grids
 from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
-from samplers.driver import _FiniteGuard
+from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _FiniteGuard
+from samplers.sigmas import distinct
 
 NAMES = sorted(SAMPLERS)
 ODE_NAMES = [n for n in NAMES if not SAMPLERS[n].stochastic]
@@ -119,6 +121,106 @@ def test_deferred_finite_guard_reports_the_first_bad_call() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_nan_in_x_is_named_as_the_input_before_any_model_call(name: str) -> None:
+    """A NaN latent (an fp16 VAE encode, an earlier sampler) is the input's fault, not the model's."""
+    x = start()
+    x[2, 1, 0, 1] = float("nan")
+    model = gaussian_model()
+    with pytest.raises(NonFiniteInput, match=r"the latent given to the sampler, holds NaN or inf \(sample\(s\) \[2\]"):
+        SAMPLERS[name](model, x, grids.karras(4, 0.03, 14.6), disable=True)
+    assert model.calls == 0
+
+
+def test_deferred_finite_guard_names_the_input_then_the_calls_then_the_result() -> None:
+    """One host read at the end, and the first culprit in the order the run met them."""
+    def guard_with(x: float, calls: list[float], result: float) -> _FiniteGuard:
+        guard = _FiniteGuard(torch.device("cuda"), lambda call: f"call {call}")
+        guard.check_input(torch.full((2, 3), x, dtype=torch.float16))
+        for call, value in enumerate(calls):
+            guard.check(torch.full((2, 3), value), call)
+        guard.check_result(torch.full((2, 3), result))
+        return guard
+
+    guard_with(1.0, [1.0, 2.0], 3.0).finish()
+    guard_with(6e4, [1.0], 1.0).finish()  # a half latent whose half-precision sum would overflow is finite
+    with pytest.raises(NonFiniteInput, match=r"sample\(s\) \[0, 1\]"):
+        guard_with(float("inf"), [float("nan")], float("nan")).finish()
+    with pytest.raises(NonFiniteModelOutput, match="call 1"):
+        guard_with(1.0, [1.0, float("nan")], float("nan")).finish()
+    with pytest.raises(NonFiniteResult, match="although x and every model output were finite"):
+        guard_with(1.0, [1.0, 2.0], float("-inf")).finish()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_output_of_another_shape_or_type_is_refused_at_its_call(name: str) -> None:
+    """Batch-1 or CFG-doubled outputs, or no tensor at all: noise-prediction samplers once broadcast these silently."""
+    inner = gaussian_model()
+    bad = {"batch 1": lambda out: out[:1], "doubled batch": lambda out: torch.cat([out, out]),
+           "squeezed": lambda out: out[:, 0], "tuple": lambda out: (out,)}
+    for label, spoil in bad.items():
+        def model(x: torch.Tensor, sigma: torch.Tensor, spoil=spoil) -> torch.Tensor:
+            out = inner(x, sigma)
+            return spoil(out) if inner.calls == 2 else out
+
+        inner.calls = 0
+        with pytest.raises(ModelOutputError, match=r"the model returned .* at model call 1 \(step \d, sigma=[0-9.]+\); "
+                           r"expected a tensor of x's shape \(4, 3, 2, 2\)"):
+            SAMPLERS[name](model, start(), grids.karras(4, 0.03, 14.6), disable=True)
+        assert inner.calls == 2, label
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_is_returned_without_a_model_call(name: str) -> None:
+    x = start()[:0]
+    model = gaussian_model()
+    assert SAMPLERS[name](model, x, grids.karras(4, 0.03, 14.6), disable=True) is x and model.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [([[1.0, 2.0]], "x must be a torch.Tensor .* got list"), (torch.tensor(1.0), "batch dimension"),
+     (torch.ones(2, 3, dtype=torch.int64), "floating-point tensor, got torch.int64"),
+     (torch.ones(2, 3, dtype=torch.bool), "floating-point tensor, got torch.bool")],
+)
+def test_x_that_is_no_floating_point_batch_is_refused(x: object, message: str) -> None:
+    model = gaussian_model()
+    for name in NAMES:
+        with pytest.raises(TypeError, match=message):
+            SAMPLERS[name](model, x, grids.karras(4, 0.03, 14.6), disable=True)
+    assert model.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("sigmas", "error", "message"),
+    [(None, TypeError, "sigmas must be a 1-D tensor or a sequence of numbers, got NoneType"),
+     (5.0, TypeError, "got float"), ("14.6,5,0", TypeError, "got str"),
+     ([14.6, "five", 0.0], ValueError, r"sigmas\[1\] = 'five'"),
+     (torch.tensor([14.6, 1.0], dtype=torch.complex64), ValueError, r"sigmas\[0\] = \(14.6")],
+)
+def test_sigmas_that_are_no_real_numbers_are_named(sigmas: object, error: type, message: str) -> None:
+    model = gaussian_model()
+    for name in NAMES:
+        with pytest.raises(error, match=message):
+            SAMPLERS[name](model, start(), sigmas, disable=True)
+    assert model.calls == 0
+
+
+def test_extra_args_must_be_a_mapping_and_its_seed_an_integer() -> None:
+    sigmas = grids.karras(4, 0.03, 14.6)
+    for name in NAMES:
+        with pytest.raises(TypeError, match=r"extra_args must be a mapping .* got list"):
+            SAMPLERS[name](gaussian_model(), start(), sigmas, extra_args=[1, 2], disable=True)
+    for name in [n for n in NAMES if SAMPLERS[n].stochastic]:
+        same = SAMPLERS[name](gaussian_model(), start(), sigmas, extra_args={"seed": 5}, disable=True)
+        for seed in (np.int64(5), torch.tensor(5)):
+            torch.testing.assert_close(SAMPLERS[name](gaussian_model(), start(), sigmas, extra_args={"seed": seed},
+                                                      disable=True), same, rtol=0, atol=0)
+        for seed in ("abc", 1.7, True, torch.tensor(5.0)):
+            with pytest.raises(ValueError, match=r"extra_args\['seed'\] must be an integer"):
+                SAMPLERS[name](gaussian_model(), start(), sigmas, extra_args={"seed": seed}, disable=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_grid_ending_at_zero_returns_the_last_denoised(name: str) -> None:
     sigmas = grids.karras(5, 0.03, 14.6)
     seen: list[dict] = []
@@ -218,12 +320,24 @@ def test_model_calls_are_counted_and_reported(name: str, n: int) -> None:
 
 
 def test_repeated_sigmas_are_no_ops() -> None:
-    sigmas = torch.tensor([14.6, 5.0, 5.0, 1.0, 0.3, 0.3, 0.0], dtype=torch.float64)
+    """Equal neighbours, and neighbours a float32 or float64 rounding apart (which once made h zero, a division by
+    zero, or multistep weights of 1/h that blew the image up), are one point."""
+    next_down = math.nextafter(1.0, 0.0)
+    sigmas = torch.tensor([14.6, 5.0, 5.0, float(torch.tensor(4.9999995, dtype=torch.float32)), 1.0, next_down,
+                           0.3, 0.3, 0.0], dtype=torch.float64)
     dedup = torch.tensor([14.6, 5.0, 1.0, 0.3, 0.0], dtype=torch.float64)
+    assert float(torch.tensor(4.9999995, dtype=torch.float32)) < 5.0 and next_down < 1.0
     for name in NAMES:
         x = start()
         torch.testing.assert_close(SAMPLERS[name](gaussian_model(), x, sigmas, disable=True),
                                    SAMPLERS[name](gaussian_model(), x, dedup, disable=True), rtol=0, atol=0)
+    assert distinct([2.0, 2.0 * (1 - 2e-6), 2.0 * (1 - 4e-6)], VE) == [2.0, 2.0 * (1 - 2e-6), 2.0 * (1 - 4e-6)]
+    assert distinct([2.0, 2.0 * (1 - 5e-7), 2.0 * (1 - 9e-7), 2.0 * (1 - 2e-6), 0.0, 0.0], VE) == [
+        2.0, 2.0 * (1 - 2e-6), 0.0]
+    # the closeness is in lambda, the solvers' step: near flow sigma = 1 a relative 1e-8 in sigma is a real step
+    near_one = [1.0, 1 - 1e-7, 1 - 1.1e-7, 1 - 1e-6, 0.5, 0.0]
+    assert distinct(near_one, FLOW) == near_one
+    assert distinct([0.5, 0.5 * (1 + 1e-7) - 1e-7, 0.0], FLOW) == [0.5, 0.0]
 
 
 def test_dpm_solver_fast_order_schedule() -> None:

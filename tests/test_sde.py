@@ -12,6 +12,7 @@ from test_edges import MU, STD, gaussian_model, start
 from samplers import SAMPLERS, grids
 from samplers.bench.problems import GaussianMixture
 from samplers.coefficients import exponential_step, sde_noise_std
+from samplers.driver import NonFiniteResult
 from samplers.noise import SeededNoise
 from samplers.schedules import FLOW, VE
 
@@ -217,3 +218,26 @@ def test_eta_and_s_noise_are_validated(name: str) -> None:
         with pytest.raises(ValueError, match=option):
             SAMPLERS[name](model, start(), grids.karras(4, 0.03, 14.6), disable=True, **{option: value})
         assert model.calls == 0
+
+
+@pytest.mark.parametrize("name", [*SDE, "dpm_solver_sds"])
+def test_a_host_noise_sampler_of_the_wrong_shape_or_with_nan_is_named(name: str) -> None:
+    """A batch-1 draw once gave every image the same noise, and a NaN draw after the last model call a NaN image,
+    both without an error."""
+    sigmas = torch.tensor([14.6, 5.0, 1.0], dtype=torch.float64)
+    options = {"sds_noise": "fresh"} if name == "dpm_solver_sds" else {}
+    x = start()
+
+    def one_sample(sigma: object, sigma_next: object) -> torch.Tensor:
+        return torch.randn(1, *x.shape[1:], dtype=x.dtype)
+
+    def nan_at_the_end(sigma: object, sigma_next: object) -> torch.Tensor:
+        return torch.randn_like(x) * (float("nan") if float(sigma_next) <= 1.0 else 1.0)
+
+    with pytest.raises(ValueError, match=r"noise_sampler returned shape \(1, 3, 2, 2\) for \(sigma=[0-9.]+, "
+                       r"sigma_next=[0-9.]+\); expected a tensor of x's shape \(4, 3, 2, 2\)"):
+        SAMPLERS[name](gaussian_model(), x, sigmas, noise_sampler=one_sample, disable=True, **options)
+    with pytest.raises(ValueError, match="noise_sampler returned a float"):
+        SAMPLERS[name](gaussian_model(), x, sigmas, noise_sampler=lambda s, t: 0.0, disable=True, **options)
+    with pytest.raises(NonFiniteResult, match=r"sample\(s\) \[0, 1, 2, 3\]\) although x and every model output"):
+        SAMPLERS[name](gaussian_model(), x, sigmas, noise_sampler=nan_at_the_end, disable=True, **options)

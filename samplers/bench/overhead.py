@@ -75,7 +75,7 @@ def _uncached_build(entry: SamplerEntry, sigmas: torch.Tensor) -> Callable[[], A
     """Building the entry's plan at its defaults without the registry's plan cache (what a new grid costs)."""
     assert entry.spec is not None
     opts = parse_options(entry.name, entry.defaults, {})
-    grid = distinct(read_sigmas(sigmas, opts["schedule"]))
+    grid = distinct(read_sigmas(sigmas, opts["schedule"]), opts["schedule"])
     return lambda: build_plan(entry.spec, grid, opts["schedule"], opts)
 
 
