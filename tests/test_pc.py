@@ -9,8 +9,13 @@ import torch
 from test_edges import MU, STD, exact, gaussian_model, start
 
 from samplers import SAMPLERS, grids
+from samplers import plan as plan_module
 from samplers.bench.cases import all_cases
 from samplers.bench.measure import CaseRunner
+from samplers.deterministic import build_plan
+from samplers.options import parse_options
+from samplers.plan import Plan
+from samplers.sigmas import distinct, read_sigmas
 
 PC = SAMPLERS["dpm_solver_pp_pc"]
 
@@ -117,3 +122,107 @@ def test_langevin_edge_contract() -> None:
     for option, value in [("corrector", "euler"), ("corrector_steps", 0), ("snr", -1.0), ("order", 1)]:
         with pytest.raises(ValueError, match=option):
             PC(gaussian_model(), start(), sigmas, disable=True, **{option: value})
+
+
+NOISY_HISTORY = [("dpm_solver_pp_pc", {}), ("dpm_solver_pp_pc", {"corrector": "langevin"}),
+                 ("dpm_solver_pp_2m_sde", {}), ("dpm_solver_pp_3m_sde", {})]
+"""Multistep samplers whose state moves between model calls by more than the ODE (corrector, noise)."""
+
+
+@pytest.mark.parametrize("gap", [1e-5, 1e-4, 1e-3])
+def test_a_tiny_step_before_a_long_one_does_not_blow_up_the_corrector_or_the_noise(gap: float) -> None:
+    """A step 1e-5..1e-3 long next to one of 1 (a spliced schedule): the earlier call's difference to the next is
+    the corrector's jump or the noise, which the multistep weights multiplied by ~1/ratio (PC error 0.09 -> 9,
+    2M SDE std 0.82 -> 2.7). Such calls are left out of the step (HISTORY_RATIO_MIN)."""
+    g = torch.Generator().manual_seed(3)
+    x = MU + math.sqrt(STD**2 + 14.6**2) * torch.randn(512, 3, 2, 2, generator=g, dtype=torch.float64)
+    plain = torch.tensor([14.6, 5.0, 2.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    tiny = torch.tensor([14.6, 5.0, 5.0 * (1 - gap), 2.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    for name, options in NOISY_HISTORY:
+        if "sde" in name or options:  # noise: 5 steps shrink the spread; the tiny step may not change it much
+            stds = [float(SAMPLERS[name](gaussian_model(), x, grid, disable=True, seed=1, **options).std())
+                    for grid in (plain, tiny)]
+            assert abs(stds[1] / stds[0] - 1) < 0.1, (name, gap, stds)
+        else:
+            errors = [float((SAMPLERS[name](gaussian_model(), x, grid, disable=True, **options)
+                             - exact(x, 14.6, 0.0)).square().mean().sqrt()) for grid in (plain, tiny)]
+            assert errors[1] < 1.2 * errors[0], (name, gap, errors)
+
+
+def _fresh_plan(name: str, grid: torch.Tensor, schedule: str, options: dict) -> Plan:
+    """The plan built anew (the registry caches plans by grid and options)."""
+    opts = parse_options(name, SAMPLERS[name].defaults, {"schedule": schedule, **options})
+    spec = SAMPLERS[name].spec
+    assert spec is not None
+    return build_plan(spec, distinct(read_sigmas(grid, opts["schedule"]), opts["schedule"]), opts["schedule"], opts)
+
+
+def test_only_history_that_moved_off_the_ode_is_thinned_and_standard_grids_keep_all_of_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ODE multisteps keep their order after a tiny step (their history is consistent; tests/test_convergence.py
+    warms up with such steps); on the standard grids every plan is the one without the rule."""
+    tiny = torch.tensor([14.6, 5.0, 5.0 * (1 - 1e-4), 2.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    widths = {name: [len(st.terms) for st in SAMPLERS[name].plan(tiny).stages if st.commit]
+              for name in ("dpm_solver_pp_3m", "dpm_solver_pp_3m_sde")}
+    assert widths["dpm_solver_pp_3m"][2] == 3  # the step after the tiny one reads 3 calls
+    assert widths["dpm_solver_pp_3m_sde"][2] == 1  # ... here only its own start
+    standard = [(grid, "ve") for n in (4, 8, 10, 20, 50, 100) for grid in
+                (grids.karras(n, 0.0292, 14.6), grids.exponential(n, 0.0292, 14.6))]
+    standard += [(grids.flow_simple(n), "flow") for n in (4, 8, 10, 20, 50, 100)]
+    cases = [(name, options, grid, schedule) for name, options in NOISY_HISTORY for grid, schedule in standard]
+    built = [_fresh_plan(name, grid, schedule, options).stages for name, options, grid, schedule in cases]
+    monkeypatch.setattr(plan_module, "HISTORY_RATIO_MIN", 0.0)
+    for stages, (name, options, grid, schedule) in zip(built, cases, strict=True):
+        assert _fresh_plan(name, grid, schedule, options).stages == stages, (name, options, grid.tolist())
+
+
+COMFY_RATIO_SCRIPT = """
+import json, math, os
+from samplers.bench.comfy_builtin import load_comfy
+load_comfy(os.environ["COMFYUI_PATH"])
+import comfy.model_sampling as MS
+import comfy.samplers as S
+from samplers import FLOW, VE
+
+class Eps(MS.ModelSamplingDiscrete, MS.EPS):
+    pass
+
+class Flow(MS.ModelSamplingDiscreteFlow, MS.CONST):
+    pass
+
+flow = Flow(None)
+flow.set_parameters(shift=3.0)
+worst = [math.inf, ""]
+for family, sampling, schedule in (("eps", Eps(None), VE), ("flow", flow, FLOW)):
+    for name in S.SCHEDULER_NAMES:
+        for n in range(2, 101):
+            lam = [schedule.lambda_(s) for s in S.calculate_sigmas(sampling, name, n).tolist() if s > 0]
+            h = [b - a for a, b in zip(lam, lam[1:]) if math.isfinite(a) and b > a]
+            for i in range(1, len(h)):
+                for back in (1, 2):
+                    if i >= back and h[i - back] / h[i] < worst[0]:
+                        worst = [h[i - back] / h[i], f"{family} {name} n={n} step {i}, {back} back"]
+print("RESULT" + json.dumps(worst))
+"""
+
+
+def test_no_comfyui_scheduler_comes_near_the_history_ratio_rule() -> None:
+    """Every ComfyUI scheduler, 2-100 steps, SD1.5 eps and flow (shift 3) sigmas: the smallest ratio of an earlier
+    lambda step to a later one that a third-order step reads is far above HISTORY_RATIO_MIN, so the rule never
+    changes what a ComfyUI user gets."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not os.environ.get("COMFYUI_PATH"):
+        pytest.skip("COMFYUI_PATH is not set: this check imports a real ComfyUI checkout")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", COMFY_RATIO_SCRIPT], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ratio, where = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))[len("RESULT"):])
+    assert ratio > 3 * plan_module.HISTORY_RATIO_MIN, where
+    assert round(ratio, 3) == 0.018 and where.startswith("eps linear_quadratic n=6"), (ratio, where)  # README
