@@ -52,8 +52,8 @@ def grid_folder() -> Path:
 
 
 def grid_path(file_name: str, folder: Path | None = None) -> Path:
-    """The file a node reads or writes: an absolute path as given, else a name inside the grid folder (".safetensors"
-    added when missing; names that climb out of the folder are refused)."""
+    """The file a node reads: an absolute path as given, else a name inside the grid folder (".safetensors" added
+    when missing; names that climb out of the folder are refused)."""
     name = file_name.strip()
     if not name:
         raise CalibrationError("file_name is empty: give a name such as 'sd15_dpm_solver_3m_10'")
@@ -63,6 +63,34 @@ def grid_path(file_name: str, folder: Path | None = None) -> Path:
             raise CalibrationError(f"file_name {file_name!r} must stay inside the {GRID_FOLDER} folder (no '..')")
         path = (folder if folder is not None else grid_folder()) / path
     return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+
+
+def output_path(file_name: str, folder: Path | None = None) -> Path:
+    """The file DPM-Solver Calibrate Grid writes: a name inside the grid folder only (a shared workflow must not
+    write elsewhere), and never over a file that is not a calibrated grid (a checkpoint, say)."""
+    base = (folder if folder is not None else grid_folder()).resolve()
+    if Path(file_name.strip()).is_absolute():
+        raise CalibrationError(f"file_name {file_name!r} must be a name inside output/{GRID_FOLDER}, not an "
+                               "absolute path (DPM-Solver Load Grid reads absolute paths)")
+    path = grid_path(file_name, base)
+    if base not in path.resolve().parents:
+        raise CalibrationError(f"file_name {file_name!r} must name a file inside output/{GRID_FOLDER}")
+    if path.exists():
+        try:
+            load_grid(path)
+        except CalibrationError:
+            raise CalibrationError(f"{str(path)!r} exists and is not a calibrated grid: choose another file_name"
+                                   ) from None
+    return path
+
+
+def file_state(path: Path) -> str:
+    """What changes when the file does (modification time and size), for ComfyUI's IS_CHANGED."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_mtime_ns}:{stat.st_size}"
 
 
 def model_fingerprint(model: Any) -> str:
@@ -107,15 +135,17 @@ class DPMSolverCalibrateGrid:
             "nfe": ("INT", {"default": 10, "min": 2, "max": 200, "tooltip": "Model calls the grid allows."}),
             "calibration_seeds": ("INT", {"default": 4, "min": 1, "max": 64,
                                           "tooltip": "Noises calibrated on: seeds seed, seed+1, ..."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                             "tooltip": "First seed of the calibration noises."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF - 64,
+                             "tooltip": "First seed of the calibration noises. Set 'control after generate' to "
+                                        "fixed: a new seed calibrates (and saves) again on every queue."}),
             "reference_steps": ("INT", {"default": REFERENCE_STEPS // 4, "min": 20, "max": 2000,
                                         "tooltip": "Steps of the reference solve (DPM-Solver++ 3M, exact "
                                                    "third-order weights)."}),
             "max_evals": ("INT", {"default": 150, "min": 10, "max": 5000,
                                   "tooltip": "Most sampler runs of the search."}),
             "file_name": ("STRING", {"default": "dpm_solver_grid",
-                                     "tooltip": "Saved as output/dpm_solver_grids/<file_name>.safetensors."}),
+                                     "tooltip": "Saved as output/dpm_solver_grids/<file_name>.safetensors (a name "
+                                                "in that folder; an existing grid of that name is replaced)."}),
         }}
 
     def calibrate(self, model: Any, positive: Any, negative: Any, cfg: float, latent_image: dict[str, Any],
@@ -128,7 +158,7 @@ class DPMSolverCalibrateGrid:
 
         if sampler_name not in CALIBRATABLE:
             raise CalibrationError(f"sampler_name {sampler_name!r} cannot be calibrated; one of {CALIBRATABLE}")
-        target = grid_path(file_name)
+        target = output_path(file_name)
         model_sampling = model_sampling_of_patcher(model)
         family = family_of_model_sampling(model_sampling)
 
@@ -139,7 +169,7 @@ class DPMSolverCalibrateGrid:
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"][:1])
         noise = torch.cat([comfy.sample.prepare_noise(latent, seed + i) for i in range(calibration_seeds)])
         latents = latent.repeat(calibration_seeds, *[1] * (latent.dim() - 1))
-        bar = comfy.utils.ProgressBar(max_evals * 2)
+        bar = comfy.utils.ProgressBar(reference_steps + max_evals)  # reference calls, then the search's runs
         info = {"model": model_fingerprint(model), "model_class": type(getattr(model, "model", model)).__name__,
                 "initial_grid": scheduler, "cfg": repr(cfg), "seeds": f"{seed}..{seed + calibration_seeds - 1}",
                 "reference_steps": str(reference_steps)}
@@ -147,12 +177,17 @@ class DPMSolverCalibrateGrid:
 
         def progress(runs: int, best: float) -> None:
             comfy.model_management.throw_exception_if_processing_interrupted()
-            bar.update_absolute(min(runs, max_evals * 2))
+            bar.update_absolute(reference_steps + min(runs, max_evals))
+
+        def reference_progress(payload: dict[str, Any]) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            bar.update_absolute(min(payload["nfe"], reference_steps))
 
         def run(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None = None,
                 callback: Any = None, disable: Any = None) -> torch.Tensor:
             grid = sigmas.detach().to("cpu", torch.float64)
-            reference = reference_solution(denoiser, x, grid, family, extra_args, steps=reference_steps)
+            reference = reference_solution(denoiser, x, grid, family, extra_args, steps=reference_steps,
+                                           callback=reference_progress)
             found["grid"] = calibrate_grid(denoiser, sampler_name, nfe, grid, x, family, extra_args, reference,
                                            max_evals=max_evals, restarts=1, info=info, progress=progress)
             return x
@@ -185,6 +220,14 @@ class DPMSolverLoadGrid:
                                                       "tooltip": "Check the grid was calibrated for this sampler."}),
             "nfe": ("INT", {"default": 0, "min": 0, "max": 200, "tooltip": "Check the budget (0: any)."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, file_name: str, sampler_name: str, nfe: int) -> str:
+        """Run again when the file changes (ComfyUI would otherwise reuse the grid it read first)."""
+        try:
+            return file_state(grid_path(file_name))
+        except CalibrationError:
+            return "invalid name"
 
     def load(self, file_name: str, sampler_name: str, nfe: int) -> tuple[torch.Tensor]:
         if sampler_name != "any" and sampler_name not in CALIBRATABLE:

@@ -98,7 +98,11 @@ def intervals_for_nfe(sampler: str, nfe: int, make_grid: Callable[[int], torch.T
         raise CalibrationError(f"nfe must be an integer >= 1, got {nfe!r}")
     best, over = None, 0
     for n in range(1, nfe + 1):
-        if model_calls(sampler, make_grid(n), schedule, options) <= nfe:
+        try:
+            calls = model_calls(sampler, make_grid(n), schedule, options)
+        except ValueError:  # a scheduler that cannot make this n (ComfyUI's kl_optimal at 1 step: NaN)
+            continue
+        if calls <= nfe:
             best, over = n, 0
         else:
             over += 1
@@ -157,9 +161,11 @@ def check_grid(sigmas: torch.Tensor | Sequence[float], schedule: str, name: str 
 
 
 def reference_solution(model: Model, x: torch.Tensor, sigmas: torch.Tensor, schedule: str,
-                       extra_args: dict[str, Any] | None = None, steps: int = REFERENCE_STEPS) -> torch.Tensor:
+                       extra_args: dict[str, Any] | None = None, steps: int = REFERENCE_STEPS,
+                       callback: Callable[[dict[str, Any]], Any] | None = None) -> torch.Tensor:
     """What an exact solver returns on `sigmas` (only its ends matter): x(sigma_last) by DPM-Solver++ 3M with
-    exact third-order weights on `steps` steps uniform in log sigma, then D(x, sigma_last) if the grid ends at 0."""
+    exact third-order weights on `steps` steps uniform in log sigma, then D(x, sigma_last) if the grid ends at 0.
+    `callback` gets the sampler's payload after every model call (a host's progress bar and interrupt)."""
     values = check_grid(sigmas, schedule)
     positive, ends_at_zero = _split(values)
     first, last = positive[0], positive[-1]
@@ -169,8 +175,8 @@ def reference_solution(model: Model, x: torch.Tensor, sigmas: torch.Tensor, sche
         fine.append(0.0)
     grid = torch.tensor(fine, dtype=torch.float64)
     with torch.no_grad():
-        return SAMPLERS[REFERENCE_SAMPLER](model, x.clone(), grid, extra_args=extra_args, disable=True,
-                                           schedule=schedule, third_order="consistent")
+        return SAMPLERS[REFERENCE_SAMPLER](model, x.clone(), grid, extra_args=extra_args, callback=callback,
+                                           disable=True, schedule=schedule, third_order="consistent")
 
 
 def _rms(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -121,6 +121,13 @@ def test_intervals_for_nfe_fits_the_budget() -> None:
     with pytest.raises(CalibrationError, match="nfe must be an integer"):
         intervals_for_nfe("dpm_solver_3m", 0, make, "ve")
 
+    def nan_at_one_step(n: int) -> torch.Tensor:  # ComfyUI's kl_optimal cannot make a 1-step grid
+        return torch.tensor([math.nan, 0.0]) if n == 1 else make(n)
+
+    assert intervals_for_nfe("dpm_solver_3m", 10, nan_at_one_step, "ve") == 10
+    with pytest.raises(CalibrationError, match="needs more than nfe=1"):
+        intervals_for_nfe("dpm_solver_3m", 1, nan_at_one_step, "ve")
+
 
 def test_save_load_round_trip_keeps_grid_and_metadata(calibrated: dict[str, object], tmp_path: Path) -> None:
     result = calibrated["result"]

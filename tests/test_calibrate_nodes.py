@@ -101,3 +101,70 @@ def test_calibrate_node_in_comfyui(comfy_env: dict[str, Any], family: str, sched
     assert stored.info["seeds"] == "7..8" and stored.info["initial_grid"] == scheduler
     (loaded,) = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]().load(f"test_{family}", "dpm_solver_3m", 4)
     assert torch.equal(loaded, sigmas)
+
+
+def test_calibrate_writes_only_grid_files_inside_the_grid_folder(package: Any, tmp_path: Path) -> None:
+    """A shared workflow's file_name must not write elsewhere or over a checkpoint; Load Grid still reads absolute
+    paths."""
+    output_path = package.nodes.calibrate_nodes.output_path
+    assert output_path("a/b", tmp_path) == tmp_path.resolve() / "a" / "b.safetensors"
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"not a grid")
+    for name, message in ((str(tmp_path / "elsewhere"), "not an absolute path"), (".", "inside output"),
+                          ("/", "not an absolute path"), ("model", "exists and is not a calibrated grid"),
+                          ("../model", "no '..'")):
+        with pytest.raises(ValueError, match=message):
+            output_path(name, tmp_path)
+    assert checkpoint.read_bytes() == b"not a grid"
+    _saved(tmp_path / "old_grid")
+    assert output_path("old_grid", tmp_path) == tmp_path.resolve() / "old_grid.safetensors"  # a grid is replaced
+
+
+def test_load_node_reads_the_file_again_when_it_changes(package: Any, tmp_path: Path) -> None:
+    """ComfyUI caches a node's output until IS_CHANGED changes: a recalibrated or deleted file must be read again."""
+    node = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]
+    path = _saved(tmp_path / "mine")
+    first = node.IS_CHANGED(str(path), "any", 0)
+    assert node.IS_CHANGED(str(path), "any", 0) == first
+    save_grid(path, CalibratedGrid(grids.karras(8, 0.029, 14.6), "dpm_solver_3m", 8, "ve", 0.2, 0.1, 10))
+    second = node.IS_CHANGED(str(path), "any", 0)
+    assert second != first
+    path.unlink()
+    assert node.IS_CHANGED(str(path), "any", 0) == "missing"
+    assert node.IS_CHANGED("../up", "any", 0) == "invalid name"
+
+
+def test_calibrate_node_reports_progress_stops_on_cancel_and_starts_from_kl_optimal(comfy_env: dict[str, Any]
+                                                                                   ) -> None:
+    """The bar covers the reference solve and the search (it stopped at half before); Cancel stops the reference
+    solve at its next model call (it ran on for all its steps); kl_optimal, which cannot make a 1-step grid, is a
+    starting grid like any other."""
+    import comfy.model_management
+    import comfy.utils
+
+    package = comfy_env["package"]
+    node = package.NODE_CLASS_MAPPINGS["DPMSolverCalibrateGrid"]()
+    calls: list[int] = []
+    model = comfy_env["ve"].clone()
+    model.set_model_unet_function_wrapper(
+        lambda apply, args: (calls.append(1), apply(args["input"], args["timestep"], **args["c"]))[1])
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    seen: list[tuple[int, int]] = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, *rest, **kw: seen.append((value, total)))
+    try:
+        node.calibrate(model, conditioning(1), conditioning(2), 5.0, latent, "dpm_solver_3m", "kl_optimal", 4, 2, 7,
+                       20, 12, "test_progress")
+        assert {total for _, total in seen} == {20 + 12}
+        values = [value for value, _ in seen]
+        assert values == sorted(values) and values[0] == 1 and 20 < values[-1] <= 32
+        assert 1 in values and 20 in values  # the reference solve moves the bar call by call
+        calls.clear()
+        comfy.model_management.interrupt_current_processing(True)
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            node.calibrate(model, conditioning(1), conditioning(2), 5.0, latent, "dpm_solver_3m", "karras", 4, 2, 7,
+                           400, 12, "test_cancel")
+        assert len(calls) == 1
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert not (comfy_env["output"] / "dpm_solver_grids" / "test_cancel.safetensors").exists()
