@@ -78,22 +78,23 @@ class _FiniteGuard:
         self.result: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def check_input(self, x: torch.Tensor) -> None:
-        """x, the latent the sampler starts from (summed in at least float32: a half sum can overflow)."""
-        total = torch.sum(x, dtype=working_dtype(x.dtype))
-        if self.immediate:
-            if not math.isfinite(float(total)):
-                self._raise_input(x)
-            return
-        self.input = (x, total)
+        """x, the latent the sampler starts from."""
+        self.input = self._whole(x, self._raise_input)
 
     def check_result(self, state: torch.Tensor) -> None:
         """The state the sampler returns; checked after the model outputs, so a model NaN is named first."""
-        total = torch.sum(state, dtype=working_dtype(state.dtype))
-        if self.immediate:
-            if not math.isfinite(float(total)):
-                self._raise_result(state)
-            return
-        self.result = (state, total)
+        self.result = self._whole(state, self._raise_result)
+
+    def _whole(self, tensor: torch.Tensor, fail: Callable[[torch.Tensor], None]
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The sum of `tensor` in at least float32 (a half sum can overflow): checked at once (`fail` raises), or
+        kept with the tensor for `finish`."""
+        total = torch.sum(tensor, dtype=working_dtype(tensor.dtype))
+        if not self.immediate:
+            return tensor, total
+        if not math.isfinite(float(total)):
+            fail(tensor)
+        return None
 
     def check(self, denoised: torch.Tensor, call: int) -> None:
         if self.immediate:
