@@ -166,6 +166,9 @@ class DPMSolverCalibrateGrid:
             return comfy.samplers.calculate_sigmas(model_sampling, scheduler, n).cpu().to(torch.float64)
 
         initial = make_grid(intervals_for_nfe(sampler_name, nfe, make_grid, family))
+        if int((initial > 0).sum()) < 2:
+            raise CalibrationError(f"nfe={nfe} buys {sampler_name} a single step, which leaves nothing to calibrate: "
+                                   "raise nfe")
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"][:1])
         noise = torch.cat([comfy.sample.prepare_noise(latent, seed + i) for i in range(calibration_seeds)])
         latents = latent.repeat(calibration_seeds, *[1] * (latent.dim() - 1))

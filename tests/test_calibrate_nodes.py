@@ -168,3 +168,6 @@ def test_calibrate_node_reports_progress_stops_on_cancel_and_starts_from_kl_opti
         comfy.model_management.interrupt_current_processing(False)
         comfy.utils.set_progress_bar_global_hook(None)
     assert not (comfy_env["output"] / "dpm_solver_grids" / "test_cancel.safetensors").exists()
+    with pytest.raises(ValueError, match="nfe=3 buys dpm_solver_3 a single step, which leaves nothing to calibrate"):
+        node.calibrate(model, conditioning(1), conditioning(2), 5.0, latent, "dpm_solver_3", "karras", 3, 2, 7, 20, 12,
+                       "test_small")
