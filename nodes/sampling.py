@@ -123,7 +123,7 @@ def make_sampler_function(entry: SamplerEntry) -> Callable[..., torch.Tensor]:
             sigmas = _snap_flow_top(sigmas)
         if ("guidance_parts" in entry.defaults and options.get("guidance_parts") is None
                 and options.get("sds_mode", entry.defaults.get("sds_mode")) == "csd"):
-            extra_args, recorder = with_guidance_hook(extra_args)
+            extra_args, recorder = with_guidance_hook(extra_args, model)
             options["guidance_parts"] = recorder.parts
         report = None
         if "info" in entry.defaults and options.get("info") is None:

@@ -175,7 +175,7 @@ class DPMSolverSDSGradient:
             schedule = family_of_denoiser(denoiser)
             recorder = None
             if v["mode"] == "csd":
-                extra_args, recorder = with_guidance_hook(extra_args)
+                extra_args, recorder = with_guidance_hook(extra_args, denoiser)
 
             def step_done(payload: dict[str, Any]) -> None:
                 if "grad" in payload:  # the optimisation step (not an inversion call of mode sdi)
@@ -233,7 +233,7 @@ class DPMSolverSDSRefine:
             schedule = family_of_denoiser(denoiser)
             recorder = None
             if v["mode"] == "csd":
-                extra_args, recorder = with_guidance_hook(extra_args)
+                extra_args, recorder = with_guidance_hook(extra_args, denoiser)
 
             def model_call_done(payload: dict[str, Any]) -> None:
                 bar.update_absolute(payload["nfe"], payload["total"])  # also where ComfyUI raises a user's Cancel

@@ -116,6 +116,31 @@ def test_hook_is_appended_without_touching_the_hosts_options(env: tuple[dict, An
     assert recorder.parts() == (cond, uncond, 4.0) and recorder.calls == 1
 
 
+def test_recorded_parts_are_blended_like_comfyuis_output_under_an_inpaint_mask(env: tuple[dict, Any]) -> None:
+    """KSamplerX0Inpaint blends D m + latent (1 - m) after CFG; the recorder blends both parts with the mask of the
+    same call, which it records through denoise_mask_function (the host's own still runs first)."""
+    _, package = env
+    guidance = package.nodes.sds_guidance
+
+    class Inpaint:  # what ComfyUI hands the sampler: KSamplerX0Inpaint with its latent_image
+        latent_image = torch.full((1, 4), 10.0)
+
+    def theirs(sigma: torch.Tensor, mask: torch.Tensor, extra_options: Any = None) -> torch.Tensor:
+        return mask * 0.5
+
+    hooked, recorder = guidance.with_guidance_hook({"model_options": {guidance.MASK_FUNCTION_KEY: theirs}},
+                                                   Inpaint())
+    cond, uncond = torch.ones(1, 4), torch.zeros(1, 4)
+    recorder({"cond_denoised": cond, "uncond_denoised": uncond, "cond_scale": 3.0, "denoised": cond})
+    assert recorder.parts() == (cond, uncond, 3.0)  # no mask seen: as recorded
+    mapped = hooked["model_options"][guidance.MASK_FUNCTION_KEY](torch.ones(1), torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
+                                                                 extra_options={})
+    assert torch.equal(mapped, torch.tensor([[0.0, 0.0, 0.5, 0.5]]))
+    blended_cond, blended_uncond, cfg = recorder.parts()
+    assert torch.equal(blended_cond, torch.tensor([[10.0, 10.0, 5.5, 5.5]]))
+    assert torch.equal(blended_uncond, torch.tensor([[10.0, 10.0, 5.0, 5.0]])) and cfg == 3.0
+
+
 class CfgDenoiser(FakeDenoiser):
     """ComfyUI's denoiser as far as CFG goes: D_cond = 0.5 x, D_uncond = 0.2 x, D_cfg = D_uncond + cfg (D_cond -
     D_uncond), then the post-CFG functions of model_options."""

@@ -155,17 +155,53 @@ def test_sds_sampler_in_csd_mode_sees_distinct_cond_and_uncond(env: dict[str, An
     assert torch.isfinite(results["csd"]).all() and not torch.allclose(results["csd"], results["sds"])
 
 
-def test_refine_keeps_the_latent_outside_its_noise_mask(env: dict[str, Any]) -> None:
+@pytest.mark.parametrize("family", ["ve", "flow"])
+@pytest.mark.parametrize("mode", ["sds", "csd", "sdi"])
+def test_refine_keeps_the_latent_outside_its_noise_mask(env: dict[str, Any], family: str, mode: str) -> None:
+    """csd once read its conditional and unconditional parts before ComfyUI blends the mask in (0.8 off outside)."""
     lat = latent(1)
     mask = torch.zeros(1, 8, 8)
     mask[:, :, 4:] = 1.0  # only the right half may change
     refined, _, _ = node(env, "DPMSolverSDSRefine").refine(
-        env["ve"], POSITIVE, NEGATIVE, {**lat, "noise_mask": mask}, steps=3, optimizer="adam", lr=0.1,
-        start_percent=0.2, end_percent=0.8, start_sigma=0.0, end_sigma=0.0, cfg=5.0, seed=1, mode="sds",
+        env[family], POSITIVE, NEGATIVE, {**lat, "noise_mask": mask}, steps=3, optimizer="adam", lr=0.1,
+        start_percent=0.2, end_percent=0.8, start_sigma=0.0, end_sigma=0.0, cfg=5.0, seed=1, mode=mode,
         weighting="uniform", inner_steps=1, grad_clip=0.0)
     out, before = refined["samples"], lat["samples"]
     torch.testing.assert_close(out[..., :4], before[..., :4], rtol=1e-5, atol=1e-5)
     assert (out[..., 4:] - before[..., 4:]).abs().max() > 1e-2
+    g, _, _ = gradient(env, family, mode=mode, latent={**lat, "noise_mask": mask})
+    assert float(g[..., :4].abs().max()) <= 1e-5 < float(g[..., 4:].abs().max())
+
+
+@pytest.mark.parametrize("family", ["ve", "flow"])
+def test_sds_sampler_in_csd_mode_keeps_the_latent_outside_the_mask(env: dict[str, Any], family: str) -> None:
+    """The sampler path (KSamplerX0Inpaint's mask, with a host denoise_mask_function kept): outside the mask the
+    result is the latent, as with every other sampler."""
+    import comfy.samplers
+
+    node_cls = env["package"].NODE_CLASS_MAPPINGS["DPMSolverSampler_dpm_solver_sds"]
+    spec = node_cls.INPUT_TYPES()["required"]
+    (sampler,) = node_cls().get_sampler(**{**{n: o["default"] for n, (_, o) in spec.items()}, "sds_mode": "csd"})
+    model = env[family].clone()
+    mapped: list[int] = []
+
+    def host_mask_function(sigma: torch.Tensor, mask: torch.Tensor, extra_options: Any = None) -> torch.Tensor:
+        mapped.append(1)
+        return mask
+
+    model.model_options["denoise_mask_function"] = host_mask_function
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(POSITIVE, NEGATIVE)
+    guider.set_cfg(5.0)
+    sigmas = torch.tensor([0.6, 0.3, 0.1, 0.0]) if family == "flow" else torch.tensor([3.0, 1.0, 0.3, 0.0])
+    image = latent(1)["samples"]
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:] = 1.0
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        out = guider.sample(noise, image, sampler, sigmas, denoise_mask=mask, seed=5)
+    torch.testing.assert_close(out[..., :4], image[..., :4], rtol=1e-5, atol=1e-5)
+    assert (out[..., 4:] - image[..., 4:]).abs().max() > 1e-2 and mapped
 
 
 @pytest.mark.parametrize(("mode", "calls_per_step"), [("sds", 1), ("sdi", 5)])
