@@ -155,6 +155,13 @@ KNOWN: dict[str, WidgetSpec] = {
     "r": _float("Position of the intermediate model call, as a fraction of the step in half-log-SNR.",
                 0.01, 0.99, 0.01),
     # Options of score distillation (dpm_solver_sds).
+    "sds_mode": _combo("Score distillation: 'sds' the full gradient lambda(sigma) (x0 - D); 'csd' the classifier-free "
+                       "guidance term only, from the conditional and unconditional predictions of this CFG; 'sdi' "
+                       "like sds with the noise from a DPM-Solver inversion of x0 instead of fresh noise.",
+                       ("sds", "csd", "sdi")),
+    "sds_noise": _combo("Score distillation (modes sds, csd): the noise that re-noises x0 to the next sigma: "
+                        "'implied' (x_t - alpha D)/sigma, DDIM-like; 'fresh' new normals per step, LCM-like, from "
+                        "ComfyUI's noise for this seed.", ("implied", "fresh")),
     "sds_lr": _float("Score distillation: step size of each update x0 <- x0 - lr * lambda(sigma) * (x0 - D). With "
                      "the uniform weighting, 1 makes each step x0 <- D (DDIM, or LCM with fresh noise); smaller "
                      "values move x0 part of the way.", 0.001, 10.0, 0.01),
