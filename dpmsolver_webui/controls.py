@@ -134,7 +134,7 @@ def _accepts(check: Callable[[Any], Any], value: Any) -> bool:
 
 CONTROLS: tuple[Control, ...] = (
     Control("order", "Order", "DPM-Solver order", "choice",
-            "solver order, for samplers that let you choose it (DPM-Solver-fast, adaptive)",
+            "solver order, for samplers that let you choose it (the adaptive ones, DPM-Solver++ PC)",
             choices=("1", "2", "3"), convert=int),
     Control("solver_type", "Solver type", "DPM-Solver solver type", "choice",
             "weight of the derivative term of 2nd/3rd-order updates: dpmsolver or taylor",
