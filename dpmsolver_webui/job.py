@@ -1,8 +1,9 @@
 """Per-generation bookkeeping: resolve the accordion/API/settings values and record them on the job.
 
 Called from the script's `process(p, *args)` (after the WebUI applied `override_settings` to `shared.opts`).
-The explicit options go to `p.dpmsolver_ext_options` (read by the sampler function) and, when a sampler of
-this job accepts them with a non-default value, to `p.extra_generation_params` (the infotext).
+The explicit options go to `p.dpmsolver_ext_options` (read by the sampler function), to registration.JOB_OPTIONS
+(read by the samplers' total_steps, which gets no job) and, when a sampler of this job accepts them with a
+non-default value, to `p.extra_generation_params` (the infotext).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from .controls import explicit_options, ui_values_from_args
 from .infotext import infotext_params
-from .registration import ENTRIES, LABELS
+from .registration import ENTRIES, JOB_OPTIONS, LABELS
 from .sampler_fn import OPTIONS_ATTR
 
 SAME_SAMPLER = "Use same sampler"
@@ -42,6 +43,8 @@ def apply_to_job(p: Any, args: tuple[Any, ...], settings: Mapping[str, Any]) -> 
     """Resolve the options for job `p`, store them on it and add their infotext; returns them."""
     explicit = explicit_options(ui_values_from_args(args), settings)
     setattr(p, OPTIONS_ATTR, explicit)
+    JOB_OPTIONS.clear()
+    JOB_OPTIONS.update(explicit)
     params = infotext_params(explicit, [entry.defaults for entry in job_entries(p)])
     extra = getattr(p, "extra_generation_params", None)
     if isinstance(extra, dict):

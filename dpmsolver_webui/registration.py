@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from .controls import CONTROLS, DEFAULT_CHOICE
+from .controls import CONTROLS, DEFAULT_CHOICE, options_for_entry
 from .core import load_core, load_submodule
 from .labels import KNOWN_SCHEDULER_WORDS, aliases, webui_label
 from .sampler_fn import make_sampler_function
@@ -62,14 +62,21 @@ def is_ours(data: Any) -> bool:
     return isinstance(options, dict) and ENTRY_KEY in options
 
 
-def model_calls(entry: Any, steps: int) -> int:
-    """Model calls of `entry` for `steps` steps with default options (what prompt-editing schedules count)."""
+JOB_OPTIONS: dict[str, Any] = {}
+"""The explicit options of the job being processed (job.apply_to_job sets them from the script's `process`, which
+the WebUI runs before it asks a sampler's total_steps): the model calls counted follow them, e.g. the Langevin
+corrector's extra call per step."""
+
+
+def model_calls(entry: Any, steps: int, explicit: dict[str, Any] | None = None) -> int:
+    """Model calls of `entry` for `steps` steps with the `explicit` options it accepts (what prompt-editing
+    schedules and the refiner switch count)."""
     if steps <= 0:
         return steps
     grid = load_submodule("grids").karras(steps, 0.0292, 14.6146)
     try:
-        return int(entry.count_model_calls(grid))
-    except Exception:  # a future entry that cannot count without running: assume its nominal cost
+        return int(entry.count_model_calls(grid, **options_for_entry(explicit or {}, entry.defaults)))
+    except Exception:  # adaptive, or a future entry that cannot count without running: its nominal cost
         return steps * int(entry.calls_per_step)
 
 
@@ -86,7 +93,7 @@ def sampler_data_class(base: type) -> type:
 
         def total_steps(self, steps: int) -> int:
             entry = ENTRIES.get(self.options.get(ENTRY_KEY))
-            return steps if entry is None else model_calls(entry, steps)
+            return steps if entry is None else model_calls(entry, steps, JOB_OPTIONS)
 
     _DATA_CLASSES[base] = DpmSolverSamplerData
     return DpmSolverSamplerData

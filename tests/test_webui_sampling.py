@@ -224,3 +224,21 @@ def test_interrupt_returns_the_last_latent(flavor: str) -> None:
     finally:
         webui.shared.state.interrupted = False
     torch.testing.assert_close(samples, p.sampler.last_latent)
+
+
+@pytest.mark.parametrize("flavor_name", ["forge", "a1111"])
+def test_total_steps_follow_the_jobs_options(flavor_name: str) -> None:
+    """The WebUI times prompt editing and the refiner switch by model calls made / total_steps; with the Langevin
+    corrector PC makes one more call per step, which total_steps once left out (a [cat:dog:0.5] switched at step 6
+    of 20 instead of 10). The next job without it counts as before."""
+    webui = harness.load_webui(flavor_name)
+    try:
+        label = SAMPLERS["dpm_solver_pp_pc"].label
+        for args, per_step in (({"corrector": "langevin"}, 2), ({}, 1)):
+            p = job(webui, label, args, steps=6)
+            webui.processing.process_images(p)
+            calls = len(p.sampler.model_wrap_cfg.calls)
+            assert p.total_steps_for_conds == calls, (args, calls)
+            assert calls in (6 * per_step, 6 * per_step - 1), (args, calls)  # no corrector move after the last step
+    finally:
+        harness.unload()
