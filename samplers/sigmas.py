@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -26,7 +26,7 @@ def read_sigmas(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule)
         if sigmas.dim() != 1:
             raise ValueError(f"sigmas must be a 1-D tensor, got shape {tuple(sigmas.shape)}")
         raw = sigmas.tolist()
-    elif isinstance(sigmas, Sequence) and not isinstance(sigmas, str | bytes):
+    elif isinstance(sigmas, Iterable) and not isinstance(sigmas, str | bytes):  # a list, a numpy array, ...
         raw = list(sigmas)
     else:
         raise TypeError(f"sigmas must be a 1-D tensor or a sequence of numbers, got {type(sigmas).__name__}")

@@ -205,6 +205,15 @@ def test_sigmas_that_are_no_real_numbers_are_named(sigmas: object, error: type, 
     assert model.calls == 0
 
 
+def test_sigmas_as_a_list_or_numpy_array_are_read_like_the_tensor() -> None:
+    """The same grid (the model gets float32 sigmas from a list or array, float64 ones from a float64 tensor)."""
+    grid = grids.karras(4, 0.03, 14.6)
+    want = SAMPLERS["dpm_solver_pp_2m"](gaussian_model(), start(), grid, disable=True)
+    for same in (grid.tolist(), grid.numpy(), tuple(grid.tolist())):
+        torch.testing.assert_close(SAMPLERS["dpm_solver_pp_2m"](gaussian_model(), start(), same, disable=True), want,
+                                   rtol=1e-6, atol=1e-7)
+
+
 def test_extra_args_must_be_a_mapping_and_its_seed_an_integer() -> None:
     sigmas = grids.karras(4, 0.03, 14.6)
     for name in NAMES:
