@@ -42,9 +42,13 @@ def job_options(p: Any) -> dict[str, Any]:
         return {}
 
 
-def batch_seed(p: Any) -> int | None:
-    """Seed of the first image of the current batch (for entries without a WebUI noise sampler)."""
+def batch_seed(p: Any, batch: int) -> int | list[int] | None:
+    """The seeds of the current batch for entries without a WebUI noise sampler: the per-image seeds (p.seeds, one
+    per image: variation seeds repeat one, and an image made alone then gets its own noise), else the first
+    image's seed (image b on seed + b)."""
     seeds = getattr(p, "seeds", None)
+    if seeds and len(seeds) == batch:
+        return [int(s) for s in seeds]
     if seeds:
         return int(seeds[0])
     all_seeds = getattr(p, "all_seeds", None)
@@ -96,7 +100,7 @@ def make_sampler_function(entry: Any) -> SamplerFunction:
         if noise_sampler is not None and "noise_sampler" in accepted:
             options["noise_sampler"] = noise_sampler
         elif "seed" in accepted and "seed" not in options:  # also non-stochastic entries with a noisy option
-            seed = batch_seed(p)
+            seed = batch_seed(p, x.shape[0])
             if seed is not None:
                 options["seed"] = seed
         intervals = max(len(sigmas) - 1, 0)

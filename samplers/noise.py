@@ -106,6 +106,21 @@ def mix64_tensor(z: torch.Tensor) -> torch.Tensor:
     return z.bitwise_xor_(t)
 
 
+Seed = int | Sequence[int]
+"""One seed (sample b on stream seed + b) or a host's per-image seeds (sample b on stream seeds[b])."""
+
+
+def sample_streams(seed: Seed, batch: int) -> list[int]:
+    """The stream of each sample: seed + b, so image b of a batch equals image 0 made alone with seed + b; or the
+    per-image seeds as given (the WebUI's, which repeat one seed under variation seeds), one per sample."""
+    if not isinstance(seed, Sequence):
+        return [int(seed) + b for b in range(batch)]
+    streams = [int(s) for s in seed]
+    if len(streams) != batch:
+        raise ValueError(f"seed: {len(streams)} per-image seeds for a batch of {batch}; give one per image")
+    return streams
+
+
 def stream_key(seed: int, sample: int, domain: int) -> int:
     """64-bit key of one sample's stream in a domain: stream = seed + sample index."""
     stream = (int(seed) + int(sample)) & MASK64
@@ -148,12 +163,14 @@ def _counters(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(pairs, dtype=torch.int64, device=device) * _signed(GOLDEN)
 
 
-def keyed_normals(seed: int, batch: int, shape: Sequence[int], domain: int, node: int, *,
+def keyed_normals(seed: Seed, batch: int, shape: Sequence[int], domain: int, node: int, *,
                   dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Standard normals of shape (batch, *shape): field `node` of `domain`, sample b on stream seed + b."""
+    """Standard normals of shape (batch, *shape): field `node` of `domain`, sample b on its stream
+    (sample_streams)."""
     device = torch.device(device)
     n = math.prod(shape)
-    bases = torch.tensor([_signed(stream_key(seed, b, domain)) for b in range(batch)], dtype=torch.int64)
+    bases = torch.tensor([_signed(stream_key(stream, 0, domain)) for stream in sample_streams(seed, batch)],
+                         dtype=torch.int64)
     keys = _node_keys(bases.to(device), torch.tensor([_signed(node)], dtype=torch.int64, device=device))
     return _normals_from_keys(keys, _counters(n, device), n, dtype).reshape(batch, *shape)
 
@@ -285,9 +302,9 @@ class SeededNoise:
     reach the device in one transfer, and the loop only slices them.
     """
 
-    def __init__(self, seed: int, like: torch.Tensor, schedule: NoiseSchedule, depth: int = DEPTH,
+    def __init__(self, seed: Seed, like: torch.Tensor, schedule: NoiseSchedule, depth: int = DEPTH,
                  dtype: torch.dtype | None = None) -> None:
-        self.seed = int(seed)
+        self.seed: Seed = tuple(int(s) for s in seed) if isinstance(seed, Sequence) else int(seed)
         self.schedule = schedule
         self.depth = depth
         self.batch = like.shape[0]
@@ -296,7 +313,8 @@ class SeededNoise:
         self.device = like.device
         self.dtype = dtype or torch.promote_types(like.dtype, torch.float32)
         self._counters = _counters(self.numel, self.device)
-        self._bases = {domain: torch.tensor([_signed(stream_key(self.seed, b, domain)) for b in range(self.batch)],
+        streams = sample_streams(self.seed, self.batch)
+        self._bases = {domain: torch.tensor([_signed(stream_key(stream, 0, domain)) for stream in streams],
                                             dtype=torch.int64).to(self.device)
                        for domain in (DOMAIN_BROWNIAN, DOMAIN_LANGEVIN)}
         self._chains: dict[float, Chain] = {}
@@ -471,10 +489,11 @@ class HostNoise:
         return self.fallback.langevin(sigma, iteration)
 
 
-def resolve_seed(option: Any, extra_args: dict[str, Any] | None) -> int:
-    """The seed: the `seed` option, else extra_args['seed'] (ComfyUI passes it), else 0."""
+def resolve_seed(option: Any, extra_args: dict[str, Any] | None) -> Seed:
+    """The seed: the `seed` option (one seed or per-image seeds), else extra_args['seed'] (ComfyUI passes it), else
+    0."""
     if option is not None:
-        return int(option)
+        return option
     if extra_args and extra_args.get("seed") is not None:
         seed = extra_args["seed"]
         try:

@@ -77,12 +77,16 @@ def _theta(value: Any) -> float:
     return value
 
 
-def _seed(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer or None, got {value!r}")
-    return value
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seed(value: Any) -> int | tuple[int, ...] | None:
+    if value is None or _is_int(value):
+        return value
+    if isinstance(value, list | tuple) and value and all(_is_int(v) for v in value):
+        return tuple(value)
+    raise ValueError(f"must be an integer, a non-empty list of integers (one per image) or None, got {value!r}")
 
 
 def _noise_sampler(value: Any) -> Any:
@@ -136,7 +140,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("noise_sampler", None, _noise_sampler,
            "callable (sigma, sigma_next) -> standard normal tensor like x for each step's noise; default: the "
            "seeded Brownian path of samplers/noise.py"),
-    Option("seed", None, _seed, "seed of the default noise; None: extra_args['seed'] (ComfyUI), else 0"),
+    Option("seed", None, _seed, "seed of the default noise (image b on seed + b), or one seed per image; None: "
+           "extra_args['seed'] (ComfyUI), else 0"),
     Option("order", 3, _integer(2, 3),
            "order: adaptive samplers: embedded pair 1/2 (2) or 2/3 (3); predictor-corrector: the multistep "
            "predictor's order", (2, 3)),

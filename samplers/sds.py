@@ -22,7 +22,7 @@ import torch
 
 from .driver import Callback, Model, ModelCaller, working_dtype
 from .inversion import inversion_grid, inversion_plan, invert, ordinary, run_inversion
-from .noise import host_normals, keyed_normals, resolve_seed
+from .noise import Seed, host_normals, keyed_normals, resolve_seed
 from .options import parse_options
 from .progress import progress_bar
 from .schedules import NoiseSchedule, resolve_schedule
@@ -82,9 +82,10 @@ def implied_noise(x_t: torch.Tensor, denoised: torch.Tensor, sigma: float, sched
     return torch.add(x_t, denoised, alpha=-alpha).mul_(1.0 / float(sigma))
 
 
-def fresh_noise(seed: int, like: torch.Tensor, node: int) -> torch.Tensor:
-    """Standard normals shaped like `like`: sample b on stream seed + b, field `node` of DOMAIN_SDS."""
-    return keyed_normals(int(seed), like.shape[0], tuple(like.shape[1:]), DOMAIN_SDS, int(node),
+def fresh_noise(seed: Seed, like: torch.Tensor, node: int) -> torch.Tensor:
+    """Standard normals shaped like `like`: sample b on its stream (noise.sample_streams), field `node` of
+    DOMAIN_SDS."""
+    return keyed_normals(seed, like.shape[0], tuple(like.shape[1:]), DOMAIN_SDS, int(node),
                          dtype=like.dtype, device=like.device)
 
 

@@ -241,3 +241,26 @@ def test_a_host_noise_sampler_of_the_wrong_shape_or_with_nan_is_named(name: str)
         SAMPLERS[name](gaussian_model(), x, sigmas, noise_sampler=lambda s, t: 0.0, disable=True, **options)
     with pytest.raises(NonFiniteResult, match=r"sample\(s\) \[0, 1, 2, 3\]\) although x and every model output"):
         SAMPLERS[name](gaussian_model(), x, sigmas, noise_sampler=nan_at_the_end, disable=True, **options)
+
+
+@pytest.mark.parametrize("name", [*SDE, "dpm_solver_pp_pc", "dpm_solver_sds"])
+def test_per_image_seeds_key_each_image_and_consecutive_ones_equal_one_seed(name: str) -> None:
+    """seed=[s, s+1, ...] is seed=s bit for bit (image b on stream s + b); a repeated seed (the WebUI's variation
+    seeds) gives a repeated image; the list must have one seed per image."""
+    options = {"corrector": "langevin"} if name == "dpm_solver_pp_pc" else {}
+    options |= {"sds_noise": "fresh"} if name == "dpm_solver_sds" else {}
+    sigmas = torch.tensor([14.6, 5.0, 1.0, 0.3, 0.0], dtype=torch.float64)
+    x = start(3)
+    one = SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, seed=40, **options)
+    listed = SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, seed=[40, 41, 42], **options)
+    assert torch.equal(one, listed)
+    same = x[:1].repeat(3, 1, 1, 1)
+    repeated = SAMPLERS[name](gaussian_model(), same, sigmas, disable=True, seed=(40, 40, 41), **options)
+    assert torch.equal(repeated[0], repeated[1]) and not torch.equal(repeated[0], repeated[2])
+    assert torch.equal(repeated[:1], SAMPLERS[name](gaussian_model(), same[:1], sigmas, disable=True, seed=40,
+                                                     **options))
+    with pytest.raises(ValueError, match="2 per-image seeds for a batch of 3"):
+        SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, seed=[1, 2], **options)
+    for bad in ([], [1.5, 2], "12", [True]):
+        with pytest.raises(ValueError, match="option seed must be an integer, a non-empty list of integers"):
+            SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, seed=bad, **options)

@@ -533,7 +533,7 @@ def test_csd_options_check_without_guidance_parts_and_sampling_reports_them_miss
     ("sds_noise", "brownian", "sds_noise must be one of 'implied', 'fresh'"),
     ("sds_inversion_steps", 0, "sds_inversion_steps must be an integer >= 1"),
     ("guidance_parts", 3, "guidance_parts must be None or a zero-argument callable"),
-    ("seed", "a", "seed must be an integer or None"),
+    ("seed", "a", "seed must be an integer, a non-empty list of integers"),
     ("schedule", "vp", "schedule (schedule )?must be 've', 'flow'"),
 ])
 def test_bad_option_values_name_the_option(option: str, value: Any, expected: str) -> None:

@@ -150,7 +150,9 @@ class FakeStochasticEntry:
                  disable: Any = None, **options: Any) -> torch.Tensor:
         self.received.append(options)
         sampler = options.get("noise_sampler")
-        generator = torch.Generator().manual_seed(options["seed"]) if "seed" in options else None
+        seed = options.get("seed")
+        first = seed[0] if isinstance(seed, list) else seed  # per-image seeds: this stand-in uses the first
+        generator = torch.Generator().manual_seed(first) if seed is not None else None
         s_in = x.new_ones([x.shape[0]])
         for i in range(len(sigmas) - 1):
             denoised = model(x, sigmas[i] * s_in, **(extra_args or {}))
@@ -195,7 +197,7 @@ def test_stochastic_entry_falls_back_to_the_seed_without_a_noise_sampler(flavor:
     p = job(webui, fake.label, steps=3, seed=77)
     webui.processing.process_images(p)
     assert "noise_sampler" not in fake.received[-1]
-    assert fake.received[-1]["seed"] == 77
+    assert fake.received[-1]["seed"] == [77]  # the batch's per-image seeds
 
 
 def test_sds_fresh_noise_follows_each_images_seed(flavor: str) -> None:
@@ -213,6 +215,19 @@ def test_sds_fresh_noise_follows_each_images_seed(flavor: str) -> None:
     implied = job(webui, label, steps=6, batch_size=1, seed=7)
     implied_samples, implied_infotext = webui.processing.process_images(implied)
     assert our_keys(webui, implied_infotext) == [] and not torch.allclose(implied_samples, single_samples)
+
+
+def test_langevin_noise_follows_each_images_seed_under_variation_seeds(flavor: str) -> None:
+    """Variation seeds give every image of a batch the same seed; our own seeded noise (the Langevin corrector
+    here) once keyed image b by first seed + b, so batch image 1 differed from the same image made alone."""
+    webui = harness.load_webui(flavor)
+    label = SAMPLERS["dpm_solver_pp_pc"].label
+    batch = job(webui, label, {"corrector": "langevin"}, steps=5, batch_size=2, seed=100)
+    batch.all_seeds = batch.seeds = [100, 100]
+    batch_samples, _ = webui.processing.process_images(batch)
+    single = job(webui, label, {"corrector": "langevin"}, steps=5, batch_size=1, seed=100)
+    single_samples, _ = webui.processing.process_images(single)
+    torch.testing.assert_close(batch_samples[1:], single_samples, rtol=0, atol=0)
 
 
 def test_interrupt_returns_the_last_latent(flavor: str) -> None:
