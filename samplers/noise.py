@@ -121,10 +121,15 @@ def sample_streams(seed: Seed, batch: int) -> list[int]:
     return streams
 
 
-def stream_key(seed: int, sample: int, domain: int) -> int:
-    """64-bit key of one sample's stream in a domain: stream = seed + sample index."""
-    stream = (int(seed) + int(sample)) & MASK64
-    return mix64(mix64(stream + GOLDEN) ^ ((domain * 0xD1B54A32D192ED03) & MASK64))
+def stream_key(stream: int, domain: int) -> int:
+    """64-bit key of one sample's stream in a domain."""
+    return mix64(mix64((int(stream) & MASK64) + GOLDEN) ^ ((domain * 0xD1B54A32D192ED03) & MASK64))
+
+
+def stream_bases(seed: Seed, batch: int, domain: int) -> torch.Tensor:
+    """The (batch,) int64 stream keys of a batch in a domain, on the host (sample_streams, then stream_key)."""
+    return torch.tensor([_signed(stream_key(stream, domain)) for stream in sample_streams(seed, batch)],
+                        dtype=torch.int64)
 
 
 def node_key(base: int, node: int) -> int:
@@ -169,9 +174,8 @@ def keyed_normals(seed: Seed, batch: int, shape: Sequence[int], domain: int, nod
     (sample_streams)."""
     device = torch.device(device)
     n = math.prod(shape)
-    bases = torch.tensor([_signed(stream_key(stream, 0, domain)) for stream in sample_streams(seed, batch)],
-                         dtype=torch.int64)
-    keys = _node_keys(bases.to(device), torch.tensor([_signed(node)], dtype=torch.int64, device=device))
+    bases = stream_bases(seed, batch, domain).to(device)
+    keys = _node_keys(bases, torch.tensor([_signed(node)], dtype=torch.int64, device=device))
     return _normals_from_keys(keys, _counters(n, device), n, dtype).reshape(batch, *shape)
 
 
@@ -313,9 +317,7 @@ class SeededNoise:
         self.device = like.device
         self.dtype = dtype or torch.promote_types(like.dtype, torch.float32)
         self._counters = _counters(self.numel, self.device)
-        streams = sample_streams(self.seed, self.batch)
-        self._bases = {domain: torch.tensor([_signed(stream_key(stream, 0, domain)) for stream in streams],
-                                            dtype=torch.int64).to(self.device)
+        self._bases = {domain: stream_bases(self.seed, self.batch, domain).to(self.device)
                        for domain in (DOMAIN_BROWNIAN, DOMAIN_LANGEVIN)}
         self._chains: dict[float, Chain] = {}
         self._keys: dict[tuple[int, Any], torch.Tensor] = {}
