@@ -20,7 +20,7 @@ from .driver import Callback, Model, check_call, run_plan
 from .noise import make_noise
 from .options import OPTIONS, parse_options
 from .plan import Plan
-from .sigmas import distinct, read_sigmas
+from .sigmas import read_grid
 from .thresholding import DynamicThreshold
 
 
@@ -85,7 +85,7 @@ class SamplerEntry:
         if opts["thresholding"]:
             DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
         schedule = opts["schedule"]
-        grid = distinct(read_sigmas(sigmas, schedule), schedule)
+        grid = read_grid(sigmas, schedule)
         if len(grid) <= 1:
             return None, opts
         return _cached_plan(self.spec, grid, schedule, opts, learned), opts
@@ -165,7 +165,7 @@ class AdaptiveEntry(SamplerEntry):
         opts = parse_options(self.name, self.defaults, options)
         if opts["thresholding"]:
             DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
-        return distinct(read_sigmas(sigmas, opts["schedule"]), opts["schedule"]), opts
+        return read_grid(sigmas, opts["schedule"]), opts
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class SdsEntry(SamplerEntry):
                 callback: Callback | None, disable: bool | None, options: dict[str, Any]) -> torch.Tensor:
         """Optimise x0 along `sigmas` from x noised at sigmas[0]; returns x0 noised at sigmas[-1]."""
         opts = sds.parse_sds_options(self.name, self.defaults, options)
-        grid = sds.read_grid(sigmas, opts["schedule"])
+        grid = read_grid(sigmas, opts["schedule"])
         if len(grid) <= 1:
             return x
         return sds.sample_sds(model, x, grid, opts, extra_args=extra_args, callback=callback, disable=disable,
@@ -192,7 +192,7 @@ class SdsEntry(SamplerEntry):
     def count_model_calls(self, sigmas: torch.Tensor, **options: Any) -> int:
         """Exact number of model calls for this grid and these options (sds.count_sds_calls)."""
         opts = sds.parse_sds_options(self.name, self.defaults, options)
-        grid = sds.read_grid(sigmas, opts["schedule"])
+        grid = read_grid(sigmas, opts["schedule"])
         return 0 if len(grid) <= 1 else sds.count_sds_calls(grid, opts)
 
 

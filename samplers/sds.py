@@ -26,7 +26,6 @@ from .noise import Seed, host_normals, keyed_normals, resolve_seed
 from .options import parse_options
 from .progress import progress_bar
 from .schedules import NoiseSchedule, resolve_schedule
-from .sigmas import distinct, read_sigmas
 from .thresholding import DynamicThreshold
 
 MODES = ("sds", "csd", "sdi")
@@ -358,8 +357,3 @@ def parse_sds_options(name: str, defaults: Any, options: dict[str, Any]) -> dict
     if opts["thresholding"]:
         DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
     return opts
-
-
-def read_grid(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule) -> list[float]:
-    """The host's grid, read once and checked, with repeated sigmas dropped."""
-    return distinct(read_sigmas(sigmas, schedule), schedule)

@@ -65,3 +65,8 @@ def distinct(values: Sequence[float], schedule: NoiseSchedule) -> list[float]:
         out.append(value)
         last = lam
     return out
+
+
+def read_grid(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule) -> list[float]:
+    """The host's grid, read once and checked (read_sigmas), with repeated sigmas dropped (distinct)."""
+    return distinct(read_sigmas(sigmas, schedule), schedule)

@@ -15,7 +15,7 @@ from samplers.bench.measure import CaseRunner
 from samplers.deterministic import build_plan
 from samplers.options import parse_options
 from samplers.plan import Plan
-from samplers.sigmas import distinct, read_sigmas
+from samplers.sigmas import read_grid
 
 PC = SAMPLERS["dpm_solver_pp_pc"]
 
@@ -154,7 +154,7 @@ def _fresh_plan(name: str, grid: torch.Tensor, schedule: str, options: dict) -> 
     opts = parse_options(name, SAMPLERS[name].defaults, {"schedule": schedule, **options})
     spec = SAMPLERS[name].spec
     assert spec is not None
-    return build_plan(spec, distinct(read_sigmas(grid, opts["schedule"]), opts["schedule"]), opts["schedule"], opts)
+    return build_plan(spec, read_grid(grid, opts["schedule"]), opts["schedule"], opts)
 
 
 def test_only_history_that_moved_off_the_ode_is_thinned_and_standard_grids_keep_all_of_it(

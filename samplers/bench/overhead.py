@@ -26,7 +26,7 @@ from .. import grids
 from ..deterministic import build_plan
 from ..options import parse_options
 from ..registry import SAMPLERS, SamplerEntry
-from ..sigmas import distinct, read_sigmas
+from ..sigmas import read_grid
 from .arguments import names_in
 from .comfytwin import TWINS, comfyui_path, twin_pairs, twin_runs
 from .measure import is_adaptive
@@ -75,7 +75,7 @@ def _uncached_build(entry: SamplerEntry, sigmas: torch.Tensor) -> Callable[[], A
     """Building the entry's plan at its defaults without the registry's plan cache (what a new grid costs)."""
     assert entry.spec is not None
     opts = parse_options(entry.name, entry.defaults, {})
-    grid = distinct(read_sigmas(sigmas, opts["schedule"]), opts["schedule"])
+    grid = read_grid(sigmas, opts["schedule"])
     return lambda: build_plan(entry.spec, grid, opts["schedule"], opts)
 
 
