@@ -26,7 +26,7 @@ from ..samplers.calibrate import (
     reference_solution,
     save_grid,
 )
-from .family import family_of_model_sampling, model_sampling_of_patcher
+from .family import FLOW, VE, family_of_model_sampling, model_sampling_of_patcher
 
 CATEGORY = "sampling/custom_sampling/schedulers/DPM-Solver"
 GRID_FOLDER = "dpm_solver_grids"
@@ -35,6 +35,10 @@ CALIBRATABLE = [name for name, e in SAMPLERS.items()
                 if not e.stochastic and e.spec is not None and e.spec.structure != "adaptive"]
 DEFAULT_SAMPLER = "dpm_solver_pp_pc"
 """The sampler whose calibrated grid was most accurate on most benchmark cases (docs/calibrated.md)."""
+FAMILY_NAMES = {VE: "SD1.x/SDXL-type (eps, v, x0, EDM)", FLOW: "rectified-flow (SD3, Flux, Wan, ...)"}
+"""How an error names the two model families of nodes/family.py."""
+SIGMA_MAX_SLACK = 1e-4
+"""Relative tolerance on a grid's first sigma above the model's sigma_max (float32 tables round)."""
 FALLBACK_SCHEDULERS = ["karras", "exponential", "simple", "normal", "sgm_uniform", "beta"]
 
 
@@ -212,7 +216,9 @@ class DPMSolverLoadGrid:
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads a calibrated grid from output/dpm_solver_grids (or an absolute path). With sampler_name "
-                   "or nfe set, a grid calibrated for another sampler or budget is refused.")
+                   "or nfe set, a grid calibrated for another sampler or budget is refused; with a model connected, "
+                   "so is a grid of the other model family (flow vs SD/SDXL) or one starting above the model's "
+                   "largest sigma.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -222,21 +228,40 @@ class DPMSolverLoadGrid:
             "sampler_name": (["any", *CALIBRATABLE], {"default": "any",
                                                       "tooltip": "Check the grid was calibrated for this sampler."}),
             "nfe": ("INT", {"default": 0, "min": 0, "max": 200, "tooltip": "Check the budget (0: any)."}),
+        }, "optional": {
+            "model": ("MODEL", {"tooltip": "Optional: the model the grid will sample; a grid calibrated for the "
+                                           "other family (flow vs SD/SDXL) or above its largest sigma is refused."}),
         }}
 
     @classmethod
-    def IS_CHANGED(cls, file_name: str, sampler_name: str, nfe: int) -> str:
+    def IS_CHANGED(cls, file_name: str, sampler_name: str, nfe: int, model: Any = None) -> str:
         """Run again when the file changes (ComfyUI would otherwise reuse the grid it read first)."""
         try:
             return file_state(grid_path(file_name))
         except CalibrationError:
             return "invalid name"
 
-    def load(self, file_name: str, sampler_name: str, nfe: int) -> tuple[torch.Tensor]:
+    def load(self, file_name: str, sampler_name: str, nfe: int, model: Any = None) -> tuple[torch.Tensor]:
         if sampler_name != "any" and sampler_name not in CALIBRATABLE:
             raise CalibrationError(f"sampler_name {sampler_name!r} is not one of 'any', {CALIBRATABLE}")
-        grid = load_grid(grid_path(file_name), None if sampler_name == "any" else sampler_name, nfe or None)
+        path = grid_path(file_name)
+        grid = load_grid(path, None if sampler_name == "any" else sampler_name, nfe or None)
+        if model is not None:
+            check_grid_fits_model(grid, model, path.name)
         return (grid.sigmas.to(torch.float32),)
+
+
+def check_grid_fits_model(grid: CalibratedGrid, model: Any, name: str) -> None:
+    """Refuse a grid of the other model family, or one whose first sigma lies above the model's sigma_max."""
+    model_sampling = model_sampling_of_patcher(model)
+    family = family_of_model_sampling(model_sampling)
+    if grid.schedule != family:
+        raise CalibrationError(f"{name} was calibrated for {FAMILY_NAMES[grid.schedule]} models; this model is "
+                               f"{FAMILY_NAMES[family]}: calibrate a grid on it")
+    sigma_max = float(model_sampling.sigma_max)
+    if float(grid.sigmas[0]) > sigma_max * (1.0 + SIGMA_MAX_SLACK):
+        raise CalibrationError(f"{name} starts at sigma {float(grid.sigmas[0]):.6g}, above this model's largest "
+                               f"sigma {sigma_max:.6g}: calibrate a grid on it")
 
 
 CALIBRATE_NODES: dict[str, tuple[type, str]] = {

@@ -66,7 +66,7 @@ RELEASED_INPUTS: dict[str, tuple[str, ...]] = {
                            "grad_clip"),
     "DPMSolverCalibrateGrid": ("model", "positive", "negative", "cfg", "latent_image", "sampler_name", "scheduler",
                                "nfe", "calibration_seeds", "seed", "reference_steps", "max_evals", "file_name"),
-    "DPMSolverLoadGrid": ("file_name", "sampler_name", "nfe"),
+    "DPMSolverLoadGrid": ("file_name", "sampler_name", "nfe", "model"),
     "DPMSolverSampler_dpm_solver_sds": ("sds_mode", "sds_weighting", "sds_lr", "sds_inner_steps", "sds_grad_clip",
                                         "sds_noise", "sds_inversion_steps", "thresholding", "threshold_quantile",
                                         "threshold_max"),

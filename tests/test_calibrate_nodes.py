@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from comfy_inprocess import conditioning, real_comfy_models
-from test_comfy_support import fake_comfy_package, load_package, purge_package
+from test_comfy_support import FakePatcher, fake_comfy_package, load_package, make_model_sampling, purge_package
 
 from samplers import grids
 from samplers.calibrate import CalibratedGrid, load_grid, save_grid
@@ -50,6 +50,31 @@ def test_load_node_refuses_mismatches(package: Any, tmp_path: Path) -> None:
         node.load(path, "any", 10)
     with pytest.raises(ValueError, match="sampler_name 'dpm_solver_pp_2m_sde' is not one of"):
         node.load(path, "dpm_solver_pp_2m_sde", 0)
+
+
+def test_load_node_refuses_a_grid_of_another_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With a model connected, a grid of the other family or above the model's sigma_max is refused (a flow grid,
+    sigma 1 -> 0, used to run on an SD model without a word)."""
+    with fake_comfy_package(monkeypatch, PACKAGE) as (modules, package):
+        node = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]()
+        sd, flow = (FakePatcher(make_model_sampling(modules, kind)) for kind in ("eps", "flow"))
+        path = str(_saved(tmp_path / "sd_grid"))
+        (sigmas,) = node.load(path, "any", 0, sd)
+        assert torch.equal(sigmas, node.load(path, "any", 0)[0])
+        assert torch.equal(sigmas, node.load(path, "any", 0, FakePatcher(make_model_sampling(modules, "v")))[0])
+        with pytest.raises(ValueError, match=r"sd_grid.safetensors was calibrated for SD1.x/SDXL-type .* this model "
+                                             r"is rectified-flow"):
+            node.load(path, "any", 0, flow)
+        flow_grid = str(save_grid(tmp_path / "flow_grid", CalibratedGrid(
+            grids.karras(6, 0.02, 1.0), "dpm_solver_3m", 6, "flow", 0.2, 0.1, 10)))
+        assert node.load(flow_grid, "any", 0, flow)[0][0] == 1.0
+        with pytest.raises(ValueError, match=r"calibrated for rectified-flow .* this model is SD1.x/SDXL-type"):
+            node.load(flow_grid, "any", 0, sd)
+        high = str(save_grid(tmp_path / "high", CalibratedGrid(
+            grids.karras(6, 0.029, 20.0), "dpm_solver_3m", 6, "ve", 0.2, 0.1, 10)))
+        with pytest.raises(ValueError, match=r"starts at sigma 20, above this model's largest sigma 14.6"):
+            node.load(high, "any", 0, sd)
+        assert package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"].IS_CHANGED(path, "any", 0, sd) != "missing"
 
 
 def test_grid_file_names_stay_in_the_grid_folder(package: Any, tmp_path: Path) -> None:
@@ -99,8 +124,12 @@ def test_calibrate_node_in_comfyui(comfy_env: dict[str, Any], family: str, sched
     stored = load_grid(path, "dpm_solver_3m", 4)
     assert stored.schedule == family and stored.objective_after <= stored.objective_before
     assert stored.info["seeds"] == "7..8" and stored.info["initial_grid"] == scheduler
-    (loaded,) = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]().load(f"test_{family}", "dpm_solver_3m", 4)
+    loader = package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"]()
+    (loaded,) = loader.load(f"test_{family}", "dpm_solver_3m", 4, model)
     assert torch.equal(loaded, sigmas)
+    other = comfy_env["flow" if family == "ve" else "ve"]
+    with pytest.raises(ValueError, match=f"test_{family}.safetensors was calibrated for"):
+        loader.load(f"test_{family}", "dpm_solver_3m", 4, other)
 
 
 def test_calibrate_writes_only_grid_files_inside_the_grid_folder(package: Any, tmp_path: Path) -> None:
