@@ -43,7 +43,6 @@ The device keeps the tree nodes of the last two chains: at most 2 (DEPTH + 1) la
 from __future__ import annotations
 
 import math
-import operator
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -52,6 +51,7 @@ from typing import Any
 
 import torch
 
+from .options import as_integer
 from .schedules import NoiseSchedule
 
 MASK64 = (1 << 64) - 1
@@ -499,9 +499,7 @@ def resolve_seed(option: Any, extra_args: dict[str, Any] | None) -> Seed:
     if extra_args and extra_args.get("seed") is not None:
         seed = extra_args["seed"]
         try:
-            if isinstance(seed, bool):
-                raise TypeError
-            return operator.index(seed)  # ints, numpy and 0-d torch integers: hosts' seeds come in all of these
+            return as_integer(seed)
         except TypeError:
             raise ValueError(f"extra_args['seed'] must be an integer, got {seed!r}") from None
     return 0

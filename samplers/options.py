@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,16 +78,26 @@ def _theta(value: Any) -> float:
     return value
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def as_integer(value: Any) -> int:
+    """`value` as an int: Python, numpy and 0-d torch integers (hosts' seeds come in all of these); TypeError for
+    anything else, bools included."""
+    if isinstance(value, bool):
+        raise TypeError(f"a bool is not an integer: {value!r}")
+    return operator.index(value)
 
 
 def _seed(value: Any) -> int | tuple[int, ...] | None:
-    if value is None or _is_int(value):
-        return value
-    if isinstance(value, list | tuple) and value and all(_is_int(v) for v in value):
-        return tuple(value)
-    raise ValueError(f"must be an integer, a non-empty list of integers (one per image) or None, got {value!r}")
+    if value is None:
+        return None
+    try:
+        if isinstance(value, list | tuple):
+            if not value:
+                raise TypeError("no seeds")
+            return tuple(as_integer(v) for v in value)
+        return as_integer(value)
+    except TypeError:
+        raise ValueError(f"must be an integer, a non-empty list of integers (one per image) or None, got {value!r}"
+                         ) from None
 
 
 def _noise_sampler(value: Any) -> Any:

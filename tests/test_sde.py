@@ -261,6 +261,8 @@ def test_per_image_seeds_key_each_image_and_consecutive_ones_equal_one_seed(name
                                                      **options))
     with pytest.raises(ValueError, match="2 per-image seeds for a batch of 3"):
         SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, seed=[1, 2], **options)
-    for bad in ([], [1.5, 2], "12", [True]):
+    for bad in ([], [1.5, 2], "12", [True], True, torch.tensor(40.0)):
         with pytest.raises(ValueError, match="option seed must be an integer, a non-empty list of integers"):
             SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, seed=bad, **options)
+    for same_seeds in (np.int64(40), torch.tensor(40), [np.int64(40), 41, torch.tensor(42)]):  # as extra_args['seed']
+        assert torch.equal(SAMPLERS[name](gaussian_model(), x, sigmas, disable=True, seed=same_seeds, **options), one)
