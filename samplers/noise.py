@@ -32,12 +32,16 @@ chains: the W values of the tree nodes on the last two chains are kept, so a ste
 level where its chain leaves the previous one (about log2 of the finest cells it spans) plus its residual, all in
 one batched hash: about 6 fields per step on a 20-step grid, 4 on a 50-step grid. (3) The residual makes the law
 exact: the joint law of W at any set of times with at most one per finest cell is exactly that of a Brownian motion,
-so such steps are exactly independent over disjoint intervals. Two times in one finest cell (grids finer than ~0.03
-in lambda) share its bridge and its residual normal, each scaled by its own bridge standard deviation, so W stays
-continuous in tau (a time that rounds differently, e.g. one sigma reached through a VP and a VE schedule, gets the
-same noise up to that rounding); their increment is still exactly N(0, 1) after division by its exact standard
+so such steps are exactly independent over disjoint intervals. Finer grids get a deeper tree: the samplers `prepare`
+every time of a run before drawing, and the tree deepens (`depth_for`, up to MAX_DEPTH) until each time has its own
+finest cell. A level-DEPTH cell's residual normal is the normal of its midpoint one level down, so the deeper tree
+keeps every node of the shallower one: W is unchanged at those nodes, and only inside the default finest cells does
+the path differ, by bridge fluctuations. Two times that still share a finest cell (within 3e-8 in lambda, or a time
+never prepared) share its bridge and its residual normal, each scaled by its own bridge standard deviation, so W
+stays continuous in tau (a time that rounds differently, e.g. one sigma reached through a VP and a VE schedule, gets
+the same noise up to that rounding); their increment is still exactly N(0, 1) after division by its exact standard
 deviation (`increment_sd`, host-side); only its correlation with the neighbouring steps in that cell is not zero.
-The device keeps the tree nodes of the last two chains: at most 2 (DEPTH + 1) latent-sized tensors.
+The device keeps the tree nodes of the last two chains: at most 2 (depth + 1) latent-sized tensors.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ DOMAIN_LANGEVIN = 3
 
 DEPTH = 9
 """Bisection levels of the Brownian tree (2^9 finest cells in u, 0.031 wide in lambda at lambda = 0)."""
+MAX_DEPTH = 30
+"""Deepest tree a run's times can ask for (`depth_for`): cells 3e-8 wide in lambda at lambda = 0, finer than the
+1e-6 in lambda under which sigmas are merged (samplers/sigmas.py)."""
 
 TREE_SCALE = 4.0
 """C in the tree coordinate u = 1/(1 + e^(lambda/C)): cells uniform in lambda/C near lambda = 0."""
@@ -207,6 +214,16 @@ def tau_of_coordinate(u: float) -> float:
     return a / (a + b)
 
 
+def depth_for(taus: Iterable[float], least: int = DEPTH, most: int = MAX_DEPTH) -> int:
+    """The smallest depth >= `least` (and <= `most`) at which the Brownian times `taus` lie in distinct finest
+    cells: cell index floor(u 2^depth) of each u = tree_coordinate(tau), 0 < tau < 1."""
+    coordinates = {tree_coordinate(tau) for tau in taus if 0.0 < tau < 1.0}
+    depth = least
+    while depth < most and len({min(int(u * (1 << depth)), (1 << depth) - 1) for u in coordinates}) < len(coordinates):
+        depth += 1
+    return depth
+
+
 def _bridge(tau: float, tau_l: float, tau_r: float) -> tuple[float, float]:
     """(p, s): W(tau) = W(tau_l) + p (W(tau_r) - W(tau_l)) + s Z, the Brownian bridge between tau_l and tau_r."""
     width = tau_r - tau_l
@@ -338,14 +355,17 @@ class SeededNoise:
     def prepare(self, increments: Iterable[tuple[float, float]] = (),
                 points: Iterable[tuple[float, int]] = ()) -> None:
         """Compute on the host and move to the device at once the keys for these increments (sigma pairs) and
-        Langevin points (sigma, iteration)."""
+        Langevin points (sigma, iteration). The first preparation, before any time was placed in the tree, deepens
+        the tree until its increments' times lie in distinct finest cells (`depth_for`), so that steps are
+        independent on any grid; the deeper tree keeps every node of the shallower one."""
+        taus = [self.tau(sigma) for pair in increments for sigma in pair]
+        if not self._chains:
+            self.depth = depth_for(taus, self.depth)
         wanted: list[tuple[int, Any, list[int]]] = []
-        for pair in increments:
-            for sigma in pair:
-                tau = self.tau(sigma)
-                if (DOMAIN_BROWNIAN, tau) not in self._keys and tau > 0.0:
-                    chain = self.chain(tau)
-                    wanted.append((DOMAIN_BROWNIAN, tau, [*chain.nodes, chain.residual]))
+        for tau in taus:
+            if (DOMAIN_BROWNIAN, tau) not in self._keys and tau > 0.0:
+                chain = self.chain(tau)
+                wanted.append((DOMAIN_BROWNIAN, tau, [*chain.nodes, chain.residual]))
         for sigma, iteration in points:
             key = (float(sigma), int(iteration))
             if (DOMAIN_LANGEVIN, key) not in self._keys:
