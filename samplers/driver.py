@@ -96,9 +96,13 @@ class _FiniteGuard:
             fail(tensor)
         return None
 
-    def check(self, denoised: torch.Tensor, call: int) -> None:
+    def check(self, denoised: torch.Tensor, call: int, given: torch.Tensor) -> None:
+        """The output of model call `call`; `given`, its input, is read only when the output is bad (to tell a
+        NaN the model made from one it was given)."""
         if self.immediate:
             if not math.isfinite(float(denoised.sum())):
+                if not math.isfinite(float(given.sum())):
+                    self._raise_state(call)
                 self._raise(call)
             return
         chunk, at = divmod(call, self._CHUNK)
@@ -129,7 +133,14 @@ class _FiniteGuard:
         self._raise_result(self.result[0])
 
     def _raise(self, call: int) -> None:
-        raise NonFiniteModelOutput(f"the model returned NaN or inf at {self.describe(call)}")
+        hint = "" if self.immediate else (" (or was given them: noise_sampler or guidance_parts can put NaN in the "
+                                          "state, and only on the CPU is the input checked then)")
+        raise NonFiniteModelOutput(f"the model returned NaN or inf at {self.describe(call)}{hint}")
+
+    def _raise_state(self, call: int) -> None:
+        raise NonFiniteResult(f"the sampler's state held NaN or inf before {self.describe(call)} although x and every "
+                              "earlier model output were finite: check noise_sampler, guidance_parts and options too "
+                              "large for the latent's dtype")
 
     @staticmethod
     def _raise_input(x: torch.Tensor) -> None:
@@ -216,7 +227,7 @@ class ModelCaller:
             denoised = denoised.to(self.work)
         if self.transform is not None:
             denoised = self.transform(denoised)
-        self.guard.check(denoised, call)
+        self.guard.check(denoised, call, x_in)
         return denoised
 
     def notify(self, y: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor, step: int,

@@ -14,6 +14,11 @@ SAME_LAMBDA = 1e-6
 value moves lambda by about 1e-7 per unit in the last place, and such a step h is zero or pure rounding noise (a
 division by zero, or multistep weights of 1/h that blow the image up)."""
 
+NO_SIGNAL_LAMBDA = math.log(1e-6)
+"""A sigma whose lambda lies below this (alpha/sigma < 1e-6) is read as the schedule's largest sigma where that is
+finite (flow: sigma = 1, alpha = 0): float32 grids round 1 to 1 - 6e-8, and a noise-prediction step from there
+multiplies the model's error by alpha_t/alpha_s, about 1e7, where the step from alpha = 0 itself is exact."""
+
 
 def read_sigmas(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule) -> list[float]:
     """The grid as float64 Python floats (one `tolist()`), after checking it is a valid descending grid.
@@ -67,6 +72,15 @@ def distinct(values: Sequence[float], schedule: NoiseSchedule) -> list[float]:
     return out
 
 
+def no_signal_end(values: Sequence[float], schedule: NoiseSchedule) -> list[float]:
+    """`values` with every sigma below NO_SIGNAL_LAMBDA set to the schedule's (finite) largest sigma."""
+    if not math.isfinite(schedule.sigma_max):
+        return list(values)
+    return [schedule.sigma_max if 0.0 < v < schedule.sigma_max and schedule.lambda_(v) < NO_SIGNAL_LAMBDA else v
+            for v in values]
+
+
 def read_grid(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule) -> list[float]:
-    """The host's grid, read once and checked (read_sigmas), with repeated sigmas dropped (distinct)."""
-    return distinct(read_sigmas(sigmas, schedule), schedule)
+    """The host's grid, read once and checked (read_sigmas), its sigmas within 1e-6 of alpha = 0 put there
+    (no_signal_end) and repeated sigmas dropped (distinct)."""
+    return distinct(no_signal_end(read_sigmas(sigmas, schedule), schedule), schedule)

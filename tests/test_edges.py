@@ -115,8 +115,8 @@ def test_deferred_finite_guard_reports_the_first_bad_call() -> None:
     guard = _FiniteGuard(torch.device("cuda"), lambda call: f"call {call}")
     assert not guard.immediate
     for call, value in enumerate([1.0, 2.0, float("inf"), float("nan")]):
-        guard.check(torch.full((2,), value), call)
-    with pytest.raises(NonFiniteModelOutput, match="call 2"):
+        guard.check(torch.full((2,), value), call, torch.ones(2))
+    with pytest.raises(NonFiniteModelOutput, match=r"call 2 \(or was given them: noise_sampler or guidance_parts"):
         guard.finish()
 
 
@@ -137,7 +137,7 @@ def test_deferred_finite_guard_names_the_input_then_the_calls_then_the_result() 
         guard = _FiniteGuard(torch.device("cuda"), lambda call: f"call {call}")
         guard.check_input(torch.full((2, 3), x, dtype=torch.float16))
         for call, value in enumerate(calls):
-            guard.check(torch.full((2, 3), value), call)
+            guard.check(torch.full((2, 3), value), call, torch.ones(2, 3))
         guard.check_result(torch.full((2, 3), result))
         return guard
 
@@ -279,6 +279,27 @@ def test_flow_grid_from_sigma_one_is_finite_and_converges(name: str) -> None:
         errors.append((out - exact(x, 1.0, float(sigmas[-1]), "flow")).abs().max().item())
     assert errors[1] < (0.35 if order(name) == 1 else 0.15) * errors[0]
     assert errors[1] < (0.06 if order(name) == 1 else 0.02)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_flow_grid_a_rounding_below_sigma_one_is_read_as_sigma_one(name: str) -> None:
+    """float32 rounds 1 to 0.99999994 in some schedules: noise-prediction samplers then multiplied the model's error
+    by alpha_t/alpha_s ~ 1e7 (DPM-Solver-fast: 4e9). Within 1e-6 of alpha = 0 the grid now starts at sigma = 1."""
+    x = start(sigma=1.0, dtype=torch.float32)
+    grid = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.3, 0.1, 0.0])
+    below = grid.clone()
+    below[0] = 1.0 - 2.0**-24
+    assert float(below[0]) < 1.0
+    model = gaussian_model("flow")
+    options = {"seed": 3} if SAMPLERS[name].stochastic else {}
+    out = SAMPLERS[name](model, x, below, schedule="flow", disable=True, **options)
+    assert model.sigmas[0] == 1.0
+    assert torch.equal(out, SAMPLERS[name](gaussian_model("flow"), x, grid, schedule="flow", disable=True, **options))
+    kept = grid.clone().double()
+    kept[0] = 1.0 - 1e-5  # lambda -11.5: a real start, kept
+    model = gaussian_model("flow")
+    SAMPLERS[name](model, x.double(), kept, schedule="flow", disable=True, **options)
+    assert model.sigmas[0] == 1.0 - 1e-5
 
 
 @pytest.mark.parametrize("name", ODE_NAMES)

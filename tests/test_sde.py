@@ -241,6 +241,10 @@ def test_a_host_noise_sampler_of_the_wrong_shape_or_with_nan_is_named(name: str)
         SAMPLERS[name](gaussian_model(), x, sigmas, noise_sampler=lambda s, t: 0.0, disable=True, **options)
     with pytest.raises(NonFiniteResult, match=r"sample\(s\) \[0, 1, 2, 3\]\) although x and every model output"):
         SAMPLERS[name](gaussian_model(), x, sigmas, noise_sampler=nan_at_the_end, disable=True, **options)
+    with pytest.raises(NonFiniteResult, match=r"state held NaN or inf before model call \d+ \(step \d+, sigma=1\) "
+                                              r"although x and every earlier model output were finite"):
+        SAMPLERS[name](gaussian_model(), x, torch.tensor([14.6, 5.0, 1.0, 0.5]), noise_sampler=nan_at_the_end,
+                       disable=True, **options)  # a NaN draw mid-run was blamed on the model, which was only given it
 
 
 @pytest.mark.parametrize("name", [*SDE, "dpm_solver_pp_pc", "dpm_solver_sds"])
