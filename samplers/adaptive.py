@@ -32,6 +32,7 @@ from .driver import Callback, Model, ModelCaller, working_dtype
 from .plan import Point
 from .progress import progress_bar
 from .schedules import NoiseSchedule
+from .sigmas import SAME_LAMBDA
 
 PID_COEFFICIENTS = (0.4, 0.3, 0.1)
 """(kP, kI, kD) of the "pid" controller: h <- h * limit(e_n^((kP+kI+kD)/k) e_(n-1)^(-(kP+2kD)/k) e_(n-2)^(kD/k))
@@ -42,7 +43,8 @@ END_TOLERANCE = 1e-9
 
 
 class AdaptiveStepLimit(RuntimeError):
-    """The adaptive sampler reached max_nfe model calls before the end of the grid."""
+    """The adaptive sampler reached max_nfe model calls, or a step shorter than SAME_LAMBDA, before the end of the
+    grid."""
 
 
 class ModelCallsUnknown(ValueError):
@@ -95,17 +97,23 @@ def sample_adaptive(
         caller = ModelCaller(model, x, extra_args=extra_args, callback=callback, bar=bar, total=None,
                              transform=transform, sigma_dtype=sigma_dtype)
 
+        def where() -> str:
+            """How far the accepted steps got: their last sigma, and the share of the way in lambda."""
+            start = body[0] if math.isfinite(schedule.lambda_(body[0])) or len(body) < 2 else body[1]
+            reached, first, last = (schedule.lambda_(v) for v in (stats["sigmas"][-1], start, body[-1]))
+            done = (reached - first) / (last - first) if last > first else 1.0
+            return (f"with the accepted steps at sigma={stats['sigmas'][-1]:.6g} ({done:.0%} of the way in "
+                    f"log-SNR from sigma={body[0]:.6g} to {body[-1]:.6g}; {stats['accepted']} steps accepted, "
+                    f"{stats['rejected']} rejected)")
+
         def counts() -> dict[str, Any]:
             return {"accepted": stats["accepted"], "rejected": stats["rejected"]}
 
         def evaluate(y: torch.Tensor, p: Point) -> tuple[torch.Tensor, torch.Tensor]:
             """(D, sigma tensor) at point p, after the max_nfe guard; the caller notifies."""
             if caller.nfe >= max_nfe:
-                done = 1.0 - (p.sigma - body[-1]) / max(body[0] - body[-1], 1e-300)
-                raise AdaptiveStepLimit(
-                    f"{name}: reached max_nfe={max_nfe} model calls at sigma={p.sigma:.6g} ({done:.0%} of the way "
-                    f"from sigma={body[0]:.6g} to {body[-1]:.6g}; {stats['accepted']} steps accepted, "
-                    f"{stats['rejected']} rejected). Raise max_nfe or loosen rtol/atol.")
+                raise AdaptiveStepLimit(f"{name}: reached max_nfe={max_nfe} model calls {where()}. Raise max_nfe or "
+                                        "loosen rtol/atol.")
             sigma = caller.sigma_tensor(p.sigma)
             stats["nfe"] = caller.nfe + 1
             return caller.evaluate(y, sigma, p.sigma, stats["accepted"]), sigma
@@ -166,6 +174,11 @@ def _integrate(state: torch.Tensor, s: Point, end: Point, schedule: NoiseSchedul
         lam_t = s.lam + h
         t = end if lam_t >= end.lam - END_TOLERANCE else _point(schedule, lam_t)
         h = t.lam - s.lam
+        if h < SAME_LAMBDA and t is not end:
+            raise AdaptiveStepLimit(
+                f"the step size fell to h={h:.3g} in log-SNR at sigma={s.sigma:.6g}, below {SAME_LAMBDA:g} (rounding "
+                f"noise), after {stats['accepted']} steps accepted and {stats['rejected']} rejected: the model's "
+                "output may not be smooth in sigma, or h_init/theta are too small")
         nodes = [(f_s, s.lam)]
         fractions = [0.5] if order == 2 else [1.0 / 3.0, 2.0 / 3.0]
         for n, r in enumerate(fractions):

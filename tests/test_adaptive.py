@@ -69,6 +69,27 @@ def test_max_nfe_stops_with_a_clear_error(name: str) -> None:
         SAMPLERS[name](model, start(), grids.karras(5, 0.03, 14.6), rtol=1e-6, atol=1e-8, max_nfe=7, info=info,
                        disable=True)
     assert model.calls == 7 == info["nfe"]
+    reached = info["sigmas"][-1]  # the message names where the accepted steps got (it named the rejected attempt)
+    with pytest.raises(AdaptiveStepLimit, match=rf"accepted steps at sigma={reached:.6g} \(\d+% of the way in "
+                                                r"log-SNR from sigma=14.6 to 0.03; \d+ steps accepted"):
+        SAMPLERS[name](gaussian_model(), start(), grids.karras(5, 0.03, 14.6), rtol=1e-6, atol=1e-8, max_nfe=7,
+                       disable=True)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_a_step_size_below_rounding_stops_with_a_clear_error(name: str) -> None:
+    """A model whose output is not smooth in sigma rejects every step; tiny h_init or theta shrink h: the run used to
+    end in a ZeroDivisionError from the coefficients."""
+    inner = gaussian_model()
+    noise = torch.Generator().manual_seed(0)
+
+    def rough(x: torch.Tensor, sigma: torch.Tensor, **extra: object) -> torch.Tensor:
+        return inner(x, sigma) + 1e15 * torch.randn(x.shape, generator=noise, dtype=x.dtype)
+
+    for model, options in ((rough, {}), (gaussian_model(), {"h_init": 1e-17}), (gaussian_model(), {"theta": 1e-300})):
+        with pytest.raises(AdaptiveStepLimit, match=r"step size fell to h=\S+ in log-SNR at sigma=[0-9.]+, below "
+                                                    r"1e-06 \(rounding noise\)"):
+            SAMPLERS[name](model, start(), grids.karras(5, 0.03, 14.6), disable=True, **options)
 
 
 @pytest.mark.parametrize("name", ADAPTIVE)
