@@ -12,6 +12,7 @@ from samplers import FLOW, SAMPLERS, VE, NonFiniteModelOutput, grids
 from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
 from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _FiniteGuard
 from samplers.sigmas import distinct
+from samplers.thresholding import DynamicThreshold, row_quantile
 
 NAMES = sorted(SAMPLERS)
 ODE_NAMES = [n for n in NAMES if not SAMPLERS[n].stochastic]
@@ -459,6 +460,22 @@ def test_thresholding_bounds_the_data_prediction() -> None:
     assert out.abs().max().item() <= 1.0 + 1e-12
     free = SAMPLERS["dpm_solver_pp_2m"](wild, start(), grids.karras(6, 0.03, 14.6), disable=True)
     assert free.abs().max().item() == pytest.approx(5.0)
+
+
+def test_threshold_quantile_is_torch_quantile_bit_for_bit_without_its_size_limit() -> None:
+    """torch.quantile refuses rows of more than 2^24 values (one 3x2400x2400 image failed inside the loop)."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for n in (1, 2, 7, 1000, 3 * 64 * 64):
+            flat = torch.randn(3, n, generator=g, dtype=dtype).abs()
+            for q in (0.001, 0.3, 0.9, 0.995, 1.0):
+                assert torch.equal(row_quantile(flat, q), torch.quantile(flat, q, dim=1)), (dtype, n, q)
+    big = torch.rand(1, (1 << 24) + 3, generator=g)
+    assert float(row_quantile(big, 0.5)) == pytest.approx(0.5, abs=1e-3)
+    image = torch.full((1, 3, 2400, 2400), 0.5)
+    image[0, 0, 0, :200] = 4.0
+    out = DynamicThreshold(0.99999, 8.0)(image)
+    assert float(out.max()) == 1.0 and float(out[0, 1, 0, 0]) == 0.125  # s = 4: x0 / 4
 
 
 class ScaledVP:
