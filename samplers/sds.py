@@ -14,6 +14,7 @@ fresh noise it is the LCM sampler. `sds_refine` is the host-agnostic optimiser f
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -143,7 +144,7 @@ class _Step:
             if parts is None:
                 raise ValueError("mode 'csd': guidance_parts returned None for the latest model call (no conditional/"
                                  "unconditional pair: is CFG active, with cfg != 1?)")
-            cond, uncond, cfg = parts
+            cond, uncond, cfg = _checked_parts(parts, denoised)
             grad = csd_gradient(cond.to(self.work), uncond.to(self.work), sigma, self.weighting, self.schedule, cfg)
         else:
             grad = sds_gradient(x0, denoised, sigma, self.weighting, self.schedule)
@@ -154,6 +155,24 @@ class _Step:
         if self.mode != "csd" and self.grad_clip <= 0.0:
             return torch.lerp(x0, denoised, lr * sds_weight(sigma, self.weighting, self.schedule))
         return torch.add(x0, self.gradient(x0, denoised, sigma), alpha=-lr)
+
+
+def _checked_parts(parts: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """guidance_parts' (cond_denoised, uncond_denoised, cfg), checked: two tensors of the model output's shape and a
+    real number (a batch-1 pair was broadcast to every image)."""
+    if not isinstance(parts, tuple | list) or len(parts) != 3:
+        got = f"{len(parts)} items" if isinstance(parts, tuple | list) else f"a {type(parts).__name__}"
+        raise ValueError(f"mode 'csd': guidance_parts must return (cond_denoised, uncond_denoised, cfg), got {got}")
+    cond, uncond, cfg = parts
+    for label, part in (("cond_denoised", cond), ("uncond_denoised", uncond)):
+        if not isinstance(part, torch.Tensor) or part.shape != like.shape:
+            got = f"shape {tuple(part.shape)}" if isinstance(part, torch.Tensor) else f"a {type(part).__name__}"
+            raise ValueError(f"mode 'csd': guidance_parts returned {label} of {got}; expected a tensor of the model "
+                             f"output's shape {tuple(like.shape)}")
+    scalar = isinstance(cfg, numbers.Real) or (isinstance(cfg, torch.Tensor) and cfg.numel() == 1)
+    if isinstance(cfg, bool) or not scalar:
+        raise ValueError(f"mode 'csd': guidance_parts returned cfg {cfg!r}; expected a real number")
+    return cond, uncond, float(cfg)
 
 
 def _sigma_row(values: list[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -7,6 +7,7 @@ import math
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -516,6 +517,26 @@ def test_csd_options_check_without_guidance_parts_and_sampling_reports_them_miss
     with pytest.raises(ValueError, match="guidance_parts returned None"):
         sds_refine(model, torch.zeros(2, 2, dtype=F64), [1.0], "ve", mode="csd", guidance_parts=lambda: None)
     assert model.calls == 1  # the last one: the hook had nothing for the call just made
+
+
+def test_what_guidance_parts_returns_is_checked() -> None:
+    """A batch-1 pair was broadcast to every image; other shapes, arities or types failed deep inside torch."""
+    x = start("ve")
+    grid = grid_for("ve", 3)
+    full = torch.zeros_like(x)
+    bad = {"cond_denoised of shape \\(1,": lambda: (full[:1], full, 7.5),
+           "uncond_denoised of shape": lambda: (full, torch.cat([full, full]), 7.5),
+           "got 2 items": lambda: (full, full),
+           "got a dict": lambda: {"cond": full},
+           "cond_denoised of a ndarray": lambda: (full.numpy(), full, 7.5),
+           "cfg True; expected a real number": lambda: (full, full, True),
+           "cfg 'high'": lambda: (full, full, "high")}
+    for message, parts in bad.items():
+        with pytest.raises(ValueError, match=f"mode 'csd': guidance_parts .*{message}"):
+            SDS(two_modes(), x, grid, sds_mode="csd", guidance_parts=parts, disable=True)
+    for cfg in (7, 7.5, torch.tensor(7.5), np.float32(7.5)):
+        out = SDS(two_modes(), x, grid, sds_mode="csd", guidance_parts=lambda c=cfg: (full, full, c), disable=True)
+        assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize(("option", "value", "expected"), [
