@@ -151,7 +151,8 @@ KNOWN: dict[str, WidgetSpec] = {
                     "how far it got.", 1, 100000),
     "corrector_steps": _int("Corrector moves (one model call each) after each predictor step (Langevin corrector).",
                             1, 100),
-    "snr": _float("Signal-to-noise ratio that sets the Langevin corrector's step size.", 0.001, 10.0, 0.01),
+    "snr": _float("Signal-to-noise ratio that sets the Langevin corrector's step size (below 1: from 1 on the step "
+                  "overshoots and the image diverges).", 0.001, 0.99, 0.01),
     "r": _float("Position of the intermediate model call, as a fraction of the step in half-log-SNR.",
                 0.01, 0.99, 0.01),
     # Options of score distillation (dpm_solver_sds).

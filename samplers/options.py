@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 def _fraction(value: Any) -> float | None:
     if value is None:
         return None
-    value = float(value)
+    value = _number(value)
     if not 0.0 < value < 1.0:
         raise ValueError(f"must be strictly between 0 and 1 (a fraction of the step in lambda), got {value}")
     return value
@@ -42,7 +43,7 @@ def _auto_flag(value: Any) -> bool | None:
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # Python and numpy ints and floats
         raise ValueError(f"must be a number, got {value!r}")
     return float(value)
 
@@ -58,6 +59,14 @@ def _positive(value: Any) -> float:
     value = _number(value)
     if not (value > 0.0 and math.isfinite(value)):
         raise ValueError(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _langevin_snr(value: Any) -> float:
+    value = _number(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"must be in (0, 1), got {value}: the step 2 (snr sigma)^2 overshoots a noise level of "
+                         "variance sigma^2 from snr = 1 on, and the run diverges")
     return value
 
 
@@ -160,7 +169,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "predictor-corrector: 'unic' (UniPC's corrector, reuses the next model call), 'langevin' "
            "(corrector_steps Langevin moves, one model call each) or 'none'", ("unic", "langevin", "none")),
     Option("corrector_steps", 1, _integer(1), "Langevin corrector: moves (model calls) per step"),
-    Option("snr", 0.16, _positive, "Langevin corrector: signal-to-noise ratio that sets the step size"),
+    Option("snr", 0.16, _langevin_snr, "Langevin corrector: signal-to-noise ratio that sets the step size"),
     Option("rtol", 0.05, _positive, "adaptive: relative error tolerance per step"),
     Option("atol", 0.0078, _positive, "adaptive: absolute error tolerance per step (data units)"),
     Option("h_init", 0.05, _positive, "adaptive: first step length in half-log-SNR"),

@@ -391,6 +391,8 @@ def test_dpm_solver_fast_order_schedule() -> None:
         ("dpm_solver_pp_2m", {"solver_type": "heun"}, ValueError, "solver_type"),
         ("dpm_solver_pp_3m", {"third_order": "exact"}, ValueError, "third_order"),
         ("dpm_solver_2", {"r1": 1.5}, ValueError, "r1"),
+        ("dpm_solver_2", {"r1": "0.5"}, ValueError, "r1 must be a number, got '0.5'"),  # was read as 0.5
+        ("dpm_solver_2", {"r1": True}, ValueError, "r1 must be a number, got True"),  # was "got 1.0"
         ("dpm_solver_3", {"r1": 0.7, "r2": 0.4}, ValueError, "r1 < r2"),
         ("dpm_solver_pp_2m", {"schedule": "vp"}, ValueError, "schedule"),
         ("dpm_solver_pp_2m", {"schedule": object()}, ValueError, "alpha"),

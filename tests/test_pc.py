@@ -124,6 +124,23 @@ def test_langevin_edge_contract() -> None:
             PC(gaussian_model(), start(), sigmas, disable=True, **{option: value})
 
 
+def test_langevin_snr_from_one_on_is_refused_below_it_stays_stable() -> None:
+    """The move x + e score + sqrt(2e) z with e = 2 (snr sigma)^2 is stable on a level of variance sigma^2 only while
+    e < 2 sigma^2: snr 1.5 gave std 45 on N(0, I) data and 10 gave 1e14, silently."""
+    sigmas = grids.karras(10, 0.03, 14.6)
+    x = torch.randn(4, 4, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * math.hypot(1, 14.6)
+
+    def unit(x: torch.Tensor, sigma: torch.Tensor, **_: object) -> torch.Tensor:
+        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+    for snr in (0.16, 0.5, 0.99):
+        out = PC(unit, x, sigmas, corrector="langevin", snr=snr, seed=1, disable=True)
+        assert 0.9 < float(out.std()) < 1.45, snr
+    for snr in (1.0, 1.5, 10.0):
+        with pytest.raises(ValueError, match=r"snr must be in \(0, 1\), got .*overshoots"):
+            PC(unit, x, sigmas, corrector="langevin", snr=snr, disable=True)
+
+
 NOISY_HISTORY = [("dpm_solver_pp_pc", {}), ("dpm_solver_pp_pc", {"corrector": "langevin"}),
                  ("dpm_solver_pp_2m_sde", {}), ("dpm_solver_pp_3m_sde", {})]
 """Multistep samplers whose state moves between model calls by more than the ODE (corrector, noise)."""
