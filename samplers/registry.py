@@ -48,9 +48,10 @@ class SamplerEntry:
     ) -> torch.Tensor:
         """Integrate x from sigmas[0] to sigmas[-1]; the model maps (x, sigma[B], **extra_args) to D. Runs under
         torch.no_grad(), like k-diffusion's samplers: no autograd graph is kept across the steps. An empty x (batch
-        0) is returned as it is: there is nothing to sample."""
+        0) is returned as it is, once the sigmas and options are checked: there is nothing to sample."""
         check_call(x, extra_args)
         if x.numel() == 0:
+            self._check(sigmas, dict(options))
             return x
         with torch.no_grad():
             return self._sample(model, x, sigmas, extra_args, callback, disable, options)
@@ -64,6 +65,10 @@ class SamplerEntry:
         noise = make_noise(opts, extra_args, x, opts["schedule"]) if plan.stochastic else None
         return run_plan(model, x, plan, extra_args=extra_args, callback=callback, disable=disable,
                         transform=_transform(opts), sigma_dtype=_sigma_dtype(sigmas), noise=noise)
+
+    def _check(self, sigmas: torch.Tensor, options: dict[str, Any]) -> None:
+        """Check the sigmas and options as a run would (raising what it would), without running."""
+        self._plan(sigmas, options)
 
     def plan(self, sigmas: torch.Tensor, **options: Any) -> Plan | None:
         """The stages this sampler would run on `sigmas` (None when there is nothing to do)."""
@@ -148,6 +153,9 @@ class AdaptiveEntry(SamplerEntry):
                                extra_args=extra_args, callback=callback, disable=disable,
                                transform=_transform(opts), sigma_dtype=_sigma_dtype(sigmas))
 
+    def _check(self, sigmas: torch.Tensor, options: dict[str, Any]) -> None:
+        self._grid(sigmas, options)
+
     def plan(self, sigmas: torch.Tensor, **options: Any) -> Plan | None:
         """Adaptive samplers have no plan: their steps depend on the model's outputs."""
         raise ModelCallsUnknown(f"{self.name} chooses its steps while it runs: it has no plan")
@@ -184,6 +192,9 @@ class SdsEntry(SamplerEntry):
             return x
         return sds.sample_sds(model, x, grid, opts, extra_args=extra_args, callback=callback, disable=disable,
                               sigma_dtype=_sigma_dtype(sigmas))
+
+    def _check(self, sigmas: torch.Tensor, options: dict[str, Any]) -> None:
+        self.count_model_calls(sigmas, **options)
 
     def plan(self, sigmas: torch.Tensor, **options: Any) -> Plan | None:
         """SDS is a loop of optimisation steps, not a plan of linear stages."""

@@ -175,6 +175,10 @@ def test_empty_batch_is_returned_without_a_model_call(name: str) -> None:
     x = start()[:0]
     model = gaussian_model()
     assert SAMPLERS[name](model, x, grids.karras(4, 0.03, 14.6), disable=True) is x and model.calls == 0
+    with pytest.raises(ValueError, match="non-increasing"):  # checked as for a real batch (they went through)
+        SAMPLERS[name](model, x, torch.tensor([1.0, 2.0]), disable=True)
+    with pytest.raises(TypeError, match="bogus"):
+        SAMPLERS[name](model, x, grids.karras(4, 0.03, 14.6), disable=True, bogus=1)
 
 
 @pytest.mark.parametrize(
