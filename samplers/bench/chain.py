@@ -34,6 +34,8 @@ class ChainedReference:
         """x(sigma) on the sampling ODE from the initial batch."""
         key = -sigma
         i = bisect.bisect_right(self._keys, key) - 1  # largest cached sigma >= sigma
+        if i < 0 and math.isclose(sigma, -self._keys[0], rel_tol=SAME_SIGMA_RTOL, abs_tol=0.0):
+            i = 0  # the start itself, rounded up (a one-step Karras grid's sigma_max^(1/rho)^rho)
         if i < 0 or sigma <= 0:
             raise ValueError(f"the reference covers 0 < sigma <= {-self._keys[0]}, got {sigma}")
         for j in (i, i + 1):  # the cached sigmas on either side
