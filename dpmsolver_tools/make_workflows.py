@@ -298,8 +298,12 @@ def main() -> None:
     if args.object_info:
         info = json.loads(Path(args.object_info).read_text())
     else:
-        with urllib.request.urlopen(args.server.rstrip("/") + "/object_info", timeout=60) as response:
-            info = json.load(response)
+        url = args.server.rstrip("/") + "/object_info"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                info = json.load(response)
+        except OSError as err:  # URLError, connection refused, timeout
+            parser.error(f"--server: cannot read {url} ({err}); start ComfyUI with this pack there first")
     args.out.mkdir(parents=True, exist_ok=True)
     for name, build in WORKFLOWS.items():
         path = args.out / f"{name}.json"

@@ -83,7 +83,7 @@ def test_command_exit_code() -> None:
 def test_a_one_call_budget_runs(tmp_path: Path) -> None:
     """--nfe 1 is allowed, but its one-step Karras grid starts a rounding above the model's sigma_max, which the
     reference refused with a traceback."""
-    rc, text, err = _run(["--samplers", "dpm_solver_1,dpm_solver_pp_3m", "--nfe", "1,4", "--images", "1",
+    rc, _, err = _run(["--samplers", "dpm_solver_1,dpm_solver_pp_3m", "--nfe", "1,4", "--images", "1",
                           "--reference-h", "0.08", "--out", str(tmp_path), "--no-plots"])
     assert rc == 0, err
     res = json.loads((tmp_path / "results.json").read_text())

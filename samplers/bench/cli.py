@@ -49,7 +49,7 @@ SECTIONS = ("accuracy", "study", "overhead", "adaptive", "distribution", "noise"
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m samplers.bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small subset (< 30 s): budgets 5,10,20,40, 32 samples")
+    p.add_argument("--quick", action="store_true", help="small subset (under a minute): budgets 5,10,20,40, 32 samples")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write the error-vs-NFE figure (PNG, needs matplotlib)")
     p.add_argument("--plot-median", metavar="PATH",
