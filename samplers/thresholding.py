@@ -5,6 +5,8 @@ Per sample: s = clamp(quantile(|x0|, p), 1, max_value); x0 <- clamp(x0, -s, s) /
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -13,11 +15,16 @@ import torch
 def row_quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
     """torch.quantile(flat, q, dim=1) (linear interpolation, the same values bit for bit) by two order statistics,
     without its limit of 2^24 values per row (a 3x2400x2400 image): v_lo + w (v_hi - v_lo) at rank q (n - 1)."""
-    rank = torch.tensor(q, dtype=flat.dtype) * (flat.shape[1] - 1)  # in the input's dtype, as torch.quantile
-    below, above = int(rank.floor()), int(rank.ceil())
+    rank = _rounded(_rounded(q, flat.dtype) * (flat.shape[1] - 1), flat.dtype)  # in flat's dtype, as torch does
+    below, above = math.floor(rank), math.ceil(rank)
     low = torch.kthvalue(flat, below + 1, dim=1).values
     high = low if above == below else torch.kthvalue(flat, above + 1, dim=1).values
-    return torch.lerp(low, high, float(rank - below))
+    return torch.lerp(low, high, rank - below)
+
+
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """`value` rounded to float32 for float32 (host arithmetic only: no tensor, so no device read)."""
+    return struct.unpack("f", struct.pack("f", value))[0] if dtype == torch.float32 else value
 
 
 @dataclass(frozen=True)
