@@ -134,7 +134,7 @@ def sample_adaptive(
                 stats["sigmas"].append(t.sigma)
             if s.sigma != body[-1]:
                 state, s = _integrate(state, s, Point.at(schedule, body[-1]), schedule, prediction, opts,
-                                      control, stats, evaluate, call, caller)
+                                      control, stats, evaluate, call, caller, name)
             if ends_at_zero:
                 state = call(state, s)
                 stats["sigmas"].append(0.0)
@@ -148,8 +148,8 @@ def sample_adaptive(
 
 def _integrate(state: torch.Tensor, s: Point, end: Point, schedule: NoiseSchedule, prediction: Prediction,
                opts: dict[str, Any], control: _Attempts, stats: dict[str, Any], evaluate: Any, call: Any,
-               caller: ModelCaller) -> tuple[torch.Tensor, Point]:
-    """Adaptive steps from s to end (both with finite lambda); returns (state at end, end)."""
+               caller: ModelCaller, name: str) -> tuple[torch.Tensor, Point]:
+    """Adaptive steps from s to end (both with finite lambda); returns (state at end, end). `name` heads errors."""
     order, rtol, atol = opts["order"], opts["rtol"], opts["atol"]
     h = min(opts["h_init"], end.lam - s.lam)
     f_s: torch.Tensor | None = None
@@ -176,9 +176,9 @@ def _integrate(state: torch.Tensor, s: Point, end: Point, schedule: NoiseSchedul
         h = t.lam - s.lam
         if h < SAME_LAMBDA and t is not end:
             raise AdaptiveStepLimit(
-                f"the step size fell to h={h:.3g} in log-SNR at sigma={s.sigma:.6g}, below {SAME_LAMBDA:g} (rounding "
-                f"noise), after {stats['accepted']} steps accepted and {stats['rejected']} rejected: the model's "
-                "output may not be smooth in sigma, or h_init/theta are too small")
+                f"{name}: the step size fell to h={h:.3g} in log-SNR at sigma={s.sigma:.6g}, below {SAME_LAMBDA:g} "
+                f"(rounding noise), after {stats['accepted']} steps accepted and {stats['rejected']} rejected: the "
+                "model's output may not be smooth in sigma, or h_init/theta are too small")
         nodes = [(f_s, s.lam)]
         fractions = [0.5] if order == 2 else [1.0 / 3.0, 2.0 / 3.0]
         for n, r in enumerate(fractions):

@@ -101,7 +101,7 @@ class _FiniteGuard:
         NaN the model made from one it was given)."""
         if self.immediate:
             if not math.isfinite(float(denoised.sum())):
-                if not math.isfinite(float(given.sum())):
+                if not math.isfinite(float(torch.sum(given, dtype=working_dtype(given.dtype)))):
                     self._raise_state(call)
                 self._raise(call)
             return

@@ -36,7 +36,7 @@ so such steps are exactly independent over disjoint intervals. Finer grids get a
 every time of a run before drawing, and the tree deepens (`depth_for`, up to MAX_DEPTH) until each time has its own
 finest cell. A level-DEPTH cell's residual normal is the normal of its midpoint one level down, so the deeper tree
 keeps every node of the shallower one: W is unchanged at those nodes, and only inside the default finest cells does
-the path differ, by bridge fluctuations. Two times that still share a finest cell (within 3e-8 in lambda, or a time
+the path differ, by bridge fluctuations. Two times that still share a finest cell (within 1.5e-8 in lambda, or a time
 never prepared) share its bridge and its residual normal, each scaled by its own bridge standard deviation, so W
 stays continuous in tau (a time that rounds differently, e.g. one sigma reached through a VP and a VE schedule, gets
 the same noise up to that rounding); their increment is still exactly N(0, 1) after division by its exact standard
@@ -73,8 +73,8 @@ DOMAIN_LANGEVIN = 3
 DEPTH = 9
 """Bisection levels of the Brownian tree (2^9 finest cells in u, 0.031 wide in lambda at lambda = 0)."""
 MAX_DEPTH = 30
-"""Deepest tree a run's times can ask for (`depth_for`): cells 3e-8 wide in lambda at lambda = 0, finer than the
-1e-6 in lambda under which sigmas are merged (samplers/sigmas.py)."""
+"""Deepest tree a run's times can ask for (`depth_for`): cells 1.5e-8 wide in lambda at lambda = 0 (wider in the
+tails, as e^(|lambda|/4)), finer than the 1e-6 in lambda under which sigmas are merged (samplers/sigmas.py)."""
 
 TREE_SCALE = 4.0
 """C in the tree coordinate u = 1/(1 + e^(lambda/C)): cells uniform in lambda/C near lambda = 0."""

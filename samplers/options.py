@@ -72,10 +72,14 @@ def _langevin_snr(value: Any) -> float:
 
 def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
     def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        try:
+            number = as_integer(value)
+        except TypeError:
+            raise ValueError(f"must be an integer {bound}, got {value!r}") from None
+        if number < low or (high is not None and number > high):
             raise ValueError(f"must be an integer {bound}, got {value!r}")
-        return value
+        return number
 
     return check
 

@@ -24,7 +24,7 @@ import torch
 from .driver import Callback, Model, ModelCaller, working_dtype
 from .inversion import inversion_grid, inversion_plan, invert, ordinary, run_inversion
 from .noise import Seed, host_normals, keyed_normals, resolve_seed
-from .options import parse_options
+from .options import as_integer, parse_options
 from .progress import progress_bar
 from .schedules import NoiseSchedule, resolve_schedule
 from .thresholding import DynamicThreshold
@@ -324,8 +324,10 @@ def sds_refine(model: Model, x0: torch.Tensor, sigmas: Sequence[float] | torch.T
     carry "x0" (the latent being inverted) and "inversion": True. Returns the refined x0 in its dtype.
     """
     sched = resolve_schedule(schedule)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"sds_refine: seed must be an integer, got {seed!r}")
+    try:
+        seed = as_integer(seed)  # one seed: the batch's images use seed, seed + 1, ...
+    except TypeError:
+        raise ValueError(f"sds_refine: seed must be an integer, got {seed!r}") from None
     opts = parse_options("sds_refine", ("sds_lr", "sds_inner_steps", "sds_grad_clip", "sds_inversion_steps", "seed"),
                          {"sds_lr": lr, "sds_inner_steps": inner_steps, "sds_grad_clip": grad_clip,
                           "sds_inversion_steps": inversion_steps, "seed": seed})

@@ -15,8 +15,8 @@ value moves lambda by about 1e-7 per unit in the last place, and such a step h i
 division by zero, or multistep weights of 1/h that blow the image up)."""
 
 NO_SIGNAL_LAMBDA = math.log(1e-6)
-"""A sigma whose lambda lies below this (alpha/sigma < 1e-6) is read as the schedule's largest sigma where that is
-finite (flow: sigma = 1, alpha = 0): float32 grids round 1 to 1 - 6e-8, and a noise-prediction step from there
+"""A sigma whose lambda lies below this (alpha/sigma < 1e-6) is read as the schedule's largest sigma where alpha is
+0 there (flow: sigma = 1): float32 grids round 1 to 1 - 6e-8, and a noise-prediction step from there
 multiplies the model's error by alpha_t/alpha_s, about 1e7, where the step from alpha = 0 itself is exact."""
 
 
@@ -73,8 +73,9 @@ def distinct(values: Sequence[float], schedule: NoiseSchedule) -> list[float]:
 
 
 def no_signal_end(values: Sequence[float], schedule: NoiseSchedule) -> list[float]:
-    """`values` with every sigma below NO_SIGNAL_LAMBDA set to the schedule's (finite) largest sigma."""
-    if not math.isfinite(schedule.sigma_max):
+    """`values` with every sigma below NO_SIGNAL_LAMBDA set to the schedule's largest sigma where that is finite with
+    alpha = 0 there (lambda = -inf: flow's sigma = 1)."""
+    if not math.isfinite(schedule.sigma_max) or schedule.lambda_(schedule.sigma_max) != -math.inf:
         return list(values)
     return [schedule.sigma_max if 0.0 < v < schedule.sigma_max and schedule.lambda_(v) < NO_SIGNAL_LAMBDA else v
             for v in values]

@@ -11,11 +11,17 @@ from dataclasses import dataclass
 
 import torch
 
+TORCH_QUANTILE_MAX = 1 << 24
+"""Longest row torch.quantile accepts; float32 holds every integer rank up to it."""
+
 
 def row_quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
-    """torch.quantile(flat, q, dim=1) (linear interpolation, the same values bit for bit) by two order statistics,
-    without its limit of 2^24 values per row (a 3x2400x2400 image): v_lo + w (v_hi - v_lo) at rank q (n - 1)."""
-    rank = _rounded(_rounded(q, flat.dtype) * (flat.shape[1] - 1), flat.dtype)  # in flat's dtype, as torch does
+    """torch.quantile(flat, q, dim=1) (linear interpolation, the same values bit for bit on rows without NaN) by two
+    order statistics, without its limit of 2^24 values per row (a 3x2400x2400 image): v_lo + w (v_hi - v_lo) at
+    rank q (n - 1), computed in float64 for longer rows."""
+    last = flat.shape[1] - 1
+    exact = flat.dtype if last <= TORCH_QUANTILE_MAX else torch.float64  # past torch's limit, float32 misses ranks
+    rank = min(_rounded(_rounded(q, exact) * last, exact), float(last))  # in flat's dtype, as torch does
     below, above = math.floor(rank), math.ceil(rank)
     low = torch.kthvalue(flat, below + 1, dim=1).values
     high = low if above == below else torch.kthvalue(flat, above + 1, dim=1).values

@@ -87,8 +87,8 @@ def test_a_step_size_below_rounding_stops_with_a_clear_error(name: str) -> None:
         return inner(x, sigma) + 1e15 * torch.randn(x.shape, generator=noise, dtype=x.dtype)
 
     for model, options in ((rough, {}), (gaussian_model(), {"h_init": 1e-17}), (gaussian_model(), {"theta": 1e-300})):
-        with pytest.raises(AdaptiveStepLimit, match=r"step size fell to h=\S+ in log-SNR at sigma=[0-9.]+, below "
-                                                    r"1e-06 \(rounding noise\)"):
+        with pytest.raises(AdaptiveStepLimit, match=rf"{name}: the step size fell to h=\S+ in log-SNR at "
+                                                    r"sigma=[0-9.]+, below 1e-06 \(rounding noise\)"):
             SAMPLERS[name](model, start(), grids.karras(5, 0.03, 14.6), disable=True, **options)
 
 

@@ -11,7 +11,7 @@ import torch
 from samplers import FLOW, SAMPLERS, VE, NonFiniteModelOutput, grids
 from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
 from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _FiniteGuard
-from samplers.sigmas import distinct
+from samplers.sigmas import distinct, no_signal_end
 from samplers.thresholding import DynamicThreshold, row_quantile
 
 NAMES = sorted(SAMPLERS)
@@ -307,6 +307,45 @@ def test_flow_grid_a_rounding_below_sigma_one_is_read_as_sigma_one(name: str) ->
     assert model.sigmas[0] == 1.0 - 1e-5
 
 
+def test_only_an_alpha_zero_end_absorbs_sigmas_near_it() -> None:
+    """A custom schedule whose largest sigma still has alpha > 0 keeps its sigmas (1e8 would have replaced 2e6)."""
+    class CappedVE:
+        name, sigma_max = "capped_ve", 1e8
+
+        def alpha(self, sigma: float) -> float:
+            return 1.0
+
+        def lambda_(self, sigma: float) -> float:
+            return math.inf if sigma == 0 else -math.log(sigma)
+
+        def sigma_at(self, lam: float) -> float:
+            return math.exp(-lam)
+
+    assert no_signal_end([2e6, 1e6, 10.0, 0.0], CappedVE()) == [2e6, 1e6, 10.0, 0.0]
+    assert no_signal_end([1.0 - 2.0**-24, 0.5, 0.0], FLOW) == [1.0, 0.5, 0.0]
+
+
+def test_a_nan_the_model_makes_from_a_half_latent_is_the_models() -> None:
+    """The input check sums in float32: an fp16 latent's own sum overflowed to inf, and the model's NaN was blamed on
+    the state."""
+    x = torch.full((1, 4, 128, 128), 10.0, dtype=torch.float16)
+
+    def broken(x: torch.Tensor, sigma: torch.Tensor, **_: object) -> torch.Tensor:
+        return torch.full_like(x, float("nan"))
+
+    with pytest.raises(NonFiniteModelOutput, match="the model returned NaN or inf at model call 0"):
+        SAMPLERS["dpm_solver_pp_2m"](broken, x, grids.karras(3, 0.03, 14.6), disable=True)
+
+
+def test_integer_options_take_numpy_integers() -> None:
+    sigmas = grids.karras(6, 0.03, 14.6)
+    want = SAMPLERS["dpm_solver_pp_pc"](gaussian_model(), start(), sigmas, order=2, disable=True)
+    got = SAMPLERS["dpm_solver_pp_pc"](gaussian_model(), start(), sigmas, order=np.int64(2), disable=True)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match=r"order must be an integer between 2 and 3, got np\.float64"):
+        SAMPLERS["dpm_solver_pp_pc"](gaussian_model(), start(), sigmas, order=np.float64(2.0), disable=True)
+
+
 @pytest.mark.parametrize("name", ODE_NAMES)
 def test_first_flow_step_from_sigma_one_is_the_exact_ddim_limit(name: str) -> None:
     x = start(sigma=1.0)
@@ -478,6 +517,10 @@ def test_threshold_quantile_is_torch_quantile_bit_for_bit_without_its_size_limit
                 assert torch.equal(row_quantile(flat, q), torch.quantile(flat, q, dim=1)), (dtype, n, q)
     big = torch.rand(1, (1 << 24) + 3, generator=g)
     assert float(row_quantile(big, 0.5)) == pytest.approx(0.5, abs=1e-3)
+    for n in ((1 << 24) + 2, (1 << 24) + 4):  # float32 ranks past 2^24 round down (the 2nd largest) or up (k > n)
+        row = torch.zeros(1, n)
+        row[0, 7] = 5.0
+        assert float(row_quantile(row, 1.0)) == 5.0
     image = torch.full((1, 3, 2400, 2400), 0.5)
     image[0, 0, 0, :200] = 4.0
     out = DynamicThreshold(0.99999, 8.0)(image)

@@ -580,6 +580,7 @@ def test_unknown_options_are_type_errors() -> None:
     ({"grad_clip": -1.0}, "sds_grad_clip must be a finite number >= 0"),
     ({"inversion_steps": 0, "mode": "sdi"}, "sds_inversion_steps must be an integer >= 1"),
     ({"seed": None}, "seed"),
+    ({"seed": [1, 2]}, "sds_refine: seed must be an integer"),
     ({"sigmas": []}, "must not be empty"),
     ({"sigmas": [1.0, 0.0]}, r"sigmas\[1\] = 0.0"),
     ({"sigmas": [float("nan")]}, r"sigmas\[0\] = nan"),
@@ -593,6 +594,13 @@ def test_sds_refine_rejects_bad_arguments_before_any_model_call(kwargs: dict[str
     with pytest.raises(ValueError, match=expected):
         sds_refine(model, torch.zeros(2, 2, dtype=F64), sigmas, schedule, **args)
     assert model.calls == 0
+
+
+def test_sds_refine_takes_numpy_and_torch_integer_seeds() -> None:
+    x0 = torch.zeros(2, 2, dtype=F64)
+    want = sds_refine(two_modes(), x0, [1.0, 0.5], "ve", seed=3)
+    for seed in (np.int64(3), torch.tensor(3)):  # as the seed option and extra_args['seed'] do
+        assert torch.equal(sds_refine(two_modes(), x0, [1.0, 0.5], "ve", seed=seed), want)
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
