@@ -6,31 +6,25 @@ Per sample: s = clamp(quantile(|x0|, p), 1, max_value); x0 <- clamp(x0, -s, s) /
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 
 import torch
 
 TORCH_QUANTILE_MAX = 1 << 24
-"""Longest row torch.quantile accepts; float32 holds every integer rank up to it."""
+"""Longest row torch.quantile accepts."""
 
 
 def row_quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
-    """torch.quantile(flat, q, dim=1) (linear interpolation, the same values bit for bit on rows without NaN) by two
-    order statistics, without its limit of 2^24 values per row (a 3x2400x2400 image): v_lo + w (v_hi - v_lo) at
-    rank q (n - 1), computed in float64 for longer rows."""
+    """torch.quantile(flat, q, dim=1) (linear interpolation), also for rows longer than it accepts (a 3x2400x2400
+    image): there v_lo + w (v_hi - v_lo) at rank q (n - 1) from two order statistics (kthvalue)."""
     last = flat.shape[1] - 1
-    exact = flat.dtype if last <= TORCH_QUANTILE_MAX else torch.float64  # past torch's limit, float32 misses ranks
-    rank = min(_rounded(_rounded(q, exact) * last, exact), float(last))  # in flat's dtype, as torch does
+    if last < TORCH_QUANTILE_MAX:
+        return torch.quantile(flat, q, dim=1)
+    rank = min(q * last, float(last))  # float64 on the host: every rank of such a row is exact
     below, above = math.floor(rank), math.ceil(rank)
     low = torch.kthvalue(flat, below + 1, dim=1).values
     high = low if above == below else torch.kthvalue(flat, above + 1, dim=1).values
     return torch.lerp(low, high, rank - below)
-
-
-def _rounded(value: float, dtype: torch.dtype) -> float:
-    """`value` rounded to float32 for float32 (host arithmetic only: no tensor, so no device read)."""
-    return struct.unpack("f", struct.pack("f", value))[0] if dtype == torch.float32 else value
 
 
 @dataclass(frozen=True)
