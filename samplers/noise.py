@@ -461,7 +461,9 @@ class SeededNoise:
         """Standard normal z(sigma, sigma_next) = (W(tau(sigma)) - W(tau(sigma_next))) / sd, shaped like x."""
         a, b = self.tau(sigma), self.tau(sigma_next)
         if a == b:
-            raise ValueError(f"no Brownian increment between sigma={sigma} and sigma={sigma_next} (same time)")
+            raise ValueError(f"no Brownian increment between sigma={sigma} and sigma={sigma_next} (same time): their "
+                             "Brownian times 1/(1 + e^lambda) are equal in float64 (VE sigmas above ~1e16 all round "
+                             "to 1)")
         sd = self.increment_sd(sigma, sigma_next)
         diff = torch.sub(self.brownian(a), self.brownian(b))
         return diff.mul_(1.0 / sd).reshape(self.batch, *self.sample_shape)
