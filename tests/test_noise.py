@@ -259,7 +259,7 @@ def test_increments_are_standard_normal_independent_and_correlated_as_brownian_m
     assert float(r) == pytest.approx(math.sqrt(0.2 / 0.5), abs=5 / math.sqrt(N))
     with pytest.raises(ValueError, match="same time"):
         src.increment(0.4, 0.4)
-    with pytest.raises(ValueError, match=r"same time\): .* VE sigmas above ~1e16 all round to 1"):
+    with pytest.raises(ValueError, match=r"same time\): .*\(VE sigmas above ~1e16 all round to 1\)"):
         SeededNoise(1, like, VE).increment(1e17, 5e16)
 
 
