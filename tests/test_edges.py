@@ -11,6 +11,7 @@ import torch
 from samplers import FLOW, SAMPLERS, VE, NonFiniteModelOutput, grids
 from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
 from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _FiniteGuard
+from samplers.schedules import VarianceExploding
 from samplers.sigmas import distinct, no_signal_end
 from samplers.thresholding import DynamicThreshold, row_quantile
 
@@ -309,17 +310,8 @@ def test_flow_grid_a_rounding_below_sigma_one_is_read_as_sigma_one(name: str) ->
 
 def test_only_an_alpha_zero_end_absorbs_sigmas_near_it() -> None:
     """A custom schedule whose largest sigma still has alpha > 0 keeps its sigmas (1e8 would have replaced 2e6)."""
-    class CappedVE:
+    class CappedVE(VarianceExploding):
         name, sigma_max = "capped_ve", 1e8
-
-        def alpha(self, sigma: float) -> float:
-            return 1.0
-
-        def lambda_(self, sigma: float) -> float:
-            return math.inf if sigma == 0 else -math.log(sigma)
-
-        def sigma_at(self, lam: float) -> float:
-            return math.exp(-lam)
 
     assert no_signal_end([2e6, 1e6, 10.0, 0.0], CappedVE()) == [2e6, 1e6, 10.0, 0.0]
     assert no_signal_end([1.0 - 2.0**-24, 0.5, 0.0], FLOW) == [1.0, 0.5, 0.0]
