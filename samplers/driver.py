@@ -87,9 +87,8 @@ class _FiniteGuard:
 
     def _whole(self, tensor: torch.Tensor, fail: Callable[[torch.Tensor], None]
                ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The sum of `tensor` in at least float32 (a half sum can overflow): checked at once (`fail` raises), or
-        kept with the tensor for `finish`."""
-        total = torch.sum(tensor, dtype=working_dtype(tensor.dtype))
+        """The sum of `tensor` (`_total`): checked at once (`fail` raises), or kept with the tensor for `finish`."""
+        total = _total(tensor)
         if not self.immediate:
             return tensor, total
         if not math.isfinite(float(total)):
@@ -101,7 +100,7 @@ class _FiniteGuard:
         NaN the model made from one it was given)."""
         if self.immediate:
             if not math.isfinite(float(denoised.sum())):
-                if not math.isfinite(float(torch.sum(given, dtype=working_dtype(given.dtype)))):
+                if not math.isfinite(float(_total(given))):
                     self._raise_state(call)
                 self._raise(call)
             return
@@ -152,6 +151,11 @@ class _FiniteGuard:
         raise NonFiniteResult(f"the sampler's result holds NaN or inf (sample(s) {_bad_samples(state)}) although x "
                               "and every model output were finite: check noise_sampler, guidance_parts and options "
                               "too large for the latent's dtype")
+
+
+def _total(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` in at least float32 (a half sum overflows at 65504): finite iff every element is."""
+    return torch.sum(tensor, dtype=working_dtype(tensor.dtype))
 
 
 def working_dtype(dtype: torch.dtype) -> torch.dtype:

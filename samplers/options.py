@@ -103,11 +103,9 @@ def _seed(value: Any) -> int | tuple[int, ...] | None:
     if value is None:
         return None
     try:
-        if isinstance(value, list | tuple):
-            if not value:
-                raise TypeError("no seeds")
+        if isinstance(value, list | tuple) and value:
             return tuple(as_integer(v) for v in value)
-        return as_integer(value)
+        return as_integer(value)  # an empty list raises here too
     except TypeError:
         raise ValueError(f"must be an integer, a non-empty list of integers (one per image) or None, got {value!r}"
                          ) from None
