@@ -153,6 +153,11 @@ class _FiniteGuard:
                               "too large for the latent's dtype")
 
 
+def described(value: Any) -> str:
+    """What a host callable returned instead of a tensor of the expected shape: "shape (...)" or "a <type>"."""
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
 def _total(tensor: torch.Tensor) -> torch.Tensor:
     """The sum of `tensor` in at least float32 (a half sum overflows at 65504): finite iff every element is."""
     return torch.sum(tensor, dtype=working_dtype(tensor.dtype))
@@ -223,10 +228,8 @@ class ModelCaller:
         x_in = y if y.dtype == self.in_dtype else y.to(self.in_dtype)
         denoised = self.model(x_in, sigma * self.s_in if sigma_in is None else sigma_in, **self.extra_args)
         if not isinstance(denoised, torch.Tensor) or denoised.shape != y.shape:
-            got = (f"shape {tuple(denoised.shape)}" if isinstance(denoised, torch.Tensor)
-                   else f"a {type(denoised).__name__}")
-            raise ModelOutputError(f"the model returned {got} at {self.describe(call)}; expected a tensor of x's "
-                                   f"shape {tuple(y.shape)}")
+            raise ModelOutputError(f"the model returned {described(denoised)} at {self.describe(call)}; expected a "
+                                   f"tensor of x's shape {tuple(y.shape)}")
         if denoised.dtype != self.work:
             denoised = denoised.to(self.work)
         if self.transform is not None:

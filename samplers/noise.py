@@ -55,6 +55,7 @@ from typing import Any
 
 import torch
 
+from .driver import described
 from .options import as_integer
 from .schedules import NoiseSchedule
 
@@ -486,8 +487,7 @@ def host_normals(sampler: Callable[[Any, Any], torch.Tensor], sigma: float, sigm
     `dtype` (its values are checked with the sampler's result: driver._FiniteGuard)."""
     z = sampler(sigma, sigma_next)
     if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(shape):
-        got = f"shape {tuple(z.shape)}" if isinstance(z, torch.Tensor) else f"a {type(z).__name__}"
-        raise ValueError(f"noise_sampler returned {got} for (sigma={float(sigma):.6g}, sigma_next="
+        raise ValueError(f"noise_sampler returned {described(z)} for (sigma={float(sigma):.6g}, sigma_next="
                          f"{float(sigma_next):.6g}); expected a tensor of x's shape {tuple(shape)}")
     return z.to(device=device, dtype=dtype)
 

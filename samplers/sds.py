@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .driver import Callback, Model, ModelCaller, working_dtype
+from .driver import Callback, Model, ModelCaller, described, working_dtype
 from .inversion import inversion_grid, inversion_plan, invert, ordinary, run_inversion
 from .noise import Seed, host_normals, keyed_normals, resolve_seed
 from .options import as_integer, parse_options
@@ -166,9 +166,8 @@ def _checked_parts(parts: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.
     cond, uncond, cfg = parts
     for label, part in (("cond_denoised", cond), ("uncond_denoised", uncond)):
         if not isinstance(part, torch.Tensor) or part.shape != like.shape:
-            got = f"shape {tuple(part.shape)}" if isinstance(part, torch.Tensor) else f"a {type(part).__name__}"
-            raise ValueError(f"mode 'csd': guidance_parts returned {label} of {got}; expected a tensor of the model "
-                             f"output's shape {tuple(like.shape)}")
+            raise ValueError(f"mode 'csd': guidance_parts returned {label} of {described(part)}; expected a tensor "
+                             f"of the model output's shape {tuple(like.shape)}")
     scalar = isinstance(cfg, numbers.Real) or (isinstance(cfg, torch.Tensor) and cfg.numel() == 1)
     if isinstance(cfg, bool) or not scalar:
         raise ValueError(f"mode 'csd': guidance_parts returned cfg {cfg!r}; expected a real number")
