@@ -7,14 +7,15 @@ samplers/plan.py), each model call made at its stage's sigma. A learned plan kee
     b_j -> b_j + c_j   with sum_j c_j = 0 over the D terms and over the eps terms of each stage,
     sigma -> sigma * exp(tau)   for the sigma the model is called at (alpha = alpha(sigma) follows),
 
-so constant predictions are still integrated exactly (first order is kept); a stage with one term of a kind
-keeps its coefficient. Optionally (learn_grid) the grid's interior sigmas move as well, ends fixed. c, tau (and the
-grid) minimise, on calibration noises, E = RMS(plan(model, x_T) - reference) (objective "rmse", held by the worst
-trajectories) or E = the mean over noises of each one's RMS error (objective "mean", the typical sample), by Adam
-through a float64 re-implementation of the plan's recursion (torch autograd through the model; through the plan
-builder by a finite-difference Jacobian). The result is saved as a safetensors file next to the calibrated-grid files of
-samplers/calibrate.py (same conventions), and sampled with through the multistep entries' `learned_plan=` option,
-which checks that it fits the call.
+so constant predictions are still integrated exactly (first order is kept); a stage with one term of a kind keeps
+its coefficient. Optionally (learn_grid) the grid's interior sigmas move as well, ends fixed, and (history=K) every
+committed stage also reads the D and eps of the K newest model calls, extra terms starting at 0 (`widen`). c, tau
+(and the grid) minimise, on calibration noises, E = RMS(plan(model, x_T) - reference) (objective "rmse", held by the
+worst trajectories) or E = the mean over noises of each one's RMS error (objective "mean", the typical sample), by
+Adam through a float64 re-implementation of the plan's recursion (torch autograd through the model; through the plan
+builder by a finite-difference Jacobian). The result is saved as a safetensors file next to the calibrated-grid
+files of samplers/calibrate.py (same conventions), and sampled with through the multistep entries' `learned_plan=`
+option, which checks that it fits the call.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 
 from .calibrate import CalibrationError, check_grid, grid_from_theta, reference_solution, theta_from_grid
 from .options import parse_options
-from .plan import Plan
+from .plan import Kind, Plan, Stage, Term
 from .schedules import NoiseSchedule, resolve_schedule
 from .tensorfile import read_tensors, write_tensors
 
@@ -74,6 +75,8 @@ class LearnedPlan:
     objective_before: float
     objective_after: float
     info: tuple[tuple[str, str], ...] = ()
+    history: int = 0
+    """The plan was widened (`widen`) to read this many newest model calls in every committed stage (0: not)."""
 
     @property
     def grid(self) -> torch.Tensor:
@@ -89,12 +92,48 @@ class LearnedPlan:
         return {"format": FORMAT, "version": str(FORMAT_VERSION), "sampler": self.sampler, "nfe": str(self.nfe),
                 "schedule": self.schedule, "options": json.dumps(dict(self.options), sort_keys=True),
                 "objective_before": repr(self.objective_before), "objective_after": repr(self.objective_after),
-                "info": json.dumps(dict(self.info), sort_keys=True)}
+                "info": json.dumps(dict(self.info), sort_keys=True), "history": str(self.history)}
 
 
 def plan_layout(plan: Plan) -> tuple[int, ...]:
     """Number of terms of each stage."""
     return tuple(len(stage.terms) for stage in plan.stages)
+
+
+def widen(plan: Plan, history: int) -> Plan:
+    """`plan` with every committed linear stage also reading the D and the eps of the `history` newest model calls
+    made before it (coefficient 0, so the plan is unchanged until corrections move them; a kind is added only where
+    it can be read from two calls or more, since one term of a kind takes no zero-sum correction)."""
+    if history <= 0:
+        return plan
+    if plan.stochastic:
+        raise LearnedPlanError("only deterministic plans can be widened")
+    stages = []
+    calls = 0
+    for stage in plan.stages:
+        recent = range(max(0, calls - history), calls)
+        if stage.commit and not stage.evaluate and stage.noise is None and stage.langevin is None and len(recent) > 1:
+            present = {(term.index, term.kind) for term in stage.terms}
+            kinds: tuple[Kind, ...] = ("D", "eps")
+            extra = tuple(Term(0.0, j, kind) for kind in kinds for j in recent if (j, kind) not in present)
+            stage = dataclasses.replace(stage, terms=stage.terms + extra)
+        stages.append(stage)
+        calls += int(stage.evaluate)
+    return _with_bookkeeping(stages)
+
+
+def _with_bookkeeping(stages: Sequence[Stage]) -> Plan:
+    """A plan of `stages` whose kinds and last uses are read off the stages' terms."""
+    kinds: list[set[Kind]] = []
+    last_use: list[int] = []
+    for index, stage in enumerate(stages):
+        for term in stage.terms:
+            kinds[term.index].add(term.kind)
+            last_use[term.index] = index
+        if stage.evaluate:
+            kinds.append({"D"})
+            last_use.append(index)
+    return Plan(stages=list(stages), kinds=kinds, last_use=last_use)
 
 
 def zero_corrections(plan: Plan) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -127,6 +166,8 @@ def apply_learned(plan: Plan, learned: LearnedPlan, grid: Sequence[float]) -> Pl
             abs(a - b) > GRID_RTOL * max(abs(b), 1e-12) for a, b in zip(grid, learned.sigmas, strict=True)):
         raise LearnedPlanError(f"learned_plan was learned on the grid {list(learned.sigmas)}, the call passes "
                                f"{list(grid)}: sample with learned.grid")
+    if not plan.stochastic:
+        plan = widen(plan, learned.history)
     if plan.stochastic or plan_layout(plan) != learned.terms or plan.nfe != len(learned.shifts):
         raise LearnedPlanError("learned_plan does not match the sampler's plan on this grid (different stages or "
                                "model calls): it was learned with other options or another version")
@@ -149,15 +190,19 @@ def apply_learned(plan: Plan, learned: LearnedPlan, grid: Sequence[float]) -> Pl
     return Plan(stages=stages, kinds=[set(k) for k in plan.kinds], last_use=list(plan.last_use))
 
 
-def _corrected(coefs: torch.Tensor, kinds: torch.Tensor, raw: torch.Tensor | None) -> torch.Tensor:
-    """c = max|b| (raw - mean of raw over the terms of the same kind): zero-sum per kind, scaled to the stage."""
+def _corrected(coefs: torch.Tensor, kinds: torch.Tensor, raw: torch.Tensor | None, sigma: float) -> torch.Tensor:
+    """c = s_k (raw - mean of raw over the terms of kind k): zero-sum per kind. s_k = max|b| over the stage's terms
+    of kind k, or where they are all 0 (terms `widen` added) the other kind's, converted by the newest call's
+    `sigma` (D = y - sigma eps at alpha = 1: an eps coefficient is sigma times a D coefficient)."""
     if raw is None:
         return torch.zeros_like(coefs)
     out = torch.zeros_like(coefs)
-    scale = coefs.detach().abs().max()
-    for kind in (0, 1):
+    size = coefs.detach().abs()
+    largest = [size[kinds == kind].max() if bool((kinds == kind).any()) else size.new_zeros(()) for kind in (0, 1)]
+    for kind, other, convert in ((0, 1, 1.0 / sigma), (1, 0, sigma)):
         mask = kinds == kind
         if int(mask.sum()) > 1:
+            scale = largest[kind] if largest[kind] > 0 else largest[other] * convert
             out = torch.where(mask, scale * (raw - raw[mask].mean()), out)
     return out
 
@@ -234,10 +279,12 @@ def _run(model: Model, x: torch.Tensor, plan: Plan, values: Sequence[StageValues
     state = x
     slots: dict[int, torch.Tensor] = {}
     corrections = []
+    call_sigmas: list[float] = []
     call = 0
     for (stage, terms, _), (a, coefs, log_sigma) in zip(plan.program(), values, strict=True):
         kinds = torch.tensor([slot % 2 for _, slot in terms])
-        c = _corrected(coefs, kinds, raw[len(corrections)])
+        newest = max((slot // 2 for _, slot in terms), default=0)
+        c = _corrected(coefs, kinds, raw[len(corrections)], call_sigmas[newest] if call_sigmas else 1.0)
         corrections.append(c)
         y = state * a
         for b, (_, slot) in zip(coefs + c, terms, strict=True):
@@ -245,6 +292,7 @@ def _run(model: Model, x: torch.Tensor, plan: Plan, values: Sequence[StageValues
         if stage.evaluate:
             assert log_sigma is not None
             sigma = torch.exp(log_sigma + tau[call])
+            call_sigmas.append(stage.sigma)
             alpha = torch.as_tensor(schedule.alpha(sigma), dtype=torch.float64)
             denoised = model(y, sigma.to(y.device).expand(y.shape[0]), **extra_args).to(torch.float64)
             slots[2 * call], slots[2 * call + 1] = denoised, (y - alpha * denoised) / sigma
@@ -270,6 +318,7 @@ def learn_plan(
     max_sigma: float | None = None,
     learn_grid: bool = False,
     objective: str = "rmse",
+    history: int = 0,
 ) -> LearnedPlan:
     """Fit corrections c and shifts tau of `sampler`'s plan on `sigmas` to the noises `x` (batch first).
 
@@ -281,7 +330,8 @@ def learn_plan(
     sampled in the VE form is defined up to sigma 1 only); default: the schedule's sigma_max. `learn_grid`:
     also move the grid's interior sigmas (ends fixed; GridParameters), and return the plan on the grid reached.
     `objective` (OBJECTIVES): "rmse" = sqrt(mean_i e_i^2), "mean" = mean_i e_i, e_i the RMS error of noise i;
-    objective_before/after are in its terms, and a "mean" plan records it in its info.
+    objective_before/after are in its terms, and a "mean" plan records it in its info. `history` (K > 0): every
+    committed stage also reads the D and eps of the K newest calls (`widen`), their coefficients learned from 0.
     """
     from .registry import SAMPLERS
 
@@ -298,11 +348,13 @@ def learn_plan(
         raise LearnedPlanError(f"lr must be a positive number, got {lr!r}")
     if objective not in OBJECTIVES:
         raise LearnedPlanError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+        raise LearnedPlanError(f"history must be an integer >= 0 (0: the sampler's own terms), got {history!r}")
 
     def build(points: Sequence[float]) -> Plan:
         made = entry.plan(torch.tensor(points, dtype=torch.float64), schedule=schedule, **opts)
         assert made is not None
-        return made
+        return made if made.stochastic else widen(made, history)
 
     plan = build(grid)
     check_learned(_blank(sampler, schedule, opts, grid, plan), sampler, entry.spec.structure, entry.stochastic,
@@ -360,7 +412,7 @@ def learn_plan(
     after, corrections, shifts, points = best
     return LearnedPlan(tuple(points), sampler, schedule, _plan_options(sampler, entry.defaults, opts),
                        plan_layout(plan), tuple(v for c in corrections for v in c.tolist()), tuple(shifts.tolist()),
-                       before, after, tuple(sorted({**(info or {}), **_objective_info(objective)}.items())))
+                       before, after, tuple(sorted({**(info or {}), **_objective_info(objective)}.items())), history)
 
 
 def _objective_info(objective: str) -> dict[str, str]:
@@ -410,7 +462,7 @@ def load_learned(path: str | Path, sampler: str | None = None) -> LearnedPlan:
         tuple(sorted(json.loads(meta["options"]).items())), tuple(int(v) for v in tensors["terms"].tolist()),
         tuple(tensors["corrections"].tolist()), tuple(tensors["shifts"].tolist()),
         float(meta["objective_before"]), float(meta["objective_after"]),
-        tuple(sorted(json.loads(meta["info"]).items())))
+        tuple(sorted(json.loads(meta["info"]).items())), int(meta.get("history", "0")))
     if sum(learned.terms) != len(learned.corrections):
         raise LearnedPlanError(f"{str(source)!r}: {len(learned.corrections)} corrections for "
                                f"{sum(learned.terms)} terms")

@@ -21,6 +21,7 @@ from samplers.learned import (
     plan_objective,
     plan_vector,
     save_learned,
+    widen,
     zero_corrections,
 )
 from samplers.plan import Plan
@@ -250,3 +251,82 @@ def test_the_mean_objective_fits_the_typical_noise_and_is_recorded(learned: Lear
     assert plan_objective(load_learned(save_learned(tmp_path / "mean", mean))) == "mean"
     with pytest.raises(LearnedPlanError, match="objective must be one of"):
         learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x[:4], "ve", reference[:4], steps=1, objective="median")
+
+
+@pytest.fixture(scope="module")
+def wide() -> LearnedPlan:
+    """DPM-Solver 3M whose every committed stage also reads the D and eps of the 4 newest calls."""
+    x = _noise(128, 1)
+    return learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve",
+                      reference_solution(PROBLEM.model, x, GRID, "ve", steps=200), steps=40, history=4)
+
+
+def test_widen_adds_both_kinds_of_the_newest_calls_at_zero() -> None:
+    plan = SAMPLERS["dpm_solver_pp_pc"].plan(GRID, schedule="ve")
+    assert plan is not None
+    assert widen(plan, 0) is plan
+    wider = widen(plan, 3)
+    calls = 0
+    for old, new in zip(plan.stages, wider.stages, strict=True):
+        assert new.terms[:len(old.terms)] == old.terms and all(t.coef == 0.0 for t in new.terms[len(old.terms):])
+        read = {(t.index, t.kind) for t in new.terms}
+        if old.commit and calls > 1:
+            recent = range(max(0, calls - 3), calls)
+            assert {(j, kind) for j in recent for kind in ("D", "eps")} <= read
+        else:
+            assert new == old, "no extra terms before two calls exist, nor in evaluation-only stages"
+        assert all(j < calls for j, _ in read), "a stage reads only calls made before it"
+        calls += int(old.evaluate)
+    for j in range(wider.nfe):
+        readers = [i for i, st in enumerate(wider.stages) if any(t.index == j for t in st.terms)]
+        assert wider.last_use[j] == max(readers)
+        assert wider.kinds[j] == {"D"} | {t.kind for st in wider.stages for t in st.terms if t.index == j}
+    with pytest.raises(LearnedPlanError, match="only deterministic plans"):
+        widen(SAMPLERS["dpm_solver_pp_2m_sde"].plan(GRID, schedule="ve"), 3)
+
+
+@pytest.mark.parametrize("sampler", ["dpm_solver_3m", "dpm_solver_pp_pc"])
+def test_a_widened_plan_with_zero_corrections_is_the_plain_sampler(sampler: str) -> None:
+    """Extra terms at 0 change nothing but the work: the result equals the plain sampler's to rounding."""
+    x = _noise(16, 4)
+    zero = learn_plan(PROBLEM.model, sampler, GRID, x, "ve", x, steps=0, history=4)
+    assert zero.history == 4 and sum(zero.terms) > sum(len(s.terms) for s in SAMPLERS[sampler].plan(GRID).stages)
+    entry = SAMPLERS[sampler]
+    plain = entry(PROBLEM.model, x.clone(), GRID, disable=True)
+    assert torch.allclose(entry(PROBLEM.model, x.clone(), GRID, disable=True, learned_plan=zero), plain,
+                          rtol=0.0, atol=1e-12)
+
+
+def test_a_wider_history_fits_better_keeps_first_order_and_round_trips(wide: LearnedPlan, learned: LearnedPlan,
+                                                                       tmp_path: Path) -> None:
+    """From the same start with as many steps, reading the 4 newest calls in both forms fits the calibration noises
+    better than the sampler's own terms, does better on held-out noises than the plain sampler, keeps each stage's
+    sum per kind (first order), and the file keeps the history."""
+    assert wide.objective_after < 0.9 * learned.objective_after
+    x = _noise(256, 2)
+    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+    entry = SAMPLERS["dpm_solver_3m"]
+    sample = entry(PROBLEM.model, x.clone(), wide.grid, disable=True, learned_plan=wide)
+    assert _rms(sample, reference) < 0.85 * _rms(entry(PROBLEM.model, x.clone(), GRID, disable=True), reference)
+    plan = entry.plan(GRID, learned_plan=wide)
+    plain = widen(entry.plan(GRID), 4)
+    assert plan is not None
+    assert any(t.coef != 0.0 for st in plan.stages for t in st.terms if t.kind == "D"), "D terms were learned"
+    for new, old in zip(plan.stages, plain.stages, strict=True):
+        for kind in ("D", "eps"):
+            assert sum(t.coef for t in new.terms if t.kind == kind) == pytest.approx(
+                sum(t.coef for t in old.terms if t.kind == kind), abs=1e-12)
+    again = load_learned(save_learned(tmp_path / "wide", wide))
+    assert again == wide and again.history == 4
+    assert load_learned(save_learned(tmp_path / "narrow", learned)).history == 0
+
+
+def test_history_errors(wide: LearnedPlan) -> None:
+    x = _noise(4, 5)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(LearnedPlanError, match="history must be an integer >= 0"):
+            learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", x, steps=0, history=bad)
+    narrowed = LearnedPlan(wide.sigmas, wide.sampler, wide.schedule, wide.options, wide.terms, wide.corrections,
+                           wide.shifts, wide.objective_before, wide.objective_after, wide.info, 0)
+    with pytest.raises(LearnedPlanError, match="does not match the sampler's plan"):
+        SAMPLERS["dpm_solver_3m"].plan(GRID, learned_plan=narrowed)
