@@ -226,6 +226,47 @@ def test_a_mean_objective_run_has_its_own_row_file_and_candidate(tmp_path: Path)
     assert "| ve_mixture/karras | DPM-Solver 3M, mean objective | 10 |" in report(results)
 
 
+def test_a_wider_history_run_has_its_own_row_file_and_candidate(tmp_path: Path) -> None:
+    from samplers.bench.learned import LearnRun, report, run_learned
+
+    run = LearnRun("ve_mixture/karras", "dpm_solver_3m", 2, 0.02, samples=8, objective="mean", history=3)
+    assert run.row == "dpm_solver_3m;objective=mean;history=3"
+    results = run_learned([run], plans_dir=tmp_path, evaluation=(64, 8))
+    assert results["cases"]["ve_mixture/karras"]["candidates"][run.row]["history"] == 3
+    saved = load_learned(tmp_path / f"{plan_file(run.case, run.row)}.safetensors")
+    assert saved.history == 3
+    assert [c.label for c in comparison_candidates(tmp_path)] == [
+        "DPM-Solver 3M [learned plan, mean objective, history 3]"]
+    assert "| ve_mixture/karras | DPM-Solver 3M, mean objective, history 3 | 10 |" in report(results)
+
+
+def test_runs_picks_runs_and_update_keeps_the_case_s_other_rows(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """--runs learns only the named rows; with --update the case's other rows stay (in the order of RUNS), and a
+    selection that leaves nothing, or an unknown row, is refused."""
+    from samplers.bench.learned import main
+
+    out = tmp_path / "learned"
+    common = ["--problems", "ve_mixture/exponential", "--samples", "8", "--steps", "1", "--plans",
+              str(tmp_path / "plans"), "--out", str(out), "--update", "--evaluation-samples", "64"]
+    main([*common, "--runs", "dpm_solver_pp_pc;objective=mean"])
+    first = json.loads(out.with_suffix(".json").read_text())["cases"]["ve_mixture/exponential"]["candidates"]
+    (tmp_path / "plans" / "ve_mixture_exponential_dpm_solver_pp_pc_objective-mean_10.safetensors").unlink()
+    main([*common, "--runs", "dpm_solver_pp_pc"])
+    rows = json.loads(out.with_suffix(".json").read_text())["cases"]["ve_mixture/exponential"]["candidates"]
+    assert list(first) == ["dpm_solver_pp_pc;objective=mean"]
+    assert list(rows) == ["dpm_solver_pp_pc", "dpm_solver_pp_pc;objective=mean"]
+    assert rows["dpm_solver_pp_pc;objective=mean"] == first["dpm_solver_pp_pc;objective=mean"]
+    saved = [p.name for p in (tmp_path / "plans").iterdir()]
+    assert saved == ["ve_mixture_exponential_dpm_solver_pp_pc_10.safetensors"]
+    capsys.readouterr()
+    for runs in ("dpm_solver_pp_pc;third_order=consistent", "no_such_run"):
+        with pytest.raises(SystemExit):
+            main(["--problems", "ve_mixture/exponential", "--runs", runs, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "--problems and --runs leave no run to do" in err and "unknown run(s) no_such_run" in err
+
+
 def test_the_committed_plans_and_results_are_those_of_runs() -> None:
     """docs/learned_plans holds exactly one plan per LearnRun, fitted as the run says (case, sampler, objective,
     noises), and docs/learned.json has the run's row; a run added without its plan, or a stale file, fails here."""
@@ -238,7 +279,7 @@ def test_the_committed_plans_and_results_are_those_of_runs() -> None:
         learned = load_learned(docs / "learned_plans" / f"{stem}.safetensors")
         info = dict(learned.info)
         assert (info["problem"], plan_objective(learned)) == (run.case, run.objective), stem
-        assert learned.sampler == run.key.split(";")[0].split("@")[0], stem
+        assert learned.sampler == run.key.split(";")[0].split("@")[0] and learned.history == run.history, stem
         row = results[run.case]["candidates"][run.row]
         assert row["objective_after"] == pytest.approx(learned.objective_after, rel=1e-12), stem
         assert row["calibration_samples"] == int(info["calibration_samples"]), stem

@@ -55,8 +55,8 @@ class LearnRun(NamedTuple):
     """One learned plan: the case, the calibrated-grid row key it starts from, Adam steps and rate, whether the
     grid's interior moves too (learn_plan's learn_grid), the case whose calibrated grid it starts from (default:
     its own; another case of the same ODE, i.e. the same grid ends, is allowed), the number of calibration
-    noises (default: LEARN_SAMPLES, demo networks NETWORK_LEARN_SAMPLES) and the objective (learn_plan's: "rmse"
-    or "mean")."""
+    noises (default: LEARN_SAMPLES, demo networks NETWORK_LEARN_SAMPLES), the objective (learn_plan's: "rmse"
+    or "mean") and the history width (learn_plan's `history`: 0 keeps the sampler's own terms)."""
 
     case: str
     key: str
@@ -66,11 +66,14 @@ class LearnRun(NamedTuple):
     start: str | None = None
     samples: int | None = None
     objective: str = "rmse"
+    history: int = 0
 
     @property
     def row(self) -> str:
-        """The run's key in the results: its calibrated-grid row key, plus the objective where not "rmse"."""
-        return self.key if self.objective == "rmse" else f"{self.key};objective={self.objective}"
+        """The run's key in the results: its calibrated-grid row key, plus the objective where not "rmse" and the
+        history where not 0."""
+        key = self.key if self.objective == "rmse" else f"{self.key};objective={self.objective}"
+        return key if self.history == 0 else f"{key};history={self.history}"
 
 
 RUNS = (
@@ -205,7 +208,8 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
             case_steps = run.steps if steps is None else steps
             row = start_row(run, docs)
             sigmas = torch.tensor(row["sigmas"], dtype=DTYPE)
-            same = (case.problem.name, run.start or run.case, key, case_steps, lr, run.learn_grid, count, run.objective)
+            same = (case.problem.name, run.start or run.case, key, case_steps, lr, run.learn_grid, count, run.objective,
+                    run.history)
             if same in done:
                 first, learned_with, seconds = done[same]
                 learned = dataclasses.replace(first, info=tuple(sorted({**dict(first.info), "problem": name}.items())))
@@ -218,7 +222,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
                 learned = learn_plan(case.problem.model, row["sampler"], sigmas, x, row["schedule"],
                                      references.target(sigmas), row["options"], steps=case_steps, lr=lr,
                                      max_sigma=case.problem.sigma_max if case.schedule == "flow" else None,
-                                     learn_grid=run.learn_grid, objective=run.objective,
+                                     learn_grid=run.learn_grid, objective=run.objective, history=run.history,
                                      info={"problem": name, "problem_schedule": case.schedule,
                                            "calibration_seed": str(CALIBRATION_SEED),
                                            "calibration_samples": str(count)})
@@ -227,7 +231,7 @@ def run_learned(runs: Sequence[LearnRun] = RUNS, samples: int | None = None,
             plain, learnt = _evaluate(runner, learned, sigmas, row["options"])
             per_key[run.row] = {"label": row["label"], "sampler": row["sampler"], "schedule": row["schedule"],
                                 "options": row["options"], "nfe": learned.nfe, "calibration_samples": count,
-                                "objective": run.objective,
+                                "objective": run.objective, "history": run.history,
                                 "steps": case_steps, "lr": lr, "learn_grid": run.learn_grid, "start": run.start,
                                 "sigmas": list(learned.sigmas),
                                 "calibrated_rmse": plain[0], "calibrated_median": plain[1],
@@ -276,10 +280,11 @@ def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
     for path in sorted(plans.glob("*.safetensors")) if plans.is_dir() else []:
         learned = load_learned(path)
         problem_schedule = dict(learned.info).get("problem_schedule", learned.schedule)
-        group = (learned.sampler, learned.schedule, learned.options, problem_schedule, plan_objective(learned))
+        group = (learned.sampler, learned.schedule, learned.options, problem_schedule, plan_objective(learned),
+                 learned.history)
         groups.setdefault(group, []).append(learned)
     out = []
-    for (sampler, schedule, options, problem_schedule, objective), members in groups.items():
+    for (sampler, schedule, options, problem_schedule, objective, history), members in groups.items():
         by_case: dict[str, LearnedPlan] = {}
         for learned in members:
             case = dict(learned.info).get("problem", "")
@@ -288,6 +293,7 @@ def comparison_candidates(plans: Path = PLANS) -> list[Candidate]:
             by_case[case] = learned
         form = f", {'VE' if schedule == 've' else schedule} form" if problem_schedule != schedule else ""
         form += "" if objective == "rmse" else f", {objective} objective"
+        form += "" if history == 0 else f", history {history}"
         entry = SAMPLERS[sampler]
         changed = ", ".join(f"{k}={v}" for k, v in options if k in entry.defaults and entry.defaults[k] != v)
         out.append(Candidate(f"{entry.label}{f' ({changed})' if changed else ''} [learned plan{form}]", sampler,
@@ -341,6 +347,7 @@ def report(results: Mapping[str, Any]) -> str:
             objective = row.get("objective", "rmse")
             label = row["label"] + (", grid learned" if row.get("learn_grid") else "") + (
                 "" if objective == "rmse" else f", {objective} objective") + (
+                f", history {row['history']}" if row.get("history") else "") + (
                 f" (starting from the grid of {row['start']})" if row.get("start") else "")
             body.append([name, label, str(row["nfe"]),
                          f"{fitted} / {evaluated} / {row['steps']} ({row.get('lr', LEARN_RATE)})",
@@ -366,7 +373,10 @@ USAGE = [
     "the model; the best iterate is kept. The grid starts as the calibrated one; in the runs marked 'grid "
     "learned' (`learn_grid=True`) its interior sigmas move too (ends fixed): log sigma falls in intervals "
     "proportional to softmax(w), and the plan's dependence on w enters the gradient through a finite-difference "
-    "Jacobian of the plan builder (the plan itself is rebuilt exactly at every step). The objective is the RMS "
+    "Jacobian of the plan builder (the plan itself is rebuilt exactly at every step). In the runs marked 'history "
+    "K' (`history=K`) every committed stage also reads the D and the eps of the K newest model calls, their "
+    "coefficients learned from 0 with the same zero-sum rule (with eps = (x - D)/sigma this reaches the earlier "
+    "states too, as an Adams-Bashforth rule on eps in sigma such as ComfyUI's ipndm does). The objective is the RMS "
     "error over all noises (`objective=\"rmse\"`, held by the few worst trajectories) or, in the runs marked 'mean "
     "objective', the mean of the per-noise RMS errors (`objective=\"mean\"`, the typical sample).", "",
     "With 512 calibration noises (as for the calibrated grids) the corrections fit the few trajectories that "
@@ -377,6 +387,7 @@ USAGE = [
     "```python",
     "from samplers.learned import learn_plan, load_learned, save_learned",
     "learned = learn_plan(model, \"dpm_solver_pp_pc\", sigmas, noises, \"ve\", learn_grid=True)  # torch model",
+    "# also reading the 4 newest calls: learn_plan(..., history=4)",
     "save_learned(\"my_plan\", learned)                                                   # my_plan.safetensors",
     "learned = load_learned(\"my_plan.safetensors\", sampler=\"dpm_solver_pp_pc\")",
     "x0 = SAMPLERS[\"dpm_solver_pp_pc\"](model, x, learned.grid, learned_plan=learned)",
@@ -392,11 +403,30 @@ USAGE = [
 ]
 
 
+def merged_cases(kept: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str, Any]:
+    """The cases of an earlier result with `fresh` runs replacing or joining theirs, in the order of RUNS."""
+    out = {}
+    for name in dict.fromkeys(r.case for r in RUNS):
+        if name not in kept and name not in fresh:
+            continue
+        case = {**kept.get(name, {}), **fresh.get(name, {})}
+        candidates = {**kept.get(name, {}).get("candidates", {}), **fresh.get(name, {}).get("candidates", {})}
+        order = [r.row for r in RUNS if r.case == name]
+        case["candidates"] = dict(sorted(candidates.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
+                                         else len(order)))
+        out[name] = case
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m samplers.bench.learned", description=__doc__)
     cases = list(dict.fromkeys(r.case for r in RUNS))
     parser.add_argument("--problems", type=names_in(cases, "case"), default=None,
                         help=f"comma-separated case names (default: all of {', '.join(cases)})")
+    rows = list(dict.fromkeys(r.row for r in RUNS))
+    parser.add_argument("--runs", type=names_in(rows, "run"), default=None,
+                        help=f"comma-separated result keys of the runs to do (default: all of the cases'; one of "
+                             f"{', '.join(rows)})")
     parser.add_argument("--samples", type=positive_int, default=None,
                         help=f"calibration noises of every run (default: each run's own; demo networks: at most "
                              f"{NETWORK_LEARN_SAMPLES})")
@@ -404,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plans", type=Path, default=PLANS, help="folder to save the learned plans in")
     parser.add_argument("--out", type=Path, default=DOCS / "learned", help="output stem (.md and .json)")
     parser.add_argument("--update", action="store_true",
-                        help="keep the other cases of an existing OUT.json (run only --problems)")
+                        help="keep the other cases and runs of an existing OUT.json (run only --problems, --runs)")
     add_evaluation_arguments(parser)
     parser.add_argument("--evaluate-only", action="store_true",
                         help="learn nothing: measure the plans of OUT.json (saved in --plans) again, on the evaluation "
@@ -423,12 +453,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = {**fresh, "cases": {n: fresh["cases"].get(n, c) for n, c in results["cases"].items()}}
     else:
         args.plans.mkdir(parents=True, exist_ok=True)
-        results = run_learned([r for r in RUNS if wanted is None or r.case in wanted], args.samples, args.steps,
-                              args.plans, evaluation=evaluation)
+        chosen = [r for r in RUNS if (wanted is None or r.case in wanted) and (args.runs is None or r.row in args.runs)]
+        if not chosen:
+            parser.error("--problems and --runs leave no run to do")
+        results = run_learned(chosen, args.samples, args.steps, args.plans, evaluation=evaluation)
         if args.update and old.is_file():
-            kept = json.loads(old.read_text())["cases"]
-            results["cases"] = {name: results["cases"].get(name, kept.get(name)) for name in
-                                dict.fromkeys(r.case for r in RUNS) if name in results["cases"] or name in kept}
+            results["cases"] = merged_cases(json.loads(old.read_text())["cases"], results["cases"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old.write_text(json.dumps(results, indent=1) + "\n")
     text = report(results)
