@@ -15,6 +15,7 @@ from samplers.bench.cases import select_cases
 from samplers.bench.comparison import our_runs
 from samplers.bench.learned import RUNS, comparison_candidates, grid_rows, plan_file
 from samplers.bench.measure import CaseRunner
+from samplers.bench.networks import is_network
 from samplers.calibrate import reference_solution
 from samplers.learned import LearnedPlan, learn_plan, load_learned, plan_objective, save_learned
 from samplers.registry import SAMPLERS
@@ -288,7 +289,9 @@ def test_the_committed_plans_and_results_are_those_of_runs() -> None:
 def test_a_starting_grid_has_the_same_figures_in_the_learned_and_calibrated_results() -> None:
     """docs/learned.json measures each run's starting grid, docs/calibrated*.json and docs/flow_lownfe.json (the
     flow runs' 'sampler@form' grids) each calibrated grid, all on the comparison's evaluation noises: the same grid
-    on the same problem must give the same figures."""
+    on the same problem must give the same figures: exactly on the analytic problems, and on the demo networks
+    (float32, whose kernels differ between CPUs) to 1e-4 relative, as rows measured on different CPUs are (the demo
+    eps network's DPM-Solver 3M grid: 5e-6 between an AMD EPYC and an Intel Xeon)."""
     docs = Path(__file__).resolve().parents[1] / "docs"
     calibrated = {name: case for source in ("calibrated.json", "calibrated_networks.json")
                   for name, case in json.loads((docs / source).read_text())["cases"].items()}
@@ -307,7 +310,8 @@ def test_a_starting_grid_has_the_same_figures_in_the_learned_and_calibrated_resu
             counted, figures = calibrated[source]["evaluation_samples"], (grid["calibrated_rmse"],
                                                                           grid["calibrated_median"])
         assert row["sigmas"][0] == grid["sigmas"][0] and counted == case["evaluation_samples"], run
-        assert (row["calibrated_rmse"], row["calibrated_median"]) == pytest.approx(figures, rel=1e-12), run
+        tolerance = 1e-4 if is_network(run.case) else 1e-12
+        assert (row["calibrated_rmse"], row["calibrated_median"]) == pytest.approx(figures, rel=tolerance), run
 
 
 def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
