@@ -462,8 +462,15 @@ def load_learned(path: str | Path, sampler: str | None = None) -> LearnedPlan:
         tuple(sorted(json.loads(meta["options"]).items())), tuple(int(v) for v in tensors["terms"].tolist()),
         tuple(tensors["corrections"].tolist()), tuple(tensors["shifts"].tolist()),
         float(meta["objective_before"]), float(meta["objective_after"]),
-        tuple(sorted(json.loads(meta["info"]).items())), int(meta.get("history", "0")))
+        tuple(sorted(json.loads(meta["info"]).items())), _history(source, meta.get("history", "0")))
     if sum(learned.terms) != len(learned.corrections):
         raise LearnedPlanError(f"{str(source)!r}: {len(learned.corrections)} corrections for "
                                f"{sum(learned.terms)} terms")
     return learned
+
+
+def _history(source: Path, text: str) -> int:
+    """The `history` metadata of a learned-plan file: an integer >= 0 (files written before it existed have none: 0)."""
+    if not text.isdigit():
+        raise LearnedPlanError(f"{str(source)!r}: history must be an integer >= 0, got {text!r}")
+    return int(text)

@@ -329,3 +329,17 @@ def test_history_errors(wide: LearnedPlan) -> None:
                            wide.shifts, wide.objective_before, wide.objective_after, wide.info, 0)
     with pytest.raises(LearnedPlanError, match="does not match the sampler's plan"):
         SAMPLERS["dpm_solver_3m"].plan(GRID, learned_plan=narrowed)
+
+
+
+def test_a_file_with_a_bad_history_is_refused(wide: LearnedPlan, tmp_path: Path) -> None:
+    from samplers.learned import FORMAT, FORMAT_VERSION
+    from samplers.tensorfile import read_tensors, write_tensors
+
+    path = save_learned(tmp_path / "wide", wide)
+    tensors, meta = read_tensors(path, kind="learned plan", fmt=FORMAT, version=FORMAT_VERSION, required=(),
+                                 error=LearnedPlanError)
+    for bad in ("-1", "four", ""):
+        write_tensors(tmp_path / "bad", tensors, {**meta, "history": bad})
+        with pytest.raises(LearnedPlanError, match=f"history must be an integer >= 0, got '{bad}'"):
+            load_learned(tmp_path / "bad.safetensors")
