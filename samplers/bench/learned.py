@@ -122,13 +122,14 @@ RMSE rises (VE Karras 4.68e-3, the default plan learned on 4096 noises, -> 7.16e
 demo networks (256 noises; 128 held out) the median error falls 4.01e-3 -> 3.46e-3 with the eps network (RMSE
 6.34e-3 -> 8.26e-3) and 9.03e-4 -> 6.34e-4 with the flow network, whose RMSE falls too (1.74e-3 -> 1.41e-3). The VE
 cases without CFG learn on 16384 noises instead of 4096: held out on 4096, RMSE 4.68e-3 -> 4.20e-3 (Karras) and
-4.60e-3 -> 4.27e-3 (exponential), calibration objective 3.89e-3 and 3.59e-3 (11 min per run). The history-4 runs
-(every stage also reads the D and eps of the 4 newest calls) of the demo eps network: on 256 noises and 600 steps,
-mean objective, DPM-Solver 3M reached a held-out median error of 2.90e-3 (RMSE 5.31e-3), with history 6 2.89e-3
-(5.69e-3), DPM-Solver++ PC with history 4 2.99e-3 (8.94e-3), against 3.61e-3 (1.06e-2) for PC without history under
-the same settings; on 1024 noises 3M with history 4 reaches 2.62e-3 (RMSE 5.42e-3; 31 min). On ve_mixture/karras
-(4096 noises, 600 steps, RMSE objective) history 4 did not help: PC (consistent) 5.38e-3 -> 9.70e-3 held out (5.27e-3
-at rate 0.005), 3M (consistent) 6.73e-3 -> 6.20e-3, both short of PC without history."""
+4.60e-3 -> 4.27e-3 (exponential), calibration objective 3.89e-3 and 3.59e-3 (11 min per run). The history-4 runs (every
+stage also reads the D and eps of the 4 newest calls) of the demo eps network: on 256 noises and 600 steps, mean
+objective, DPM-Solver 3M reached a held-out median error of 2.90e-3 (RMSE 5.31e-3; with the RMSE objective 3.91e-3 and
+5.30e-3, so the mean plan is the one kept), with history 6 2.89e-3 (5.69e-3), DPM-Solver++ PC with history 4 2.99e-3
+(8.94e-3), against 3.61e-3 (1.06e-2) for PC without history under the same settings; on 1024 noises 3M with history 4
+reaches 2.62e-3 (RMSE 5.42e-3; 31 min). On ve_mixture/karras (4096 noises, 600 steps, RMSE objective) history 4 did not
+help: PC (consistent) 5.38e-3 -> 9.70e-3 held out (5.27e-3 at rate 0.005), 3M (consistent) 6.73e-3 -> 6.20e-3, both
+short of PC without history."""
 
 
 def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
