@@ -384,7 +384,7 @@ USAGE = [
     "proportional to softmax(w), and the plan's dependence on w enters the gradient through a finite-difference "
     "Jacobian of the plan builder (the plan itself is rebuilt exactly at every step). In the runs marked 'history "
     "K' (`history=K`) every committed stage also reads the D and the eps of the K newest model calls, their "
-    "coefficients learned from 0 with the same zero-sum rule (with eps = (x - D)/sigma this reaches the earlier "
+    "coefficients learned from 0 with the same zero-sum rule (with eps = (x - alpha D)/sigma this reaches the earlier "
     "states too, as an Adams-Bashforth rule on eps in sigma such as ComfyUI's ipndm does). The objective is the RMS "
     "error over all noises (`objective=\"rmse\"`, held by the few worst trajectories) or, in the runs marked 'mean "
     "objective', the mean of the per-noise RMS errors (`objective=\"mean\"`, the typical sample).", "",
