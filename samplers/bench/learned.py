@@ -127,9 +127,9 @@ stage also reads the D and eps of the 4 newest calls) of the demo eps network: o
 objective, DPM-Solver 3M reached a held-out median error of 2.90e-3 (RMSE 5.31e-3; with the RMSE objective 3.91e-3 and
 5.30e-3, so the mean plan is the one kept), with history 6 2.89e-3 (5.69e-3), DPM-Solver++ PC with history 4 2.99e-3
 (8.94e-3), against 3.61e-3 (1.06e-2) for PC without history under the same settings; on 1024 noises 3M with history 4
-reaches 2.62e-3 (RMSE 5.42e-3; 31 min). On ve_mixture/karras (4096 noises, 600 steps, RMSE objective) history 4 did not
-help: PC (consistent) 5.38e-3 -> 9.70e-3 held out (5.27e-3 at rate 0.005), 3M (consistent) 6.73e-3 -> 6.20e-3, both
-short of PC without history."""
+reaches 2.62e-3 (RMSE 5.42e-3; 31 min), and on 256 noises with 1800 steps 2.40e-3 (RMSE 5.32e-3), not yet run here. On
+ve_mixture/karras (4096 noises, 600 steps, RMSE objective) history 4 did not help: PC (consistent) 5.38e-3 -> 9.70e-3
+held out (5.27e-3 at rate 0.005), 3M (consistent) 6.73e-3 -> 6.20e-3, both short of PC without history."""
 
 
 def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
