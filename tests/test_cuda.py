@@ -92,12 +92,14 @@ def test_our_syncs_per_run_do_not_grow_with_the_steps(name: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
-def test_learn_plan_on_cuda_learns_what_it_learns_on_the_cpu() -> None:
+@pytest.mark.parametrize("history", [0, 4])
+def test_learn_plan_on_cuda_learns_what_it_learns_on_the_cpu(history: int) -> None:
     """The plan's recursion runs where the noises are (the model gets its sigmas there too); the coefficients,
-    shifts and grid stay float64 on the host, so the two devices give the same plan up to reduction order."""
+    shifts and grid stay float64 on the host, so the two devices give the same plan up to reduction order (with
+    the stages widened to the 4 newest calls too)."""
     x = start(n=16, seed=3)
     learned = {device: learn_plan(gaussian_model(), "dpm_solver_pp_3m", SIGMAS, x.to(device), "ve", steps=12,
-                                  learn_grid=True) for device in ("cpu", "cuda")}
+                                  learn_grid=True, history=history) for device in ("cpu", "cuda")}
     cpu, cuda = learned["cpu"], learned["cuda"]
     assert cpu.objective_after < 0.9 * cpu.objective_before
     assert cuda.objective_before == pytest.approx(cpu.objective_before, rel=1e-9)
