@@ -94,9 +94,8 @@ RUNS = (
     LearnRun("digits_eps/karras", "dpm_solver_pp_pc", 1800, 0.02, True, objective="mean"),
     LearnRun("digits_eps/exponential", "dpm_solver_pp_pc", 1800, 0.02, True, "digits_eps/karras", objective="mean"),
     LearnRun("digits_flow/simple", "dpm_solver_pp_pc@ve", 600, 0.02, True, objective="mean"),
-    LearnRun("digits_eps/karras", "dpm_solver_3m", 1800, 0.02, True, objective="mean", history=4),
-    LearnRun("digits_eps/exponential", "dpm_solver_3m", 1800, 0.02, True, "digits_eps/karras", objective="mean",
-             history=4),
+    LearnRun("digits_eps/karras", "dpm_solver_3m", 2400, 0.02, True, samples=512, objective="mean", history=4),
+    LearnRun("digits_eps/exponential", "dpm_solver_3m", 2400, 0.02, True, "digits_eps/karras", 512, "mean", 4),
 )
 """Per case the calibrated sampler whose learned plan was most accurate at 10 calls, with the grid learned too (held-out
 figures here on the 128 evaluation noises, networks 32, used when each was tried): against
@@ -128,10 +127,11 @@ stage also reads the D and eps of the 4 newest calls) of the demo eps network: o
 objective, DPM-Solver 3M reached a held-out median error of 2.90e-3 (RMSE 5.31e-3; with the RMSE objective 3.91e-3 and
 5.30e-3, so the mean plan is the one kept), with history 6 2.89e-3 (5.69e-3), DPM-Solver++ PC with history 4 2.99e-3
 (8.94e-3), against 3.61e-3 (1.06e-2) for PC without history under the same settings; on 1024 noises with 600 steps 3M
-with history 4 reaches 2.62e-3 (RMSE 5.42e-3; 31 min), and on 256 noises with 1800 steps 2.38e-3 (RMSE 5.33e-3; 22 min),
-the run kept here. On ve_mixture/karras (4096 noises, 600 steps, RMSE objective) history 4 did not help: PC
-(consistent) 5.38e-3 -> 9.70e-3 held out (5.27e-3 at rate 0.005), 3M (consistent) 6.73e-3 -> 6.20e-3, both short of PC
-without history."""
+with history 4 reaches 2.62e-3 (RMSE 5.42e-3; 31 min), on 256 noises with 1800 steps 2.38e-3 (RMSE 5.33e-3;
+22 min), and on 512 noises with 2400 steps 2.27e-3 (RMSE 4.76e-3; calibration objective 3.03e-3 against 3.05e-3 on 256
+noises; 55 min), the run kept here. On ve_mixture/karras (4096 noises, 600 steps, RMSE objective) history 4 did not
+help: PC (consistent) 5.38e-3 -> 9.70e-3 held out (5.27e-3 at rate 0.005), 3M (consistent) 6.73e-3 -> 6.20e-3, both
+short of PC without history."""
 
 
 def grid_rows(name: str, docs: Path = DOCS) -> dict[str, dict[str, Any]]:
