@@ -131,7 +131,7 @@ KNOWN: dict[str, WidgetSpec] = {
         "BOOLEAN",
         "Dynamic thresholding of each data prediction (for pixel-space models; leave off for latent models)."),
     "threshold_quantile": _float(
-        "Dynamic thresholding: the quantile p of |x0| per sample that sets the threshold.", 0.0, 1.0, 0.001),
+        "Dynamic thresholding: the quantile p of |x0| per sample that sets the threshold.", 0.001, 1.0, 0.001),
     "threshold_max": _float(
         "Dynamic thresholding: the largest threshold s (s is at least 1).", 1.0, 1000.0, 0.1),
     # Options of the stochastic, adaptive and predictor-corrector samplers.

@@ -91,6 +91,21 @@ def _theta(value: Any) -> float:
     return value
 
 
+def _quantile(value: Any) -> float:
+    value = _number(value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"must be in (0, 1] (the quantile of |x0| that sets the threshold), got {value}")
+    return value
+
+
+def _threshold_bound(value: Any) -> float:
+    value = _number(value)
+    if not value >= 1.0:
+        raise ValueError(f"must be >= 1 (the threshold s is at least 1, so a lower bound would clip every x0), "
+                         f"got {value}")
+    return value
+
+
 def as_integer(value: Any) -> int:
     """`value` as an int: Python, numpy and 0-d torch integers (hosts' seeds come in all of these); TypeError for
     anything else, bools included."""
@@ -152,8 +167,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            ("reference", "consistent")),
     Option("thresholding", False, _flag, "dynamic thresholding of the data prediction (pixel-space models)",
            (False, True)),
-    Option("threshold_quantile", 0.995, _number, "quantile p of |x0| per sample for dynamic thresholding"),
-    Option("threshold_max", 1.0, _number, "upper bound of the dynamic threshold s (s is at least 1)"),
+    Option("threshold_quantile", 0.995, _quantile, "quantile p of |x0| per sample for dynamic thresholding"),
+    Option("threshold_max", 1.0, _threshold_bound, "upper bound of the dynamic threshold s (s is at least 1)"),
     Option("eta", 1.0, _non_negative,
            "SDE/ancestral samplers: rate of noise renewal per unit of half-log-SNR; a step of length h keeps the "
            "fraction e^(-eta h) of the current noise and adds fresh noise of std sigma_t sqrt(1 - e^(-2 eta h)); "

@@ -87,8 +87,6 @@ class SamplerEntry:
             from .learned import check_learned
 
             check_learned(learned, self.name, self.spec.structure, self.stochastic, opts)
-        if opts["thresholding"]:
-            DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
         schedule = opts["schedule"]
         grid = read_grid(sigmas, schedule)
         if len(grid) <= 1:
@@ -171,8 +169,6 @@ class AdaptiveEntry(SamplerEntry):
 
     def _grid(self, sigmas: torch.Tensor, options: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
         opts = parse_options(self.name, self.defaults, options)
-        if opts["thresholding"]:
-            DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
         return read_grid(sigmas, opts["schedule"]), opts
 
 

@@ -373,7 +373,4 @@ def sds_refine(model: Model, x0: torch.Tensor, sigmas: Sequence[float] | torch.T
 def parse_sds_options(name: str, defaults: Any, options: dict[str, Any]) -> dict[str, Any]:
     """The sampler's options, validated one by one. Mode csd is accepted without guidance_parts here (hosts fill
     that option from their CFG hook when sampling starts); `sample_sds` reports it missing before any model call."""
-    opts = parse_options(name, defaults, options)
-    if opts["thresholding"]:
-        DynamicThreshold(opts["threshold_quantile"], opts["threshold_max"])
-    return opts
+    return parse_options(name, defaults, options)

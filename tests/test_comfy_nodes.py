@@ -13,6 +13,7 @@ import torch
 from test_comfy_support import FakeDenoiser, fake_comfy_package, make_model_sampling
 
 from samplers import SAMPLERS, grids
+from samplers.options import OPTIONS
 
 PACKAGE = "dpm_solver_samplers_nodes_test"
 
@@ -147,6 +148,25 @@ def test_widget_values_map_to_options(env: tuple[dict, Any]) -> None:
     assert check("x", "third_order", "consistent") == "consistent"
     with pytest.raises(ValueError, match="input 'schedule' is not an option"):
         check("x", "schedule", "ve")
+
+
+def test_every_numeric_widget_range_is_accepted_by_the_core(env: tuple[dict, Any]) -> None:
+    """The ends of a number widget's range are values the core accepts: a widget never offers an impossible
+    option (threshold_quantile once went down to 0 while the core needs a quantile in (0, 1])."""
+    _, package = env
+    widgets = package.nodes.widgets
+    checked = []
+    for name in OPTIONS:
+        spec = widgets.widget_for(name)
+        if spec is None or spec.kind not in ("INT", "FLOAT"):
+            continue
+        for end in (spec.minimum, spec.maximum):
+            if end is not None:
+                widgets.check_option("x", name, end)
+                checked.append(name)
+    assert "threshold_quantile" in checked and "threshold_max" in checked
+    with pytest.raises(widgets.InputError, match=r"input 'threshold_quantile' must be at least 0.001, got 0.0"):
+        widgets.check_option("x", "threshold_quantile", 0.0)
 
 
 class _FakeEntry:

@@ -434,6 +434,11 @@ def test_dpm_solver_fast_order_schedule() -> None:
         ("dpm_solver_pp_2m", {"lower_order_final": "yes"}, ValueError, "lower_order_final"),
         ("dpm_solver_pp_2m", {"thresholding": True, "threshold_quantile": 0.0}, ValueError, "threshold_quantile"),
         ("dpm_solver_pp_2m", {"thresholding": True, "threshold_max": 0.5}, ValueError, "threshold_max"),
+        # checked with thresholding off too: a value that could never run is an error wherever it is set
+        ("dpm_solver_pp_2m", {"threshold_quantile": 1.5}, ValueError, "dpm_solver_pp_2m: option threshold_quantile"),
+        ("dpm_solver_pp_adaptive", {"threshold_max": 0.5}, ValueError, "option threshold_max must be >= 1"),
+        ("dpm_solver_sds", {"threshold_quantile": float("nan")}, ValueError, "option threshold_quantile"),
+        ("dpm_solver_pp_sde", {"threshold_max": "2"}, ValueError, "threshold_max must be a number"),
     ],
 )
 def test_impossible_options_name_the_option(name: str, options: dict, error: type, message: str) -> None:
