@@ -10,13 +10,15 @@
   `ModelSamplingDiscreteFlow` (`modules/models/sd3/sd3_impls.py`).
 - Anything else: a sigma table topping out at 1 (flow) rather than ~14.6 or more (VE/VP models).
 
-Only attributes are read; no WebUI module is imported.
+Only attributes are read; no WebUI module is imported (the core's sigmas module gives the tolerance above 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any, Literal
+
+from .core import load_submodule
 
 Family = Literal["ve", "flow"]
 
@@ -77,6 +79,10 @@ def _sigma_table_max(denoiser: Any) -> float | None:
         return None
 
 
+def _top_slack() -> float:
+    return load_submodule("sigmas").TOP_SLACK
+
+
 def model_family(denoiser: Any) -> Family:
     """'flow' or 've' for a WebUI k-diffusion denoiser (`model_wrap`), defaulting to 've'."""
     for candidate in _candidates(denoiser):
@@ -84,7 +90,7 @@ def model_family(denoiser: Any) -> Family:
         if verdict is not None:
             return "flow" if verdict else "ve"
     top = _sigma_table_max(denoiser)
-    if top is not None and 0.0 < top <= 1.0 + 1e-6:
+    if top is not None and 0.0 < top <= 1.0 + _top_slack():
         return "flow"
     return "ve"
 
@@ -92,8 +98,9 @@ def model_family(denoiser: Any) -> Family:
 def sampler_family(cfg_denoiser: Any, first_sigma: float) -> Family:
     """The family to sample in, from the CFG denoiser the WebUI hands the sampler function.
 
-    A grid starting above 1 cannot be a flow grid, whatever the model says: 've' then.
+    A grid starting above 1 cannot be a flow grid, whatever the model says: 've' then; a rounding error above 1
+    (the core's TOP_SLACK, which reads such a sigma as 1) is still a flow grid.
     """
-    if first_sigma > 1.0:
+    if first_sigma > 1.0 + _top_slack():
         return "ve"
     return model_family(getattr(cfg_denoiser, "inner_model", cfg_denoiser))

@@ -15,17 +15,13 @@ from typing import Any
 import torch
 
 from ..samplers import SamplerEntry, resolve_schedule
-from .family import FLOW, family_of_denoiser
+from .family import family_of_denoiser
 from .sds_guidance import with_guidance_hook
 
 log = logging.getLogger(__name__)
 
 MARK = "__dpm_solver_samplers__"
 """Attribute naming the registry entry on every function made here (tells ours from other packs')."""
-
-FLOW_SIGMA_SLACK = 1e-5
-"""Flow grids may top out a rounding error above sigma = 1 (float32 schedulers); such values are set to 1."""
-
 
 def progress_callback(callback: Callable[[dict[str, Any]], Any] | None, sigmas: list[float], schedule: Any
                       ) -> Callable[[dict[str, Any]], Any] | None:
@@ -83,14 +79,6 @@ def progress_callback(callback: Callable[[dict[str, Any]], Any] | None, sigmas: 
     return adapted
 
 
-def _snap_flow_top(sigmas: torch.Tensor) -> torch.Tensor:
-    """Values in (1, 1 + slack] become 1 (no host sync; a genuinely wrong grid is left for the core to report)."""
-    if not isinstance(sigmas, torch.Tensor) or not sigmas.is_floating_point():
-        return sigmas
-    near = (sigmas > 1.0) & (sigmas <= 1.0 + FLOW_SIGMA_SLACK)
-    return torch.where(near, torch.ones_like(sigmas), sigmas)
-
-
 def _host_grid(sigmas: Any) -> list[float]:
     """The grid as floats for the progress mapping (one small transfer; the core reads the grid the same way)."""
     if isinstance(sigmas, torch.Tensor):
@@ -119,8 +107,6 @@ def make_sampler_function(entry: SamplerEntry) -> Callable[..., torch.Tensor]:
             options["schedule"] = family_of_denoiser(model)
         if "seed" in entry.defaults and options.get("seed") is None and extra_args.get("seed") is not None:
             options["seed"] = extra_args["seed"]
-        if options["schedule"] == FLOW:
-            sigmas = _snap_flow_top(sigmas)
         if ("guidance_parts" in entry.defaults and options.get("guidance_parts") is None
                 and options.get("sds_mode", entry.defaults.get("sds_mode")) == "csd"):
             extra_args, recorder = with_guidance_hook(extra_args, model)

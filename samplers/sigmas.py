@@ -20,12 +20,17 @@ NO_SIGNAL_LAMBDA = math.log(1e-6)
 multiplies the model's error by alpha_t/alpha_s, about 1e7, where the step from alpha = 0 itself is exact."""
 
 
+TOP_SLACK = 1e-5
+"""A sigma at most this fraction above the schedule's largest sigma is read as that sigma: float32 schedulers put the
+top of a flow grid a rounding error above 1 (1 + 1.2e-7)."""
+
+
 def read_sigmas(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule) -> list[float]:
     """The grid as float64 Python floats (one `tolist()`), after checking it is a valid descending grid.
 
     Raises TypeError for something that is not a tensor or a sequence of numbers, ValueError naming the offending
     entry for a non-1-D grid, a non-real value, NaN/inf, negative or increasing values, or values outside the
-    schedule's range (flow: sigma <= 1).
+    schedule's range (flow: sigma <= 1); a value within TOP_SLACK above the range's top is read as the top.
     """
     if isinstance(sigmas, torch.Tensor):
         if sigmas.dim() != 1:
@@ -41,12 +46,15 @@ def read_sigmas(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule)
             values.append(float(item))
         except (TypeError, ValueError):
             raise ValueError(f"sigmas must be real numbers, but sigmas[{i}] = {item!r}") from None
+    top = schedule.sigma_max
     for i, value in enumerate(values):
         if not math.isfinite(value):
             raise ValueError(f"sigmas must be finite, but sigmas[{i}] = {value}")
         if value < 0.0:
             raise ValueError(f"sigmas must be non-negative, but sigmas[{i}] = {value}")
-        if value > schedule.sigma_max:
+        if top < value <= top * (1.0 + TOP_SLACK):
+            values[i] = value = top
+        if value > top:
             raise ValueError(
                 f"sigmas[{i}] = {value} exceeds the largest sigma {schedule.sigma_max} of the "
                 f"'{schedule.name}' schedule (is the model family right?)"

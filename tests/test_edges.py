@@ -308,6 +308,27 @@ def test_flow_grid_a_rounding_below_sigma_one_is_read_as_sigma_one(name: str) ->
     assert model.sigmas[0] == 1.0 - 1e-5
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_flow_grid_a_rounding_above_sigma_one_is_read_as_sigma_one(name: str) -> None:
+    """float32 schedulers put a flow grid's top at 1 + 1.2e-7 (the ComfyUI nodes once snapped it themselves, the
+    WebUI did not): up to 1e-5 above the top the grid reads as starting at sigma = 1, further up it is refused."""
+    x = start(sigma=1.0, dtype=torch.float32)
+    grid = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.3, 0.1, 0.0], dtype=torch.float64)
+    options = {"seed": 3} if SAMPLERS[name].stochastic else {}
+    want = SAMPLERS[name](gaussian_model("flow"), x, grid, schedule="flow", disable=True, **options)
+    for above in (1.0 + 2.0**-23, 1.0 + 1e-5):
+        model = gaussian_model("flow")
+        got = SAMPLERS[name](model, x, torch.cat([grid.new_tensor([above]), grid[1:]]), schedule="flow",
+                             disable=True, **options)
+        assert model.sigmas[0] == 1.0
+        assert torch.equal(got, want)
+    model = gaussian_model("flow")
+    with pytest.raises(ValueError, match=r"sigmas\[0\] = 1.0001 exceeds the largest sigma 1.0 of the 'flow'"):
+        SAMPLERS[name](model, x, torch.cat([grid.new_tensor([1.0001]), grid[1:]]), schedule="flow", disable=True,
+                       **options)
+    assert model.calls == 0
+
+
 def test_only_an_alpha_zero_end_absorbs_sigmas_near_it() -> None:
     """A custom schedule whose largest sigma still has alpha > 0 keeps its sigmas (1e8 would have replaced 2e6)."""
     class CappedVE(VarianceExploding):

@@ -99,6 +99,8 @@ def test_model_family_per_fork(denoiser: object, family: str) -> None:
 def test_sampler_family_trusts_a_grid_above_one() -> None:
     cfg = SimpleNamespace(inner_model=forge_linker("const"))
     assert sampler_family(cfg, 1.0) == "flow"
+    assert sampler_family(cfg, 1.0 + 2.0**-23) == "flow"  # a float32 flow scheduler's 1 (it was sampled as VE)
+    assert sampler_family(cfg, 1.001) == "ve"
     assert sampler_family(cfg, 14.6) == "ve"
 
 
