@@ -84,18 +84,16 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
     return check
 
 
-def _theta(value: Any) -> float:
-    value = _number(value)
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"must be in (0, 1] (safety factor of the step-size update), got {value}")
-    return value
+def _in_unit_interval(meaning: str) -> Callable[[Any], float]:
+    """A check for a number in (0, 1]; `meaning` says what the number is in the error."""
 
+    def check(value: Any) -> float:
+        value = _number(value)
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"must be in (0, 1] ({meaning}), got {value}")
+        return value
 
-def _quantile(value: Any) -> float:
-    value = _number(value)
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"must be in (0, 1] (the quantile of |x0| that sets the threshold), got {value}")
-    return value
+    return check
 
 
 def _threshold_bound(value: Any) -> float:
@@ -167,7 +165,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            ("reference", "consistent")),
     Option("thresholding", False, _flag, "dynamic thresholding of the data prediction (pixel-space models)",
            (False, True)),
-    Option("threshold_quantile", 0.995, _quantile, "quantile p of |x0| per sample for dynamic thresholding"),
+    Option("threshold_quantile", 0.995, _in_unit_interval("the quantile of |x0| that sets the threshold"),
+           "quantile p of |x0| per sample for dynamic thresholding"),
     Option("threshold_max", 1.0, _threshold_bound, "upper bound of the dynamic threshold s (s is at least 1)"),
     Option("eta", 1.0, _non_negative,
            "SDE/ancestral samplers: rate of noise renewal per unit of half-log-SNR; a step of length h keeps the "
@@ -190,7 +189,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("rtol", 0.05, _positive, "adaptive: relative error tolerance per step"),
     Option("atol", 0.0078, _positive, "adaptive: absolute error tolerance per step (data units)"),
     Option("h_init", 0.05, _positive, "adaptive: first step length in half-log-SNR"),
-    Option("theta", 0.9, _theta, "adaptive: safety factor of the step-size update"),
+    Option("theta", 0.9, _in_unit_interval("safety factor of the step-size update"),
+           "adaptive: safety factor of the step-size update"),
     Option("controller", "standard", _choice("standard", "pid"),
            "adaptive: step-size rule: 'standard' (DPM-Solver paper: h <- theta h E^(-1/k)) or 'pid' "
            "(PID filter of the last three errors)", ("standard", "pid")),

@@ -56,7 +56,7 @@ def read_sigmas(sigmas: torch.Tensor | Sequence[float], schedule: NoiseSchedule)
             values[i] = value = top
         if value > top:
             raise ValueError(
-                f"sigmas[{i}] = {value} exceeds the largest sigma {schedule.sigma_max} of the "
+                f"sigmas[{i}] = {value} exceeds the largest sigma {top} of the "
                 f"'{schedule.name}' schedule (is the model family right?)"
             )
         if i and value > values[i - 1]:
