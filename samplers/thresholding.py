@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .options import parse_options
+
 TORCH_QUANTILE_MAX = 1 << 24
 """Longest row torch.quantile accepts."""
 
@@ -35,10 +37,9 @@ class DynamicThreshold:
     max_value: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.quantile <= 1.0:
-            raise ValueError(f"threshold_quantile must be in (0, 1], got {self.quantile}")
-        if not self.max_value >= 1.0:
-            raise ValueError(f"threshold_max must be >= 1, got {self.max_value}")
+        """The samplers' own checks of the two options (samplers/options.py), for direct users of the class."""
+        parse_options("DynamicThreshold", ("threshold_quantile", "threshold_max"),
+                      {"threshold_quantile": self.quantile, "threshold_max": self.max_value})
 
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         flat = x0.reshape(x0.shape[0], -1).abs()

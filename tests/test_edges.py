@@ -544,6 +544,18 @@ def test_threshold_quantile_has_no_size_limit() -> None:
     assert float(out.max()) == 1.0 and float(out[0, 1, 0, 0]) == 0.125  # s = 4: x0 / 4
 
 
+@pytest.mark.parametrize(("quantile", "max_value", "message"), [
+    (0.0, 1.0, "option threshold_quantile must be in \\(0, 1\\]"), (1.5, 1.0, "threshold_quantile must be in"),
+    (0.5, 0.9, "option threshold_max must be >= 1"), (float("nan"), 1.0, "threshold_quantile"),
+    ("0.9", 1.0, "threshold_quantile must be a number")])
+def test_dynamic_threshold_built_directly_checks_its_values_as_the_samplers_do(
+        quantile: object, max_value: object, message: str) -> None:
+    """The class is checked by the samplers' option rules, so a direct user gets the same error (naming the option)."""
+    with pytest.raises(ValueError, match=message):
+        DynamicThreshold(quantile, max_value)  # type: ignore[arg-type]
+    assert DynamicThreshold(1.0, 1.0).quantile == 1.0
+
+
 class ScaledVP:
     """VP in its own scaling: alpha = sqrt(1 - sigma^2), a family given as an object."""
 
