@@ -80,6 +80,7 @@ def _sigma_table_max(denoiser: Any) -> float | None:
 
 
 def _top_slack() -> float:
+    """The core's TOP_SLACK: a sigma at most 1 + this is still read as a flow grid's top of 1."""
     return load_submodule("sigmas").TOP_SLACK
 
 
