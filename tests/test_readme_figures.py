@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from samplers import SAMPLERS
+from samplers.bench.learned import RUNS, plan_file
 from samplers.bench.report import fmt_ratio
+from samplers.learned import load_learned, plan_objective
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -240,3 +242,39 @@ def _ksampler_sentence() -> str:
 
 def test_the_ksampler_sentence_is_the_documents() -> None:
     assert _ksampler_sentence() in re.sub(r"\s+", " ", _readme())
+
+
+PLAN_NOISES = (
+    "ve_mixture_cfg7.5",
+    ((("VE without CFG", "ve_mixture", "rmse"), ("its mean-objective plans", "ve_mixture", "mean")),
+     (("flow mixture", "flow_mixture", None),),
+     (("demo eps network", "digits_eps", "rmse"), ("its mean-objective plans", "digits_eps", "mean"),
+      ("its history-4 plans", "digits_eps", "history")),
+     (("demo flow network", "digits_flow", None),)),
+)
+"""The README's sentence on how many noises each committed plan was fitted on: (the problem whose count comes first,
+then groups of (words, problem, kind of plan: 'rmse', 'mean', 'history' or None for every kind))."""
+
+
+def test_the_plans_noise_counts_are_the_plan_files() -> None:
+    """Every committed plan's calibration noise count (its file's metadata) is the one the README states for its
+    problem and kind, and the README's sentence lists them in PLAN_NOISES's words."""
+    counts: dict[tuple[str, str], set[int]] = {}
+    for run in RUNS:
+        learned = load_learned(DOCS / "learned_plans" / f"{plan_file(run.case, run.row)}.safetensors")
+        kind = "history" if learned.history else plan_objective(learned)
+        problem = run.case.split("/")[0]
+        counts.setdefault((problem, kind), set()).add(int(dict(learned.info)["calibration_samples"]))
+
+    def count(problem: str, kind: str | None) -> int:
+        found = set().union(*(c for (p, k), c in counts.items() if p == problem and kind in (None, k)))
+        assert len(found) == 1, (problem, kind, found)
+        return found.pop()
+
+    first, groups = PLAN_NOISES
+    stated = {first} | {problem for group in groups for _, problem, _ in group}
+    assert {problem for problem, _ in counts} == stated
+    clauses = "; ".join(", ".join(f"{words} {count(problem, kind)}" for words, problem, kind in group)
+                        for group in groups)
+    sentence = f"learned plans fitted on {count(first, None)} noises of that seed ({clauses})"
+    assert sentence in re.sub(r"\s+", " ", _readme())
