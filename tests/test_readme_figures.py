@@ -278,3 +278,17 @@ def test_the_plans_noise_counts_are_the_plan_files() -> None:
                         for group in groups)
     sentence = f"learned plans fitted on {count(first, None)} noises of that seed ({clauses})"
     assert sentence in re.sub(r"\s+", " ", _readme())
+
+
+def test_the_status_figures_are_the_documents() -> None:
+    """Every ratio of the README's low-NFE status (at its top) is a ratio or an interval end of the comparison
+    documents' summaries, and it names one per case and statistic of TABLE_ROWS at least."""
+    text = re.sub(r"\s+", " ", _readme())
+    status = text[text.index("**Low NFE, under way**"):text.index("## See it work")]
+    stated = re.findall(r"\d+\.\d+", status.replace("CFG 7.5", "CFG"))
+    known = set()
+    for document, case in TABLE_ROWS.values():
+        summary = _summary(DOCS / document, case)
+        for entry in (summary["rmse"], summary["median_err"]):
+            known |= {fmt_ratio(entry["ratio"]), *(fmt_ratio(end) for end in entry["interval"])}
+    assert len(stated) >= 14 and set(stated) <= known, set(stated) - known
