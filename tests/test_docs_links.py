@@ -4,6 +4,7 @@ in a Markdown file, to a heading of that file (GitHub's anchor rule), so moving 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ def anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(page: Path) -> set[str]:
+@cache
+def anchors(page: Path) -> frozenset[str]:
     """The anchors of a Markdown file's headings; a repeated one gets '-1', '-2', ... as on GitHub."""
     seen: dict[str, int] = {}
     found = set()
@@ -41,7 +43,7 @@ def anchors(page: Path) -> set[str]:
             n = seen.get(base, 0)
             seen[base] = n + 1
             found.add(base if n == 0 else f"{base}-{n}")
-    return found
+    return frozenset(found)
 
 
 def test_the_anchor_rule() -> None:

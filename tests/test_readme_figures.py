@@ -74,6 +74,12 @@ def _summary(document: Path, case: str) -> dict[str, Any]:
     return json.loads(document.read_text())["comparison"]["cases"][case]["summary"]
 
 
+def _row_summary(label: str) -> dict[str, Any]:
+    """The summary of the case that the README's table row `label` reports."""
+    document, case = TABLE_ROWS[label]
+    return _summary(DOCS / document, case)
+
+
 def _verdict(entry: dict[str, Any], bold: bool = True, suffix: str = "") -> str:
     """'ratio (low–high)' (suffix after the ratio, e.g. '×'), the ratio in bold where the goal is met."""
     ratio = fmt_ratio(entry["ratio"]) + suffix
@@ -92,8 +98,7 @@ def _readme() -> str:
 
 @pytest.mark.parametrize("label", sorted(TABLE_ROWS))
 def test_the_table_row_is_the_documents_verdict(label: str) -> None:
-    document, case = TABLE_ROWS[label]
-    summary = _summary(DOCS / document, case)
+    summary = _row_summary(label)
     rows = [line for line in _readme().splitlines() if line.startswith(f"| {label} |")]
     assert len(rows) == 1, f"README: {len(rows)} table rows for {label!r}"
     last = rows[0].rstrip(" |").rsplit("|", 1)[1].strip()
@@ -284,8 +289,7 @@ def _status_sentence() -> str:
     """The README's low-NFE status (at its top), from the comparison documents: the benchmark problems' median
     ratios as a range, every other figure per case; intervals where the sentence names them."""
     def summary(label: str, statistic: str) -> dict[str, Any]:
-        document, case = TABLE_ROWS[label]
-        return _summary(DOCS / document, case)[statistic]
+        return _row_summary(label)[statistic]
 
     def ratio(label: str, statistic: str) -> str:
         return f"{fmt_ratio(summary(label, statistic)['ratio'])}×"
@@ -300,7 +304,7 @@ def _status_sentence() -> str:
             f"{fmt_ratio(medians[-1])}×, with plans fitted to the typical sample) and the demo flow network "
             f"({ratio('demo digits_flow, σ 1 → 0.136', 'median_err')}), not on the demo eps network "
             f"({ratio('demo digits_eps, Karras', 'median_err')} and "
-            f"{ratio('demo digits_eps, exponential', 'median_err')}); by RMSE on the VE problems with CFG 7.5 "
+            f"{ratio('demo digits_eps, exponential', 'median_err')}); - by RMSE on the VE problems with CFG 7.5 "
             f"({' and '.join(ratio(label, 'rmse') for label in cfg)}, intervals reaching {fmt_ratio(reach)}), the "
             f"demo flow network ({ratio('demo digits_flow, σ 1 → 0.136', 'rmse')}) and the demo eps network's "
             f"exponential grid ({ratio('demo digits_eps, exponential', 'rmse')}, interval "
@@ -313,9 +317,9 @@ def _status_sentence() -> str:
 def test_the_status_figures_are_the_documents() -> None:
     """The verdicts of the README's status are those the comparison documents give: met where it says 'by', not
     met where it says 'not on'."""
-    assert _status_sentence() in re.sub(r"\s+", " ", _readme()).replace("; - by RMSE", "; by RMSE")
-    met = {label: (summary["rmse"]["met"], summary["median_err"]["met"]) for label, summary in
-           ((label, _summary(DOCS / document, case)) for label, (document, case) in TABLE_ROWS.items())}
+    assert _status_sentence() in re.sub(r"\s+", " ", _readme())
+    summaries = {label: _row_summary(label) for label in TABLE_ROWS}
+    met = {label: (s["rmse"]["met"], s["median_err"]["met"]) for label, s in summaries.items()}
     assert [label for label, (_, median) in met.items() if not median] == [
         "demo digits_eps, Karras", "demo digits_eps, exponential"]
     assert [label for label, (rmse, _) in met.items() if rmse] == [
