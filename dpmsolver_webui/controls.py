@@ -75,7 +75,14 @@ class Control:
             return True
         if self.kind == "choice":
             return str(value) == DEFAULT_CHOICE
-        return math.isclose(float(value), self.unset_value, rel_tol=0.0, abs_tol=1e-12)
+        return math.isclose(self.number(value), self.unset_value, rel_tol=0.0, abs_tol=1e-12)
+
+    def number(self, value: Any) -> float:
+        """A number control's value as a float; a ValueError naming the option when it is not a number."""
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"DPM-Solver option {self.option}: {value!r} is not a number") from None
 
     def to_option(self, value: Any) -> Any:
         """The option value for a UI value (choice string or number), validated by the core when it knows it.
@@ -83,7 +90,7 @@ class Control:
         Also accepts an option value itself (e.g. True for lower_order_final), as API callers may send.
         """
         if self.kind == "number":
-            result: Any = float(value)
+            result: Any = self.number(value)
         elif isinstance(value, str) and value in self.choices:
             result = self.convert(value)
         else:

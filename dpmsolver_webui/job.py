@@ -4,6 +4,10 @@ Called from the script's `process(p, *args)` (after the WebUI applied `override_
 The explicit options go to `p.dpmsolver_ext_options` (read by the sampler function), to registration.JOB_OPTIONS
 (read by the samplers' total_steps, which gets no job) and, when a sampler of this job accepts them with a
 non-default value, to `p.extra_generation_params` (the infotext).
+
+A bad value (API arguments, a setting, a pasted infotext) is kept on the job in their place and raised again by
+the sampler function: the WebUI only logs an exception from a script's `process` and goes on, which would make
+the image with the sampler's defaults.
 """
 
 from __future__ import annotations
@@ -40,8 +44,14 @@ def job_entries(p: Any) -> list[Any]:
 
 
 def apply_to_job(p: Any, args: tuple[Any, ...], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve the options for job `p`, store them on it and add their infotext; returns them."""
-    explicit = explicit_options(ui_values_from_args(args), settings)
+    """Resolve the options for job `p`, store them on it and add their infotext; returns them. A ValueError
+    (an unknown or invalid option) is stored on `p` in their place before it is raised."""
+    try:
+        explicit = explicit_options(ui_values_from_args(args), settings)
+    except ValueError as err:
+        setattr(p, OPTIONS_ATTR, err)
+        JOB_OPTIONS.clear()
+        raise
     setattr(p, OPTIONS_ATTR, explicit)
     JOB_OPTIONS.clear()
     JOB_OPTIONS.update(explicit)

@@ -24,14 +24,18 @@ from .controls import explicit_options, options_for_entry
 from .flow import sampler_family
 
 OPTIONS_ATTR = "dpmsolver_ext_options"
-"""Attribute of the processing object holding the explicit options chosen for this job."""
+"""Attribute of the processing object holding the explicit options chosen for this job (a dict), or the
+ValueError that resolving them raised."""
 
 SamplerFunction = Callable[..., torch.Tensor]
 
 
 def job_options(p: Any) -> dict[str, Any]:
-    """Explicit options for this job: set on `p` by the script, else read from the settings."""
+    """Explicit options for this job: set on `p` by the script, else read from the settings. Raises the
+    ValueError the script met resolving them (the WebUI logged it and went on)."""
     chosen = getattr(p, OPTIONS_ATTR, None) if p is not None else None
+    if isinstance(chosen, ValueError):
+        raise ValueError(str(chosen))
     if isinstance(chosen, dict):
         return chosen
     try:

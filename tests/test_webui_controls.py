@@ -56,6 +56,14 @@ def test_explicit_options_convert_and_validate() -> None:
         explicit_options({"r1": 1.5})
 
 
+@pytest.mark.parametrize("value", ["abc", [0.1], {"x": 1}])
+def test_a_number_control_names_itself_when_the_value_is_not_a_number(value: object) -> None:
+    with pytest.raises(ValueError, match=r"DPM-Solver option rtol: .* is not a number"):
+        explicit_options({"rtol": value})
+    with pytest.raises(ValueError, match=r"DPM-Solver option rtol: .* is not a number"):
+        explicit_options({}, {"dpmsolver_ext_rtol": value})
+
+
 def test_settings_fill_in_unset_controls_and_ui_wins() -> None:
     settings = {"dpmsolver_ext_solver_type": "taylor", "dpmsolver_ext_third_order": "consistent"}
     chosen = explicit_options({"third_order": "reference"}, settings)

@@ -123,6 +123,39 @@ def test_api_override_settings_and_dict_script_args(flavor: str) -> None:
     assert "DPM-Solver lower order final: off" in infotext
 
 
+@pytest.mark.parametrize(("named", "message"), [
+    ({"eta": -1.0}, "eta must be a finite number >= 0"),
+    ({"corrector": "bogus"}, "corrector: 'bogus' is not one of"),
+    ({"solver_type": "taylor", "bogus_option": 3}, "unknown DPM-Solver option.s. bogus_option"),
+])
+def test_a_bad_option_stops_the_generation(flavor: str, named: dict[str, Any], message: str) -> None:
+    """The WebUI logs an exception from a script's process and goes on; the sampler then raises it, so no image
+    is made with the sampler's defaults in place of the asked value."""
+    webui = harness.load_webui(flavor)
+    p = job(webui, SAMPLERS["dpm_solver_pp_2m_sde"].label, steps=4)
+    p.script_args[0] = named
+    with pytest.raises(ValueError, match=message):
+        webui.processing.process_images(p)
+    assert any("Error running process" in text and "ValueError" in text for text in webui.errors.REPORTED)
+
+
+def test_a_bad_setting_stops_the_generation(flavor: str) -> None:
+    webui = harness.load_webui(flavor)
+    p = job(webui, SAMPLERS["dpm_solver_pp_2m_sde"].label, steps=4, override_settings={"dpmsolver_ext_eta": -2.0})
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
+        webui.processing.process_images(p)
+
+
+def test_a_bad_option_leaves_other_samplers_alone(flavor: str) -> None:
+    """The options only reach DPM-Solver samplers: with the WebUI's own sampler the job goes on (error logged)."""
+    webui = harness.load_webui(flavor)
+    p = job(webui, "Euler", steps=4)
+    p.script_args[0] = {"eta": -1.0}
+    samples, infotext = webui.processing.process_images(p)
+    assert torch.isfinite(samples).all() and our_keys(webui, infotext) == []
+    assert any("eta must be a finite number" in text for text in webui.errors.REPORTED)
+
+
 def test_hires_sampler_options_are_recorded(flavor: str) -> None:
     webui = harness.load_webui(flavor)
     p = job(webui, "Euler", {"third_order": "consistent"}, steps=4, enable_hr=True, hr_sampler_name="DPM-Solver++ 3M")

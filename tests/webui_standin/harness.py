@@ -38,7 +38,7 @@ def load_webui(flavor: str = "a1111", family: str = "ve") -> SimpleNamespace:
     flavor_module = importlib.import_module("standin_flavor")
     flavor_module.FLAVOR = flavor
     names = ("shared", "sd_schedulers", "sd_samplers_common", "sd_samplers_kdiffusion", "sd_samplers",
-             "infotext_utils", "processing", "scripts", "script_callbacks")
+             "infotext_utils", "processing", "scripts", "script_callbacks", "errors")
     webui = SimpleNamespace(flavor=flavor, **{n: importlib.import_module(f"modules.{n}") for n in names})
     webui.shared.sd_model = FakeModel(flavor, family)
     return webui

@@ -1,8 +1,14 @@
-"""Stand-in of `modules/scripts.py`: the Script base class and an always-on script runner."""
+"""Stand-in of `modules/scripts.py`: the Script base class and an always-on script runner.
+
+As in every fork, the runner reports an exception from a script's hook (`errors.report`) and goes on with the
+next script and the generation.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from modules import errors
 
 AlwaysVisible = object()
 
@@ -58,8 +64,14 @@ class ScriptRunner:
 
     def before_process(self, p: Any) -> None:
         for script in self.alwayson_scripts:
-            script.before_process(p, *p.script_args[script.args_from:script.args_to])
+            try:
+                script.before_process(p, *p.script_args[script.args_from:script.args_to])
+            except Exception:
+                errors.report(f"Error running before_process: {script.title()}", exc_info=True)
 
     def process(self, p: Any) -> None:
         for script in self.alwayson_scripts:
-            script.process(p, *p.script_args[script.args_from:script.args_to])
+            try:
+                script.process(p, *p.script_args[script.args_from:script.args_to])
+            except Exception:
+                errors.report(f"Error running process: {script.title()}", exc_info=True)
