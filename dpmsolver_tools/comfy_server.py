@@ -19,18 +19,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from dpmsolver_tools.server_process import REPO, ServerProcess, free_port, link_repository
+
 PACKAGE_DIR_NAME = "dpm-solver-samplers"
 TEST_CHECKPOINT = "dpmsolver_test_sd15.safetensors"
 CHECKPOINT_ALIASES = ("v1-5-pruned-emaonly-fp16.safetensors", "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors")
@@ -52,15 +50,35 @@ TORCHVISION_STUB = {
 }
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def torchvision_importable(python: str = sys.executable) -> bool:
     result = subprocess.run([python, "-c", "import torchvision"], capture_output=True, timeout=120)
     return result.returncode == 0
+
+
+def checkpoint_environment(stubs: Path, python: str = sys.executable) -> dict[str, str]:
+    """The environment in which `python` imports ComfyUI: this one, with an import-only torchvision written to `stubs`
+    and put on PYTHONPATH where torchvision does not import."""
+    env = dict(os.environ)
+    if not torchvision_importable(python):
+        for rel, text in TORCHVISION_STUB.items():
+            target = stubs / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stubs), env.get("PYTHONPATH")]))
+    return env
+
+
+def build_test_checkpoint(comfyui: Path, checkpoint: Path, stubs: Path, python: str = sys.executable,
+                          variant: str = "comfyui") -> Path:
+    """Write dpmsolver_tools/make_test_checkpoint.py's checkpoint of `variant` to `checkpoint` unless it exists (the
+    torchvision stand-in is written to `stubs` either way, where needed)."""
+    env = checkpoint_environment(stubs, python)
+    if not checkpoint.exists():
+        partial = checkpoint.with_suffix(".partial")
+        subprocess.run([python, str(REPO / "dpmsolver_tools" / "make_test_checkpoint.py"), "--comfyui", str(comfyui),
+                        "--out", str(partial), "--variant", variant], check=True, env=env, timeout=900)
+        partial.rename(checkpoint)
+    return checkpoint
 
 
 def prepare_workdir(comfyui: Path, workdir: Path, python: str = sys.executable) -> dict[str, Path]:
@@ -71,28 +89,12 @@ def prepare_workdir(comfyui: Path, workdir: Path, python: str = sys.executable) 
         path.mkdir(parents=True, exist_ok=True)
     checkpoints = paths["models"] / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
-    checkpoint = checkpoints / TEST_CHECKPOINT
-    env = dict(os.environ)
-    if not torchvision_importable(python):
-        for rel, text in TORCHVISION_STUB.items():
-            target = paths["stubs"] / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths["stubs"]), env.get("PYTHONPATH")]))
-    if not checkpoint.exists():
-        partial = checkpoint.with_suffix(".partial")
-        subprocess.run([python, str(REPO / "dpmsolver_tools" / "make_test_checkpoint.py"), "--comfyui", str(comfyui),
-                        "--out", str(partial)], check=True, env=env, timeout=900)
-        partial.rename(checkpoint)
+    checkpoint = build_test_checkpoint(comfyui, checkpoints / TEST_CHECKPOINT, paths["stubs"], python)
     for alias in CHECKPOINT_ALIASES:
         link = checkpoints / alias
         if not link.exists():
             link.symlink_to(checkpoint.name)
-    node_link = paths["custom_nodes"] / PACKAGE_DIR_NAME
-    if node_link.is_symlink() and node_link.resolve() != REPO:
-        node_link.unlink()
-    if not node_link.exists():
-        node_link.symlink_to(REPO, target_is_directory=True)
+    link_repository(paths["custom_nodes"] / PACKAGE_DIR_NAME)
     config = workdir / "extra_model_paths.yaml"
     config.write_text(
         "dpmsolver_test:\n"
@@ -105,13 +107,14 @@ def prepare_workdir(comfyui: Path, workdir: Path, python: str = sys.executable) 
     return paths
 
 
-class ComfyServer:
+class ComfyServer(ServerProcess):
     """A ComfyUI process and a tiny HTTP client for its API."""
 
+    name = "ComfyUI"
+    ready_path = "/system_stats"
+
     def __init__(self, process: subprocess.Popen, base_url: str, log_path: Path, paths: dict[str, Path]) -> None:
-        self.process = process
-        self.base_url = base_url
-        self.log_path = log_path
+        super().__init__(process, base_url, log_path)
         self.paths = paths
         self.client_id = uuid.uuid4().hex
 
@@ -144,58 +147,6 @@ class ComfyServer:
             yield server
         finally:
             server.stop()
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                self.get_json("/system_stats", timeout=5)
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                time.sleep(0.5)
-        raise TimeoutError(f"ComfyUI did not start within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, chars: int = 6000) -> str:
-        return self.log_text()[-chars:]
-
-    # --- HTTP ---------------------------------------------------------------------------------------------
-
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
-                raw = response.read()
-                status = response.status
-        except urllib.error.HTTPError as err:
-            raw = err.read()
-            status = err.code
-        text = raw.decode(errors="replace")
-        try:
-            return status, json.loads(text) if text else None
-        except json.JSONDecodeError:
-            return status, text
-
-    def get_json(self, path: str, timeout: float = 60.0) -> Any:
-        status, payload = self.request("GET", path, timeout=timeout)
-        if status != 200:
-            raise RuntimeError(f"GET {path}: HTTP {status}: {payload}")
-        return payload
 
     def post_prompt(self, prompt: dict[str, Any], workflow: dict[str, Any] | None = None) -> tuple[int, Any]:
         """POST /prompt; `workflow` (UI format) is embedded in saved PNGs like the web page does."""

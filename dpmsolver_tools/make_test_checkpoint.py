@@ -13,6 +13,10 @@ Every tensor of the three parts is filled (no "missing keys" when ComfyUI loads 
 Weights are N(0, 1/fan_in) with a fixed seed, biases 0, norm scales 1: the outputs are finite noise, so the
 checkpoint exercises every code path of a real one at a fraction of the cost, and produces no picture.
 Stored in float16 (~300 MB). Runs with ComfyUI's requirements installed; imports ComfyUI from --comfyui.
+
+`--variant webui` makes the checkpoint the WebUI end-to-end test loads in Forge (tests/test_webui_e2e.py): Forge's
+UNet always builds a middle block and its VAE is SD1.5's KL autoencoder, so that variant has a middle block (one
+res block + transformer + res block) and a random KL VAE of SD1.5's shape (~84 M parameters, ~470 MB in all).
 """
 
 from __future__ import annotations
@@ -31,6 +35,12 @@ UNET_CONFIG = {
     "use_checkpoint": False, "adm_in_channels": None, "use_temporal_resblock": False,
     "use_temporal_attention": False,
 }
+KL_VAE_CONFIG = {
+    "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+}
+"""SD1.5's first-stage autoencoder (embed_dim 4)."""
+VARIANTS = ("comfyui", "webui")
 
 
 def _fill(shape: tuple[int, ...], key: str, generator):
@@ -67,8 +77,25 @@ def random_unet_state(config: dict = UNET_CONFIG, seed: int = 0, dtype=None) -> 
     return {k: _fill(shape, k, generator).to(dtype or torch.float32) for k, shape in unet_shapes(config).items()}
 
 
-def build(comfyui: Path, out: Path, seed: int = 0) -> dict[str, object]:
-    """Write the checkpoint; returns a summary (parameter counts, detected model class)."""
+def vae_shapes(variant: str) -> dict[str, tuple[int, ...]]:
+    """First-stage parameter shapes: ComfyUI's TAESD, or (variant "webui") its KL autoencoder of SD1.5's shape."""
+    import comfy.taesd.taesd
+    import torch
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    if variant == "webui":
+        with torch.device("meta"):
+            vae = AutoencoderKL(ddconfig=KL_VAE_CONFIG, embed_dim=4)
+    else:
+        vae = comfy.taesd.taesd.TAESD(latent_channels=4)
+    return {k: tuple(v.shape) for k, v in vae.state_dict().items()}
+
+
+def build(comfyui: Path, out: Path, seed: int = 0, variant: str = "comfyui") -> dict[str, object]:
+    """Write the checkpoint of `variant` (see the module docstring); returns a summary (parameter counts, detected
+    model class)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     sys.path.insert(0, str(comfyui))
     import comfy.cli_args
 
@@ -76,20 +103,19 @@ def build(comfyui: Path, out: Path, seed: int = 0) -> dict[str, object]:
     import comfy.model_detection
     import comfy.ops
     import comfy.sd1_clip
-    import comfy.taesd.taesd
     import comfy.utils
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
         clip = comfy.sd1_clip.SDClipModel(device="meta")
-    taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
+    unet_config = dict(UNET_CONFIG, transformer_depth_middle=1) if variant == "webui" else UNET_CONFIG
 
     parts = {
-        "model.diffusion_model.": unet_shapes(),
+        "model.diffusion_model.": unet_shapes(unet_config),
         "cond_stage_model.": {k: tuple(v.shape) for k, v in clip.state_dict().items()
                               if k.startswith("transformer.text_model.")},
-        "first_stage_model.": {k: tuple(v.shape) for k, v in taesd.state_dict().items()},
+        "first_stage_model.": vae_shapes(variant),
     }
     state = {}
     counts = {}
@@ -112,9 +138,11 @@ def main() -> None:
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", choices=VARIANTS, default="comfyui",
+                        help="comfyui (default) or webui: a middle block and a KL VAE, for Forge")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print(build(args.comfyui.resolve(), args.out.resolve(), args.seed))
+    print(build(args.comfyui.resolve(), args.out.resolve(), args.seed, args.variant))
 
 
 if __name__ == "__main__":

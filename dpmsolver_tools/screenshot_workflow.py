@@ -27,7 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dpmsolver_tools.comfy_server import ComfyServer, free_port
+from dpmsolver_tools.comfy_server import ComfyServer
+from dpmsolver_tools.server_process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

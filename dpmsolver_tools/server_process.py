@@ -1,0 +1,98 @@
+"""A host program (ComfyUI, a WebUI) run as a child process with a log file, and a tiny JSON-over-HTTP client for it.
+
+The base of `comfy_server.ComfyServer` and `webui_server.WebUIServer`. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def link_repository(link: Path) -> None:
+    """Make `link` (a host's custom-node or extension folder entry) a symlink to this repository."""
+    if link.is_symlink() and link.resolve() != REPO:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A server process (its output in `log_path`) answering HTTP at `base_url`."""
+
+    name = "the server"
+    ready_path = "/"
+    """A GET path that answers 200 once the server is up."""
+
+    def __init__(self, process: subprocess.Popen, base_url: str, log_path: Path) -> None:
+        self.process = process
+        self.base_url = base_url
+        self.log_path = log_path
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once `ready_path` answers; raise with the log's tail if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                self.get_json(self.ready_path, timeout=5)
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError):
+                time.sleep(0.5)
+        raise TimeoutError(f"{self.name} did not start within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_text()[-chars:]
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
+        """(HTTP status, the JSON answer, or its text when it is not JSON)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            status = err.code
+        text = raw.decode(errors="replace")
+        try:
+            return status, json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return status, text
+
+    def get_json(self, path: str, timeout: float = 60.0) -> Any:
+        status, payload = self.request("GET", path, timeout=timeout)
+        if status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {status}: {payload}")
+        return payload

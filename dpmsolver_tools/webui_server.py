@@ -1,0 +1,97 @@
+"""Run a Stable Diffusion WebUI (Forge) API server on CPU with this repository as an extension and a random-weight
+SD1.5 test checkpoint; used by tests/test_webui_e2e.py:
+
+    with WebUIServer.start(webui=Path("/tmp/forge"), workdir=Path("/tmp/dpmsolver-webui-e2e"),
+                           comfyui=Path("/tmp/ComfyUI")) as server:
+        status, answer = server.txt2img({"prompt": "a cat", "sampler_name": "DPM-Solver++ 2M", "steps": 8})
+
+`workdir` is the WebUI's --data-dir: it receives extensions/ (a symlink to this repository), models/ (the test
+checkpoint, built once by dpmsolver_tools/make_test_checkpoint.py --variant webui, which imports ComfyUI's classes
+for the tensor shapes), the WebUI's config files and the server log. Nothing is written into the WebUI checkout or
+this repository. The WebUI runs as `launch.py --nowebui --api --always-cpu`, skipping its environment preparation
+(no git clone, no pip): its requirements and repositories/ must be in place (README.md, section Tests).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dpmsolver_tools.comfy_server import build_test_checkpoint
+from dpmsolver_tools.server_process import ServerProcess, free_port, link_repository
+
+EXTENSION_DIR_NAME = "dpm-solver-samplers"
+TEST_CHECKPOINT = "dpmsolver_test_sd15_webui.safetensors"
+
+
+def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
+    """Create the data directory with the extension link and the test checkpoint (built once, by this interpreter
+    with ComfyUI's requirements, as for tests/test_comfyui_e2e.py); returns the checkpoint's path."""
+    checkpoints = workdir / "models" / "Stable-diffusion"
+    for path in (workdir / "extensions", checkpoints):
+        path.mkdir(parents=True, exist_ok=True)
+    link_repository(workdir / "extensions" / EXTENSION_DIR_NAME)
+    checkpoint = checkpoints / TEST_CHECKPOINT
+    if not checkpoint.exists() and comfyui is None:
+        raise FileNotFoundError(f"{checkpoint} does not exist; building it needs a ComfyUI checkout (COMFYUI_PATH)")
+    return checkpoint if comfyui is None else build_test_checkpoint(comfyui, checkpoint, workdir / "stubs",
+                                                                    variant="webui")
+
+
+class WebUIServer(ServerProcess):
+    """A WebUI API server (`--nowebui --api`) and a client for the endpoints the tests use."""
+
+    name = "the WebUI"
+    ready_path = "/sdapi/v1/samplers"
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, webui: Path, workdir: Path, comfyui: Path | None = None, python: str = sys.executable,
+              port: int | None = None, threads: int = 1, startup_timeout: float = 600.0) -> Iterator[WebUIServer]:
+        workdir.mkdir(parents=True, exist_ok=True)
+        checkpoint = prepare_datadir(workdir, comfyui)
+        port = port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+        command = [
+            python, "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-version-check",
+            "--skip-torch-cuda-test", "--nowebui", "--api", "--port", str(port), "--always-cpu",
+            "--data-dir", str(workdir), "--ckpt", str(checkpoint), "--no-download-sd-model",
+        ]
+        log_path = workdir / f"webui-{port}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, cwd=webui, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = cls(process, f"http://127.0.0.1:{port}", log_path)
+        try:
+            server.wait_ready(startup_timeout)
+            yield server
+        finally:
+            server.stop()
+
+    def txt2img(self, payload: dict[str, Any], timeout: float = 600.0) -> tuple[int, Any]:
+        """POST /sdapi/v1/txt2img: (HTTP status, the answer: images as base64 PNG and the info JSON as text)."""
+        return self.request("POST", "/sdapi/v1/txt2img", payload, timeout=timeout)
+
+    def interrupt(self) -> None:
+        status, payload = self.request("POST", "/sdapi/v1/interrupt", {})
+        if status != 200:
+            raise RuntimeError(f"POST /sdapi/v1/interrupt: HTTP {status}: {payload}")
+
+
+def decoded_images(answer: dict[str, Any]) -> list[Any]:
+    """The answer's images as uint8 numpy arrays (needs numpy and Pillow)."""
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for text in answer["images"]:
+        with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+            images.append(np.asarray(image.convert("RGB")))
+    return images

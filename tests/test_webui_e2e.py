@@ -1,0 +1,167 @@
+"""End to end against a real Stable Diffusion WebUI (lllyasviel Forge) over its HTTP API.
+
+Runs when WEBUI_PATH points at a Forge checkout whose requirements and repositories/ are in place, with WEBUI_PYTHON
+its interpreter (default: this one) and COMFYUI_PATH a ComfyUI checkout to build the random-weight test checkpoint
+from (once; WEBUI_E2E_WORKDIR keeps it, the WebUI's config and the server log between runs). See README.md, section
+Tests. It starts `launch.py --nowebui --api --always-cpu` with this repository as an extension
+(dpmsolver_tools/webui_server.py) and checks, through the API a user or a script calls:
+
+- every sampler and the logSNR uniform schedule are listed, and every sampler makes an image under its label;
+- our samplers that are the same method as one of Forge's make Forge's image (to the 8-bit rounding): the
+  sigmas, the CFG denoiser, the per-image Brownian noise and the schedule reach us as they reach Forge's own;
+- options (script arguments, override_settings) change the image and are written to the infotext; a bad option is
+  an HTTP error naming it, not an image made with the defaults;
+- a batch makes the images each seed makes alone; an interrupt stops a long run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dpmsolver_tools.webui_server import WebUIServer, decoded_images
+from samplers import SAMPLERS
+
+WEBUI_PATH = os.environ.get("WEBUI_PATH")
+pytestmark = pytest.mark.skipif(
+    not WEBUI_PATH,
+    reason="WEBUI_PATH is not set: the WebUI end-to-end test needs a Forge checkout (README.md, section Tests)")
+
+SIZE = 64
+BASE = {"prompt": "a cat", "negative_prompt": "", "width": SIZE, "height": SIZE, "cfg_scale": 5.0, "seed": 1234,
+        "steps": 8, "scheduler": "Karras"}
+ROUNDING = 1
+"""Largest 8-bit pixel difference allowed between images that should be the same (the PNG's rounding)."""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[WebUIServer]:
+    assert WEBUI_PATH is not None
+    keep = os.environ.get("WEBUI_E2E_WORKDIR")
+    comfyui = os.environ.get("COMFYUI_PATH")
+    python = os.environ.get("WEBUI_PYTHON", sys.executable)
+    with tempfile.TemporaryDirectory(prefix="dpmsolver-webui-e2e-") as scratch:
+        workdir = Path(keep) if keep else Path(scratch)
+        with WebUIServer.start(Path(WEBUI_PATH), workdir, Path(comfyui) if comfyui else None, python) as running:
+            yield running
+
+
+def generate(server: WebUIServer, sampler: str, options: dict[str, Any] | None = None, **fields: Any
+             ) -> tuple[list[Any], str]:
+    """The images and the first infotext of a txt2img job; `options` go to our script as API arguments."""
+    payload: dict[str, Any] = {**BASE, "sampler_name": sampler, **fields}
+    if options is not None:
+        payload["alwayson_scripts"] = {"DPM-Solver": {"args": [options]}}
+    status, answer = server.txt2img(payload)
+    assert status == 200, f"HTTP {status}: {answer}\n{server.log_tail()}"
+    return decoded_images(answer), json.loads(answer["info"])["infotexts"][0]
+
+
+def largest_difference(a: Any, b: Any) -> int:
+    return int(abs(a.astype(int) - b.astype(int)).max())
+
+
+def test_every_sampler_and_the_schedule_are_listed(server: WebUIServer) -> None:
+    listed = {s["name"]: s["aliases"] for s in server.get_json("/sdapi/v1/samplers")}
+    for entry in SAMPLERS.values():
+        assert entry.label in listed, entry.label
+        assert entry.name in listed[entry.label]
+    schedulers = {s["name"]: s["label"] for s in server.get_json("/sdapi/v1/schedulers")}
+    assert schedulers.get("logsnr_uniform") == "logSNR uniform"
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_makes_an_image(server: WebUIServer, name: str) -> None:
+    label = SAMPLERS[name].label
+    images, infotext = generate(server, label, steps=4, scheduler="Automatic")
+    assert f"Sampler: {label}," in infotext
+    assert len(images) == 1 and images[0].shape == (SIZE, SIZE, 3) and images[0].std() > 5
+
+
+@pytest.mark.parametrize(("ours", "theirs", "another"), [
+    ("DPM-Solver++ 2M", "DPM++ 2M", "Euler"),
+    ("DPM-Solver-1", "Euler", "DPM++ 2M"),  # DDIM is Euler in sigma space
+    ("DPM-Solver++ 2M SDE", "DPM++ 2M SDE", "DPM++ 2M"),  # eta 1, the WebUI's Brownian noise from the image's seed
+])
+def test_the_same_method_makes_forges_image(server: WebUIServer, ours: str, theirs: str, another: str) -> None:
+    mine, _ = generate(server, ours)
+    forge, _ = generate(server, theirs)
+    different, _ = generate(server, another)
+    assert largest_difference(mine[0], forge[0]) <= ROUNDING
+    assert largest_difference(mine[0], different[0]) > 8 * ROUNDING  # the comparison can fail
+
+
+def test_logsnr_uniform_is_the_exponential_grid_on_an_sd15_model(server: WebUIServer) -> None:
+    automatic, infotext = generate(server, "DPM-Solver-fast", scheduler="Automatic")
+    exponential, _ = generate(server, "DPM-Solver-fast", scheduler="Exponential")
+    assert "Schedule type: logSNR uniform," in infotext
+    assert largest_difference(automatic[0], exponential[0]) <= ROUNDING
+
+
+def test_options_change_the_image_and_the_infotext(server: WebUIServer) -> None:
+    default, default_info = generate(server, "DPM-Solver++ 3M")
+    taylor, info = generate(server, "DPM-Solver++ 3M", {"solver_type": "taylor"})
+    setting, setting_info = generate(server, "DPM-Solver++ 3M",
+                                     override_settings={"dpmsolver_ext_solver_type": "taylor"})
+    assert "DPM-Solver solver type: taylor" in info and "DPM-Solver solver type" not in default_info
+    assert "DPM-Solver solver type: taylor" in setting_info
+    assert largest_difference(taylor[0], default[0]) > ROUNDING
+    assert largest_difference(taylor[0], setting[0]) == 0
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"eta": -1}, "DPM-Solver option eta must be a finite number >= 0"),
+    ({"rtol": "abc"}, "DPM-Solver option rtol: 'abc' is not a number"),
+    ({"solver_type": "taylor", "bogus": 1}, "unknown DPM-Solver option(s) bogus"),
+])
+def test_a_bad_option_is_an_error_naming_it(server: WebUIServer, options: dict[str, Any], message: str) -> None:
+    payload = {**BASE, "steps": 4, "sampler_name": "DPM-Solver++ 2M SDE",
+               "alwayson_scripts": {"DPM-Solver": {"args": [options]}}}
+    status, answer = server.txt2img(payload)
+    assert status >= 400 and message in json.dumps(answer), answer
+
+
+@pytest.mark.parametrize(("sampler", "options"), [
+    ("DPM-Solver++ 2M SDE", None),  # noise: the WebUI's Brownian noise sampler, per image
+    ("DPM-Solver++ PC", {"corrector": "langevin"}),  # noise: our own, from each image's seed
+])
+def test_a_batch_makes_the_images_each_seed_makes_alone(server: WebUIServer, sampler: str,
+                                                          options: dict[str, Any] | None) -> None:
+    batch, _ = generate(server, sampler, options, seed=100, batch_size=2)
+    images = batch[-2:]  # a grid, where the WebUI returns one, comes first
+    first, _ = generate(server, sampler, options, seed=100)
+    second, _ = generate(server, sampler, options, seed=101)
+    assert largest_difference(images[0], first[0]) <= ROUNDING
+    assert largest_difference(images[1], second[0]) <= ROUNDING
+    assert largest_difference(images[1], first[0]) > 8 * ROUNDING
+
+
+def test_an_interrupt_stops_a_long_run(server: WebUIServer) -> None:
+    started = time.monotonic()
+    generate(server, "DPM-Solver++ 3M", steps=8)
+    per_call = (time.monotonic() - started) / 8
+    steps = 400
+    answer: dict[str, Any] = {}
+
+    def long_run() -> None:
+        answer["result"] = generate(server, "DPM-Solver++ 3M", steps=steps)
+
+    worker = threading.Thread(target=long_run)
+    began = time.monotonic()
+    worker.start()
+    time.sleep(3.0)
+    server.interrupt()
+    asked = time.monotonic()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and "result" in answer
+    assert time.monotonic() - asked < max(10.0, 20 * per_call)
+    assert time.monotonic() - began < 0.5 * steps * per_call
