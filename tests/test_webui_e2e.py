@@ -16,6 +16,8 @@ Tests. It starts `launch.py --nowebui --api --always-cpu` with this repository a
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import sys
@@ -98,6 +100,40 @@ def test_the_same_method_makes_forges_image(server: WebUIServer, ours: str, thei
     different, _ = generate(server, another)
     assert largest_difference(mine[0], forge[0]) <= ROUNDING
     assert largest_difference(mine[0], different[0]) > 8 * ROUNDING  # the comparison can fail
+
+
+def init_image() -> str:
+    """A 64x64 RGB test pattern as base64 PNG (the img2img input)."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = (np.indices((SIZE, SIZE)).sum(0) * 2 % 256).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([ramp, ramp[::-1], ramp.T], -1)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_img2img_makes_forges_image(server: WebUIServer) -> None:
+    """Denoising strength 0.5: the grid starts halfway down the schedule, at the noised init image."""
+    payload = {**BASE, "steps": 10, "init_images": [init_image()], "denoising_strength": 0.5}
+
+    def img2img(sampler: str) -> Any:
+        status, answer = server.request("POST", "/sdapi/v1/img2img", {**payload, "sampler_name": sampler}, 600.0)
+        assert status == 200, answer
+        return decoded_images(answer)[0]
+
+    img2img("Euler")  # Forge's first img2img after start differs from every later one (by 45 here), ours or not
+    for ours, theirs in (("DPM-Solver++ 2M", "DPM++ 2M"), ("DPM-Solver++ 2M SDE", "DPM++ 2M SDE")):
+        assert largest_difference(img2img(ours), img2img(theirs)) <= ROUNDING
+    assert largest_difference(img2img("DPM-Solver++ 2M"), img2img("Euler")) > 8 * ROUNDING
+
+
+def test_a_dpm_solver_hires_pass_with_its_option(server: WebUIServer) -> None:
+    images, infotext = generate(server, "Euler", {"third_order": "consistent"}, steps=4, enable_hr=True, hr_scale=1.5,
+                                hr_upscaler="Latent", denoising_strength=0.5, hr_second_pass_steps=4,
+                                hr_sampler_name="DPM-Solver++ 3M SDE", hr_additional_modules=["Use same choices"])
+    assert "Hires sampler: DPM-Solver++ 3M SDE," in infotext and "DPM-Solver third order: consistent" in infotext
+    assert images[0].shape == (96, 96, 3)
 
 
 def test_logsnr_uniform_is_the_exponential_grid_on_an_sd15_model(server: WebUIServer) -> None:
