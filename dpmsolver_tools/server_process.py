@@ -39,6 +39,8 @@ class ServerProcess:
     name = "the server"
     ready_path = "/"
     """A GET path that answers 200 once the server is up."""
+    ready_log_text: str | None = None
+    """Text the server's log shows once it is up, where answering `ready_path` comes too early."""
 
     def __init__(self, process: subprocess.Popen, base_url: str, log_path: Path) -> None:
         self.process = process
@@ -46,16 +48,19 @@ class ServerProcess:
         self.log_path = log_path
 
     def wait_ready(self, timeout: float) -> None:
-        """Return once `ready_path` answers; raise with the log's tail if the process exits or time runs out."""
+        """Return once `ready_path` answers and the log shows `ready_log_text`; raise with the log's tail if the
+        process exits or time runs out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 self.get_json(self.ready_path, timeout=5)
-                return
+                if self.ready_log_text is None or self.ready_log_text in self.log_text():
+                    return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError):
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
         raise TimeoutError(f"{self.name} did not start within {timeout} s:\n{self.log_tail()}")
 
     def stop(self) -> None:

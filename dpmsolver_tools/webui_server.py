@@ -1,5 +1,5 @@
-"""Run a Stable Diffusion WebUI (Forge) API server on CPU with this repository as an extension and a random-weight
-SD1.5 test checkpoint; used by tests/test_webui_e2e.py:
+"""Run a Stable Diffusion WebUI (lllyasviel Forge, reForge) on CPU, its page and its API, with this repository as an
+extension and a random-weight SD1.5 test checkpoint; used by tests/test_webui_e2e.py:
 
     with WebUIServer.start(webui=Path("/tmp/forge"), workdir=Path("/tmp/dpmsolver-webui-e2e"),
                            comfyui=Path("/tmp/ComfyUI")) as server:
@@ -7,9 +7,11 @@ SD1.5 test checkpoint; used by tests/test_webui_e2e.py:
 
 `workdir` is the WebUI's --data-dir: it receives extensions/ (a symlink to this repository), models/ (the test
 checkpoint, built once by dpmsolver_tools/make_test_checkpoint.py --variant webui, which imports ComfyUI's classes
-for the tensor shapes), the WebUI's config files and the server log. Nothing is written into the WebUI checkout or
-this repository. The WebUI runs as `launch.py --nowebui --api --always-cpu`, skipping its environment preparation
-(no git clone, no pip): its requirements and repositories/ must be in place (README.md, section Tests).
+for the tensor shapes), the WebUI's config files (live previews off: offline, reForge would fail downloading their
+decoder) and the server log. Nothing is written into the WebUI checkout or this repository. The WebUI runs as
+`launch.py --api --always-cpu` (the page is built, as for a user, and gradio's /config describes it), skipping its
+environment preparation (no git clone, no pip): its requirements and repositories/ must be in place (README.md,
+"Testing the WebUI extension").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +41,9 @@ def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
     for path in (workdir / "extensions", checkpoints):
         path.mkdir(parents=True, exist_ok=True)
     link_repository(workdir / "extensions" / EXTENSION_DIR_NAME)
+    config = workdir / "config.json"
+    if not config.exists():  # live previews would download reForge's approximate decoder at the first image
+        config.write_text(json.dumps({"live_previews_enable": False}))
     checkpoint = checkpoints / TEST_CHECKPOINT
     if not checkpoint.exists() and comfyui is None:
         raise FileNotFoundError(f"{checkpoint} does not exist; building it needs a ComfyUI checkout (COMFYUI_PATH)")
@@ -46,10 +52,12 @@ def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
 
 
 class WebUIServer(ServerProcess):
-    """A WebUI API server (`--nowebui --api`) and a client for the endpoints the tests use."""
+    """A WebUI server (page and `--api`) and a client for the endpoints the tests use."""
 
     name = "the WebUI"
     ready_path = "/sdapi/v1/samplers"
+    ready_log_text = "Startup time:"
+    """The API answers before it has the scripts' default arguments, and a txt2img then fails (IndexError)."""
 
     @classmethod
     @contextlib.contextmanager
@@ -62,7 +70,7 @@ class WebUIServer(ServerProcess):
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
         command = [
             python, "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-version-check",
-            "--skip-torch-cuda-test", "--nowebui", "--api", "--port", str(port), "--always-cpu",
+            "--skip-torch-cuda-test", "--api", "--port", str(port), "--always-cpu",
             "--data-dir", str(workdir), "--ckpt", str(checkpoint), "--no-download-sd-model",
         ]
         log_path = workdir / f"webui-{port}.log"

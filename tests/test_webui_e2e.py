@@ -1,14 +1,16 @@
-"""End to end against a real Stable Diffusion WebUI (lllyasviel Forge) over its HTTP API.
+"""End to end against a real Stable Diffusion WebUI (lllyasviel Forge or reForge) over its HTTP API.
 
-Runs when WEBUI_PATH points at a Forge checkout whose requirements and repositories/ are in place, with WEBUI_PYTHON
+Runs when WEBUI_PATH points at a WebUI checkout whose requirements and repositories/ are in place, with WEBUI_PYTHON
 its interpreter (default: this one) and COMFYUI_PATH a ComfyUI checkout to build the random-weight test checkpoint
-from (once; WEBUI_E2E_WORKDIR keeps it, the WebUI's config and the server log between runs). See README.md, section
-Tests. It starts `launch.py --nowebui --api --always-cpu` with this repository as an extension
-(dpmsolver_tools/webui_server.py) and checks, through the API a user or a script calls:
+from (once; WEBUI_E2E_WORKDIR keeps it, the WebUI's config and the server log between runs). See README.md,
+"Testing the WebUI extension". It starts `launch.py --api --always-cpu` with this repository as an extension
+(dpmsolver_tools/webui_server.py) and checks, through the page's description and the API a script calls:
 
 - every sampler and the logSNR uniform schedule are listed, and every sampler makes an image under its label;
-- our samplers that are the same method as one of Forge's make Forge's image (to the 8-bit rounding): the
-  sigmas, the CFG denoiser, the per-image Brownian noise and the schedule reach us as they reach Forge's own;
+- the DPM-Solver accordion, with every control at "the sampler's own default", is on the txt2img and img2img tabs,
+  and an image's infotext reads back to our sampler, its options and defaults for the controls it does not name;
+- our samplers that are the same method as one of the host's make its image (to the 8-bit rounding), in txt2img and
+  img2img: the sigmas, the CFG denoiser, the per-image Brownian noise and the schedule reach us as they reach its own;
 - options (script arguments, override_settings) change the image and are written to the infotext; a bad option is
   an HTTP error naming it, not an image made with the defaults;
 - a batch makes the images each seed makes alone; an interrupt stops a long run.
@@ -31,12 +33,14 @@ from typing import Any
 import pytest
 
 from dpmsolver_tools.webui_server import WebUIServer, decoded_images
+from dpmsolver_webui.controls import CONTROLS, DEFAULT_CHOICE
 from samplers import SAMPLERS
 
 WEBUI_PATH = os.environ.get("WEBUI_PATH")
 pytestmark = pytest.mark.skipif(
     not WEBUI_PATH,
-    reason="WEBUI_PATH is not set: the WebUI end-to-end test needs a Forge checkout (README.md, section Tests)")
+    reason="WEBUI_PATH is not set: this end-to-end test needs a Forge or reForge checkout "
+           "(README.md, Testing the WebUI extension)")
 
 SIZE = 64
 BASE = {"prompt": "a cat", "negative_prompt": "", "width": SIZE, "height": SIZE, "cfg_scale": 5.0, "seed": 1234,
@@ -81,6 +85,34 @@ def test_every_sampler_and_the_schedule_are_listed(server: WebUIServer) -> None:
     assert schedulers.get("logsnr_uniform") == "logSNR uniform"
 
 
+@pytest.mark.parametrize("tab", ["txt2img", "img2img"])
+def test_the_accordion_is_on_the_page_with_every_control_unset(server: WebUIServer, tab: str) -> None:
+    components = {c["props"].get("elem_id"): c for c in server.get_json("/config")["components"]}
+    accordion = components[f"script_{tab}_dpmsolver_accordion"]
+    assert accordion["type"] == "accordion" and accordion["props"]["label"] == "DPM-Solver"
+    for control in CONTROLS:
+        component = components[f"script_{tab}_dpmsolver_{control.option}"]
+        assert component["type"] == ("dropdown" if control.kind == "choice" else "slider")
+        assert component["props"]["value"] == control.unset_value
+        if control.kind == "choice":
+            choices = component["props"]["choices"]  # gradio 4: [label, value] pairs; gradio 3: values
+            assert [c[1] if isinstance(c, list) else c for c in choices] == control.available_choices()
+
+
+def test_an_infotext_reads_back_to_the_sampler_and_its_options(server: WebUIServer) -> None:
+    payload = {**BASE, "steps": 4, "sampler_name": "DPM-Solver++ 3M",
+               "alwayson_scripts": {"DPM-Solver": {"args": [{"solver_type": "taylor", "third_order": "consistent"}]}}}
+    status, answer = server.txt2img(payload)
+    assert status == 200, answer
+    image = "data:image/png;base64," + answer["images"][0]
+    status, read = server.request("POST", "/sdapi/v1/png-info", {"image": image})
+    assert status == 200, read
+    parameters = read["parameters"]
+    assert parameters["Sampler"] == "DPM-Solver++ 3M" and parameters["Schedule type"] == "Karras"
+    assert parameters["DPM-Solver solver type"] == "taylor" and parameters["DPM-Solver third order"] == "consistent"
+    assert parameters["DPM-Solver corrector"] == DEFAULT_CHOICE and parameters["DPM-Solver eta"] == 1.0
+
+
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_every_sampler_makes_an_image(server: WebUIServer, name: str) -> None:
     label = SAMPLERS[name].label
@@ -94,11 +126,11 @@ def test_every_sampler_makes_an_image(server: WebUIServer, name: str) -> None:
     ("DPM-Solver-1", "Euler", "DPM++ 2M"),  # DDIM is Euler in sigma space
     ("DPM-Solver++ 2M SDE", "DPM++ 2M SDE", "DPM++ 2M"),  # eta 1, the WebUI's Brownian noise from the image's seed
 ])
-def test_the_same_method_makes_forges_image(server: WebUIServer, ours: str, theirs: str, another: str) -> None:
+def test_the_same_method_makes_the_hosts_image(server: WebUIServer, ours: str, theirs: str, another: str) -> None:
     mine, _ = generate(server, ours)
-    forge, _ = generate(server, theirs)
+    host, _ = generate(server, theirs)
     different, _ = generate(server, another)
-    assert largest_difference(mine[0], forge[0]) <= ROUNDING
+    assert largest_difference(mine[0], host[0]) <= ROUNDING
     assert largest_difference(mine[0], different[0]) > 8 * ROUNDING  # the comparison can fail
 
 
@@ -113,7 +145,7 @@ def init_image() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_img2img_makes_forges_image(server: WebUIServer) -> None:
+def test_img2img_makes_the_hosts_image(server: WebUIServer) -> None:
     """Denoising strength 0.5: the grid starts halfway down the schedule, at the noised init image."""
     payload = {**BASE, "steps": 10, "init_images": [init_image()], "denoising_strength": 0.5}
 
@@ -122,7 +154,7 @@ def test_img2img_makes_forges_image(server: WebUIServer) -> None:
         assert status == 200, answer
         return decoded_images(answer)[0]
 
-    img2img("Euler")  # Forge's first img2img after start differs from every later one (by 45 here), ours or not
+    img2img("Euler")  # Forge's first img2img after a start differs from every later one, whatever the sampler
     for ours, theirs in (("DPM-Solver++ 2M", "DPM++ 2M"), ("DPM-Solver++ 2M SDE", "DPM++ 2M SDE")):
         assert largest_difference(img2img(ours), img2img(theirs)) <= ROUNDING
     assert largest_difference(img2img("DPM-Solver++ 2M"), img2img("Euler")) > 8 * ROUNDING
