@@ -19,6 +19,7 @@ from (once; WEBUI_E2E_WORKDIR keeps it, the WebUI's config and the server log be
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -50,15 +51,25 @@ ROUNDING = 1
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[WebUIServer]:
-    assert WEBUI_PATH is not None
+def workdir() -> Iterator[Path]:
     keep = os.environ.get("WEBUI_E2E_WORKDIR")
+    with tempfile.TemporaryDirectory(prefix="dpmsolver-webui-e2e-") as scratch:
+        yield Path(keep) if keep else Path(scratch)
+
+
+@contextlib.contextmanager
+def started(workdir: Path) -> Iterator[WebUIServer]:
+    assert WEBUI_PATH is not None
     comfyui = os.environ.get("COMFYUI_PATH")
     python = os.environ.get("WEBUI_PYTHON", sys.executable)
-    with tempfile.TemporaryDirectory(prefix="dpmsolver-webui-e2e-") as scratch:
-        workdir = Path(keep) if keep else Path(scratch)
-        with WebUIServer.start(Path(WEBUI_PATH), workdir, Path(comfyui) if comfyui else None, python) as running:
-            yield running
+    with WebUIServer.start(Path(WEBUI_PATH), workdir, Path(comfyui) if comfyui else None, python) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path) -> Iterator[WebUIServer]:
+    with started(workdir) as running:
+        yield running
 
 
 def generate(server: WebUIServer, sampler: str, options: dict[str, Any] | None = None, **fields: Any
@@ -233,3 +244,30 @@ def test_an_interrupt_stops_a_long_run(server: WebUIServer) -> None:
     assert not worker.is_alive() and "result" in answer
     assert time.monotonic() - asked < max(10.0, 20 * per_call)
     assert time.monotonic() - began < 0.5 * steps * per_call
+
+
+FLOW_SAMPLING = "Advanced Model Sampling for reForge"
+"""reForge's built-in script that puts ComfyUI-style model sampling in front of the model; "SD3" makes a rectified
+flow (shift 4.5 by default) of the SD1.5 test model, as ComfyUI's ModelSamplingSD3 does in the ComfyUI e2e test."""
+
+
+def test_a_flow_model_is_sampled_as_a_flow(server: WebUIServer, workdir: Path) -> None:
+    """reForge only (the script above). In flow sampling DPM-Solver-1 (DDIM) and Euler are the same update, so they
+    make the same image when the flow's sigmas and denoiser reach us; DPM-Solver++ 2M in the flow form then differs
+    from the host's DPM++ 2M, which is the VE form and which it equals on the plain model."""
+    if not any(s["name"] == FLOW_SAMPLING.lower() for s in server.get_json("/sdapi/v1/script-info")):
+        pytest.skip(f"no {FLOW_SAMPLING!r} script (not reForge)")
+    plain_ours, _ = generate(server, "DPM-Solver++ 2M", scheduler="Simple")
+    plain_host, _ = generate(server, "DPM++ 2M", scheduler="Simple")
+    assert largest_difference(plain_ours[0], plain_host[0]) <= ROUNDING
+    flow = {"alwayson_scripts": {FLOW_SAMPLING: {"args": [True, "SD3"]}}}
+    with started(workdir) as fresh:  # the script leaves the model patched after its job: not on the shared server
+        ddim, info = generate(fresh, "DPM-Solver-1", scheduler="Simple", **flow)
+        euler, _ = generate(fresh, "Euler", scheduler="Simple", **flow)
+        ours, _ = generate(fresh, "DPM-Solver++ 2M", scheduler="Simple", **flow)
+        host, _ = generate(fresh, "DPM++ 2M", scheduler="Simple", **flow)
+        logsnr, logsnr_info = generate(fresh, "DPM-Solver-fast", scheduler="logSNR uniform", **flow)
+    assert "advanced_sampling_mode: SD3" in info
+    assert largest_difference(ddim[0], euler[0]) <= ROUNDING
+    assert largest_difference(ours[0], host[0]) > ROUNDING
+    assert "Schedule type: logSNR uniform," in logsnr_info and logsnr[0].std() > 5
