@@ -7,17 +7,17 @@ extension and a random-weight SD1.5 test checkpoint; used by tests/test_webui_e2
 
 `workdir` is the WebUI's --data-dir: it receives extensions/ (a symlink to this repository), models/ (the test
 checkpoint, built once by dpmsolver_tools/make_test_checkpoint.py --variant webui, which imports ComfyUI's classes
-for the tensor shapes), the WebUI's config files (live previews off: offline, reForge would fail downloading their
-decoder) and the server log. Nothing is written into the WebUI checkout or this repository. The WebUI runs as
-`launch.py --api --always-cpu` (the page is built, as for a user, and gradio's /config describes it), skipping its
-environment preparation (no git clone, no pip): its requirements and repositories/ must be in place (README.md,
-"Testing the WebUI extension").
+for the tensor shapes), the WebUI's config files (CONFIG below) and the server log. Nothing is written into the
+WebUI checkout or this repository. The WebUI runs as `launch.py --api --always-cpu` (the page is built, as for a
+user, and gradio's /config describes it), skipping its environment preparation (no git clone, no pip): its
+requirements and repositories/ must be in place (README.md, "Testing the WebUI extension").
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
 import os
@@ -32,6 +32,10 @@ from dpmsolver_tools.server_process import ServerProcess, free_port, link_reposi
 
 EXTENSION_DIR_NAME = "dpm-solver-samplers"
 TEST_CHECKPOINT = "dpmsolver_test_sd15_webui.safetensors"
+CONFIG = {"live_previews_enable": False, "k_sched_type": "Automatic"}
+"""Settings the harness writes to the data directory's config.json. Live previews off: offline, reForge would fail
+downloading their decoder at the first image. k_sched_type (WebUIs before A1111 1.9) stored, so that a request's
+override of it is undone after the request (those WebUIs restore only settings that config.json holds)."""
 
 
 def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
@@ -42,8 +46,9 @@ def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     link_repository(workdir / "extensions" / EXTENSION_DIR_NAME)
     config = workdir / "config.json"
-    if not config.exists():  # live previews would download reForge's approximate decoder at the first image
-        config.write_text(json.dumps({"live_previews_enable": False}))
+    settings = json.loads(config.read_text()) if config.exists() else {}
+    settings.update(CONFIG)
+    config.write_text(json.dumps(settings))
     checkpoint = checkpoints / TEST_CHECKPOINT
     if not checkpoint.exists() and comfyui is None:
         raise FileNotFoundError(f"{checkpoint} does not exist; building it needs a ComfyUI checkout (COMFYUI_PATH)")
@@ -86,6 +91,13 @@ class WebUIServer(ServerProcess):
     def txt2img(self, payload: dict[str, Any], timeout: float = 600.0) -> tuple[int, Any]:
         """POST /sdapi/v1/txt2img: (HTTP status, the answer: images as base64 PNG and the info JSON as text)."""
         return self.request("POST", "/sdapi/v1/txt2img", payload, timeout=timeout)
+
+    @functools.cached_property
+    def schedule_types(self) -> dict[str, str] | None:
+        """The host's schedule types (name -> label), or None for a WebUI before A1111 1.9, which has none: there
+        the schedule is the sampler's default or the `k_sched_type` setting."""
+        status, answer = self.request("GET", "/sdapi/v1/schedulers")
+        return {entry["name"]: entry["label"] for entry in answer} if status == 200 else None
 
     def interrupt(self) -> None:
         status, payload = self.request("POST", "/sdapi/v1/interrupt", {})

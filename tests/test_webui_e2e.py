@@ -1,4 +1,4 @@
-"""End to end against a real Stable Diffusion WebUI (lllyasviel Forge or reForge) over its HTTP API.
+"""End to end against a real Stable Diffusion WebUI (lllyasviel Forge, reForge, Forge Classic) over its HTTP API.
 
 Runs when WEBUI_PATH points at a WebUI checkout whose requirements and repositories/ are in place, with WEBUI_PYTHON
 its interpreter (default: this one) and COMFYUI_PATH a ComfyUI checkout to build the random-weight test checkpoint
@@ -40,8 +40,8 @@ from samplers import SAMPLERS
 WEBUI_PATH = os.environ.get("WEBUI_PATH")
 pytestmark = pytest.mark.skipif(
     not WEBUI_PATH,
-    reason="WEBUI_PATH is not set: this end-to-end test needs a Forge or reForge checkout "
-           "(README.md, Testing the WebUI extension)")
+    reason="WEBUI_PATH is not set: this end-to-end test needs a WebUI checkout (Forge, reForge or Forge Classic; "
+           "README.md, Testing the WebUI extension)")
 
 SIZE = 64
 BASE = {"prompt": "a cat", "negative_prompt": "", "width": SIZE, "height": SIZE, "cfg_scale": 5.0, "seed": 1234,
@@ -72,13 +72,25 @@ def server(workdir: Path) -> Iterator[WebUIServer]:
         yield running
 
 
+def hosted(server: WebUIServer, payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` as the host takes it: a WebUI before A1111 1.9 has no per-request schedule, its `k_sched_type`
+    setting (Automatic, karras, exponential, ...) chooses it for every sampler, ours included."""
+    if server.schedule_types is not None or "scheduler" not in payload:
+        return payload
+    payload = dict(payload)
+    schedule = payload.pop("scheduler")
+    setting = schedule if schedule == "Automatic" else schedule.lower()
+    payload["override_settings"] = {**payload.get("override_settings", {}), "k_sched_type": setting}
+    return payload
+
+
 def generate(server: WebUIServer, sampler: str, options: dict[str, Any] | None = None, **fields: Any
              ) -> tuple[list[Any], str]:
     """The images and the first infotext of a txt2img job; `options` go to our script as API arguments."""
     payload: dict[str, Any] = {**BASE, "sampler_name": sampler, **fields}
     if options is not None:
         payload["alwayson_scripts"] = {"DPM-Solver": {"args": [options]}}
-    status, answer = server.txt2img(payload)
+    status, answer = server.txt2img(hosted(server, payload))
     assert status == 200, f"HTTP {status}: {answer}\n{server.log_tail()}"
     return decoded_images(answer), json.loads(answer["info"])["infotexts"][0]
 
@@ -92,8 +104,8 @@ def test_every_sampler_and_the_schedule_are_listed(server: WebUIServer) -> None:
     for entry in SAMPLERS.values():
         assert entry.label in listed, entry.label
         assert entry.name in listed[entry.label]
-    schedulers = {s["name"]: s["label"] for s in server.get_json("/sdapi/v1/schedulers")}
-    assert schedulers.get("logsnr_uniform") == "logSNR uniform"
+    if server.schedule_types is not None:  # before A1111 1.9 there is no schedule type to add
+        assert server.schedule_types.get("logsnr_uniform") == "logSNR uniform"
 
 
 @pytest.mark.parametrize("tab", ["txt2img", "img2img"])
@@ -113,13 +125,13 @@ def test_the_accordion_is_on_the_page_with_every_control_unset(server: WebUIServ
 def test_an_infotext_reads_back_to_the_sampler_and_its_options(server: WebUIServer) -> None:
     payload = {**BASE, "steps": 4, "sampler_name": "DPM-Solver++ 3M",
                "alwayson_scripts": {"DPM-Solver": {"args": [{"solver_type": "taylor", "third_order": "consistent"}]}}}
-    status, answer = server.txt2img(payload)
+    status, answer = server.txt2img(hosted(server, payload))
     assert status == 200, answer
     image = "data:image/png;base64," + answer["images"][0]
     status, read = server.request("POST", "/sdapi/v1/png-info", {"image": image})
     assert status == 200, read
     parameters = read["parameters"]
-    assert parameters["Sampler"] == "DPM-Solver++ 3M" and parameters["Schedule type"] == "Karras"
+    assert parameters["Sampler"] == "DPM-Solver++ 3M" and parameters["Schedule type"].lower() == "karras"
     assert parameters["DPM-Solver solver type"] == "taylor" and parameters["DPM-Solver third order"] == "consistent"
     assert parameters["DPM-Solver corrector"] == DEFAULT_CHOICE and parameters["DPM-Solver eta"] == 1.0
 
@@ -161,7 +173,8 @@ def test_img2img_makes_the_hosts_image(server: WebUIServer) -> None:
     payload = {**BASE, "steps": 10, "init_images": [init_image()], "denoising_strength": 0.5}
 
     def img2img(sampler: str) -> Any:
-        status, answer = server.request("POST", "/sdapi/v1/img2img", {**payload, "sampler_name": sampler}, 600.0)
+        job = hosted(server, {**payload, "sampler_name": sampler})
+        status, answer = server.request("POST", "/sdapi/v1/img2img", job, 600.0)
         assert status == 200, answer
         return decoded_images(answer)[0]
 
@@ -180,10 +193,15 @@ def test_a_dpm_solver_hires_pass_with_its_option(server: WebUIServer) -> None:
 
 
 def test_logsnr_uniform_is_the_exponential_grid_on_an_sd15_model(server: WebUIServer) -> None:
+    """DPM-Solver-fast's default schedule: logSNR uniform, or Exponential (the same grid for SD1.5) where a WebUI
+    before A1111 1.9 has no schedule types to add it to."""
     automatic, infotext = generate(server, "DPM-Solver-fast", scheduler="Automatic")
     exponential, _ = generate(server, "DPM-Solver-fast", scheduler="Exponential")
-    assert "Schedule type: logSNR uniform," in infotext
+    karras, _ = generate(server, "DPM-Solver-fast", scheduler="Karras")
+    if server.schedule_types is not None:
+        assert "Schedule type: logSNR uniform," in infotext
     assert largest_difference(automatic[0], exponential[0]) <= ROUNDING
+    assert largest_difference(automatic[0], karras[0]) > 8 * ROUNDING
 
 
 def test_options_change_the_image_and_the_infotext(server: WebUIServer) -> None:
@@ -205,7 +223,7 @@ def test_options_change_the_image_and_the_infotext(server: WebUIServer) -> None:
 def test_a_bad_option_is_an_error_naming_it(server: WebUIServer, options: dict[str, Any], message: str) -> None:
     payload = {**BASE, "steps": 4, "sampler_name": "DPM-Solver++ 2M SDE",
                "alwayson_scripts": {"DPM-Solver": {"args": [options]}}}
-    status, answer = server.txt2img(payload)
+    status, answer = server.txt2img(hosted(server, payload))
     assert status >= 400 and message in json.dumps(answer), answer
 
 
