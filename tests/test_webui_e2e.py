@@ -242,15 +242,24 @@ def test_a_batch_makes_the_images_each_seed_makes_alone(server: WebUIServer, sam
     assert largest_difference(images[1], first[0]) > 8 * ROUNDING
 
 
-def test_an_interrupt_stops_a_long_run(server: WebUIServer) -> None:
-    started = time.monotonic()
-    generate(server, "DPM-Solver++ 3M", steps=8)
-    per_call = (time.monotonic() - started) / 8
-    steps = 400
+@pytest.mark.parametrize(("sampler", "options"), [
+    ("DPM-Solver++ 3M", None),  # 400 steps: 400 model calls
+    ("DPM-Solver++ adaptive", {"rtol": 0.001, "atol": 0.0001}),  # its own steps: hundreds of calls at this tolerance
+])
+def test_an_interrupt_stops_a_long_run(server: WebUIServer, sampler: str, options: dict[str, Any] | None) -> None:
+    """Uninterrupted, either run takes 30-45 s on 2 CPU cores: both must end within 5 s of the interrupt (and, for
+    the 400 steps, well before their own time, from the cost of a model call measured here)."""
+    generate(server, "DPM-Solver++ 3M", steps=2)  # the prompt's conditioning is cached from here on
+    durations = []
+    for steps in (8, 24):
+        started = time.monotonic()
+        generate(server, "DPM-Solver++ 3M", steps=steps)
+        durations.append(time.monotonic() - started)
+    per_call = (durations[1] - durations[0]) / 16
     answer: dict[str, Any] = {}
 
     def long_run() -> None:
-        answer["result"] = generate(server, "DPM-Solver++ 3M", steps=steps)
+        answer["result"] = generate(server, sampler, options, steps=400)
 
     worker = threading.Thread(target=long_run)
     began = time.monotonic()
@@ -258,10 +267,11 @@ def test_an_interrupt_stops_a_long_run(server: WebUIServer) -> None:
     time.sleep(3.0)
     server.interrupt()
     asked = time.monotonic()
-    worker.join(timeout=120)
+    worker.join(timeout=300)
     assert not worker.is_alive() and "result" in answer
-    assert time.monotonic() - asked < max(10.0, 20 * per_call)
-    assert time.monotonic() - began < 0.5 * steps * per_call
+    assert time.monotonic() - asked < max(5.0, 20 * per_call)
+    if options is None:
+        assert time.monotonic() - began < 0.5 * 400 * per_call
 
 
 FLOW_SAMPLING = "Advanced Model Sampling for reForge"
