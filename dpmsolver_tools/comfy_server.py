@@ -29,7 +29,6 @@ from typing import Any
 
 from dpmsolver_tools.server_process import REPO, ServerProcess, free_port, link_repository
 
-PACKAGE_DIR_NAME = "dpm-solver-samplers"
 TEST_CHECKPOINT = "dpmsolver_test_sd15.safetensors"
 CHECKPOINT_ALIASES = ("v1-5-pruned-emaonly-fp16.safetensors", "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors")
 """Checkpoint names the example workflows use; the e2e setup links each to the test checkpoint."""
@@ -94,7 +93,7 @@ def prepare_workdir(comfyui: Path, workdir: Path, python: str = sys.executable) 
         link = checkpoints / alias
         if not link.exists():
             link.symlink_to(checkpoint.name)
-    link_repository(paths["custom_nodes"] / PACKAGE_DIR_NAME)
+    link_repository(paths["custom_nodes"])
     config = workdir / "extra_model_paths.yaml"
     config.write_text(
         "dpmsolver_test:\n"
@@ -126,9 +125,6 @@ class ComfyServer(ServerProcess):
         paths = prepare_workdir(comfyui, workdir, python)
         port = port or free_port()
         env = dict(os.environ)
-        env["OMP_NUM_THREADS"] = str(threads)
-        env["MKL_NUM_THREADS"] = str(threads)
-        env["PYTHONUNBUFFERED"] = "1"
         if any((paths["stubs"] / "torchvision").glob("*.py")):
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths["stubs"]), env.get("PYTHONPATH")]))
         command = [
@@ -138,15 +134,9 @@ class ComfyServer(ServerProcess):
             "--temp-directory", str(paths["temp"]), "--user-directory", str(paths["user"]),
             "--database-url", "sqlite:///:memory:", "--disable-auto-launch", *extra_args,
         ]
-        log_path = workdir / f"comfyui-{port}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=comfyui, env=env, stdout=log, stderr=subprocess.STDOUT)
-        server = cls(process, f"http://127.0.0.1:{port}", log_path, paths)
-        try:
-            server.wait_ready(startup_timeout)
+        with cls.running(command, comfyui, port, workdir / f"comfyui-{port}.log", threads, startup_timeout, env,
+                         paths=paths) as server:
             yield server
-        finally:
-            server.stop()
 
     def post_prompt(self, prompt: dict[str, Any], workflow: dict[str, Any] | None = None) -> tuple[int, Any]:
         """POST /prompt; `workflow` (UI format) is embedded in saved PNGs like the web page does."""

@@ -40,7 +40,8 @@ KL_VAE_CONFIG = {
     "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
 }
 """SD1.5's first-stage autoencoder (embed_dim 4)."""
-VARIANTS = ("comfyui", "webui")
+VARIANTS = {"comfyui": (UNET_CONFIG, "taesd"), "webui": ({**UNET_CONFIG, "transformer_depth_middle": 1}, "kl")}
+"""variant -> (UNet config, first stage: ComfyUI's TAESD or the KL autoencoder of KL_VAE_CONFIG)."""
 
 
 def _fill(shape: tuple[int, ...], key: str, generator):
@@ -77,13 +78,13 @@ def random_unet_state(config: dict = UNET_CONFIG, seed: int = 0, dtype=None) -> 
     return {k: _fill(shape, k, generator).to(dtype or torch.float32) for k, shape in unet_shapes(config).items()}
 
 
-def vae_shapes(variant: str) -> dict[str, tuple[int, ...]]:
-    """First-stage parameter shapes: ComfyUI's TAESD, or (variant "webui") its KL autoencoder of SD1.5's shape."""
+def vae_shapes(kind: str) -> dict[str, tuple[int, ...]]:
+    """First-stage parameter shapes: ComfyUI's TAESD ("taesd") or its KL autoencoder of SD1.5's shape ("kl")."""
     import comfy.taesd.taesd
     import torch
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    if variant == "webui":
+    if kind == "kl":
         with torch.device("meta"):
             vae = AutoencoderKL(ddconfig=KL_VAE_CONFIG, embed_dim=4)
     else:
@@ -95,7 +96,7 @@ def build(comfyui: Path, out: Path, seed: int = 0, variant: str = "comfyui") -> 
     """Write the checkpoint of `variant` (see the module docstring); returns a summary (parameter counts, detected
     model class)."""
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     sys.path.insert(0, str(comfyui))
     import comfy.cli_args
 
@@ -109,13 +110,13 @@ def build(comfyui: Path, out: Path, seed: int = 0, variant: str = "comfyui") -> 
     generator = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
         clip = comfy.sd1_clip.SDClipModel(device="meta")
-    unet_config = dict(UNET_CONFIG, transformer_depth_middle=1) if variant == "webui" else UNET_CONFIG
+    unet_config, first_stage = VARIANTS[variant]
 
     parts = {
         "model.diffusion_model.": unet_shapes(unet_config),
         "cond_stage_model.": {k: tuple(v.shape) for k, v in clip.state_dict().items()
                               if k.startswith("transformer.text_model.")},
-        "first_stage_model.": vae_shapes(variant),
+        "first_stage_model.": vae_shapes(first_stage),
     }
     state = {}
     counts = {}
@@ -138,7 +139,7 @@ def main() -> None:
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant", choices=VARIANTS, default="comfyui",
+    parser.add_argument("--variant", choices=list(VARIANTS), default="comfyui",
                         help="comfyui (default) or webui: a middle block and a KL VAE, for Forge")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+FOLDER_NAME = "dpm-solver-samplers"
+"""The name this repository has in a host's custom_nodes/ or extensions/ folder."""
 
 
-def link_repository(link: Path) -> None:
-    """Make `link` (a host's custom-node or extension folder entry) a symlink to this repository."""
+def link_repository(folder: Path) -> None:
+    """Make `folder`/FOLDER_NAME (in a host's custom_nodes/ or extensions/) a symlink to this repository."""
+    link = folder / FOLDER_NAME
     if link.is_symlink() and link.resolve() != REPO:
         link.unlink()
     if not link.exists():
@@ -46,6 +51,23 @@ class ServerProcess:
         self.process = process
         self.base_url = base_url
         self.log_path = log_path
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, command: list[str], cwd: Path, port: int, log_path: Path, threads: int, startup_timeout: float,
+                env: dict[str, str] | None = None, **fields: Any) -> Iterator[Any]:
+        """Start `command` in `cwd` (output to `log_path`, `threads` CPU threads), yield the server once it is
+        ready (`fields` go to the constructor), stop it afterwards."""
+        env = dict(os.environ if env is None else env)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = cls(process, f"http://127.0.0.1:{port}", log_path, **fields)
+        try:
+            server.wait_ready(startup_timeout)
+            yield server
+        finally:
+            server.stop()
 
     def wait_ready(self, timeout: float) -> None:
         """Return once `ready_path` answers and the log shows `ready_log_text`; raise with the log's tail if the

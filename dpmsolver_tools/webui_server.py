@@ -20,8 +20,6 @@ import contextlib
 import functools
 import io
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +28,6 @@ from typing import Any
 from dpmsolver_tools.comfy_server import build_test_checkpoint
 from dpmsolver_tools.server_process import ServerProcess, free_port, link_repository
 
-EXTENSION_DIR_NAME = "dpm-solver-samplers"
 TEST_CHECKPOINT = "dpmsolver_test_sd15_webui.safetensors"
 CONFIG = {"live_previews_enable": False, "k_sched_type": "Automatic"}
 """Settings the harness writes to the data directory's config.json. Live previews off: offline, reForge would fail
@@ -39,21 +36,21 @@ override of it is undone after the request (those WebUIs restore only settings t
 
 
 def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
-    """Create the data directory with the extension link and the test checkpoint (built once, by this interpreter
-    with ComfyUI's requirements, as for tests/test_comfyui_e2e.py); returns the checkpoint's path."""
+    """Create the data directory with the extension link, config.json and the test checkpoint (built once, by this
+    interpreter with ComfyUI's requirements, as for tests/test_comfyui_e2e.py); returns the checkpoint's path."""
     checkpoints = workdir / "models" / "Stable-diffusion"
     for path in (workdir / "extensions", checkpoints):
         path.mkdir(parents=True, exist_ok=True)
-    link_repository(workdir / "extensions" / EXTENSION_DIR_NAME)
+    link_repository(workdir / "extensions")
     config = workdir / "config.json"
     settings = json.loads(config.read_text()) if config.exists() else {}
-    settings.update(CONFIG)
-    config.write_text(json.dumps(settings))
+    config.write_text(json.dumps({**settings, **CONFIG}))
     checkpoint = checkpoints / TEST_CHECKPOINT
-    if not checkpoint.exists() and comfyui is None:
+    if comfyui is not None:
+        return build_test_checkpoint(comfyui, checkpoint, workdir / "stubs", variant="webui")
+    if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint} does not exist; building it needs a ComfyUI checkout (COMFYUI_PATH)")
-    return checkpoint if comfyui is None else build_test_checkpoint(comfyui, checkpoint, workdir / "stubs",
-                                                                    variant="webui")
+    return checkpoint
 
 
 class WebUIServer(ServerProcess):
@@ -71,22 +68,13 @@ class WebUIServer(ServerProcess):
         workdir.mkdir(parents=True, exist_ok=True)
         checkpoint = prepare_datadir(workdir, comfyui)
         port = port or free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
         command = [
             python, "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-version-check",
             "--skip-torch-cuda-test", "--api", "--port", str(port), "--always-cpu",
             "--data-dir", str(workdir), "--ckpt", str(checkpoint), "--no-download-sd-model",
         ]
-        log_path = workdir / f"webui-{port}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=webui, env=env, stdout=log, stderr=subprocess.STDOUT)
-        server = cls(process, f"http://127.0.0.1:{port}", log_path)
-        try:
-            server.wait_ready(startup_timeout)
+        with cls.running(command, webui, port, workdir / f"webui-{port}.log", threads, startup_timeout) as server:
             yield server
-        finally:
-            server.stop()
 
     def txt2img(self, payload: dict[str, Any], timeout: float = 600.0) -> tuple[int, Any]:
         """POST /sdapi/v1/txt2img: (HTTP status, the answer: images as base64 PNG and the info JSON as text)."""

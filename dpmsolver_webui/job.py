@@ -46,14 +46,13 @@ def job_entries(p: Any) -> list[Any]:
 def apply_to_job(p: Any, args: tuple[Any, ...], settings: Mapping[str, Any]) -> dict[str, Any]:
     """Resolve the options for job `p`, store them on it and add their infotext; returns them. A ValueError
     (an unknown or invalid option) is stored on `p` in their place before it is raised."""
+    JOB_OPTIONS.clear()
     try:
         explicit = explicit_options(ui_values_from_args(args), settings)
     except ValueError as err:
         setattr(p, OPTIONS_ATTR, err)
-        JOB_OPTIONS.clear()
         raise
     setattr(p, OPTIONS_ATTR, explicit)
-    JOB_OPTIONS.clear()
     JOB_OPTIONS.update(explicit)
     params = infotext_params(explicit, [entry.defaults for entry in job_entries(p)])
     extra = getattr(p, "extra_generation_params", None)
