@@ -1,0 +1,113 @@
+"""The README's sampler guide is what `samplers.bench.guide` renders from the committed benchmark documents, and the
+guide refuses a pick, a figure or a 'same as the host' that the documents do not support."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from samplers.bench import guide
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_holds_the_rendered_guide() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert guide.render() in readme, "README's guide differs from `python -m samplers.bench.guide`: paste its output"
+
+
+def test_the_guide_command_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
+    guide.main([])
+    assert capsys.readouterr().out.strip() == guide.render()
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    """A copy of the documents the guide reads, to be edited by a test."""
+    for name in (guide.ANALYTIC, guide.NETWORKS, guide.NETWORK_BENCH):
+        shutil.copy(guide.DOCS / name, tmp_path / name)
+    return tmp_path
+
+
+def _edit(docs: Path, name: str, change: Any) -> None:
+    data = json.loads((docs / name).read_text())
+    change(data)
+    (docs / name).write_text(json.dumps(data))
+
+
+def _runs(data: dict[str, Any], case: str, side: str, label: str) -> list[dict[str, Any]]:
+    return data["comparison"]["cases"][case][f"{side}_runs"][label]
+
+
+def _scale(runs: list[dict[str, Any]], n_steps: int, factor: float) -> None:
+    for r in runs:
+        if r["n_steps"] == n_steps:
+            r["median_err"] *= factor
+
+
+def test_the_copy_renders_as_the_committed_documents(docs: Path) -> None:
+    assert guide.render(docs) == guide.render()
+
+
+def test_a_pick_beaten_at_its_figures_count_is_refused(docs: Path) -> None:
+    # DPM-Solver 3M 10x worse at 10 steps on the digits network's Karras grid: DPM-Solver 2M beats it there
+    _edit(docs, guide.NETWORKS,
+          lambda d: _scale(_runs(d, "digits_eps/karras", "ours", "DPM-Solver 3M"), 10, 10.0))
+    with pytest.raises(guide.GuideClaimError, match=r"digits_eps: .* beats DPM-Solver 3M at 10 calls"):
+        guide.render(docs)
+
+
+def test_a_pick_beaten_at_a_checked_count_is_refused(docs: Path) -> None:
+    # the flow pick worse at 40 steps than another sampler on the flow mixture: its row claims 10 steps or more
+    _edit(docs, guide.ANALYTIC,
+          lambda d: _scale(_runs(d, "flow_mixture/simple", "ours", "DPM-Solver 3M"), 40, 100.0))
+    with pytest.raises(guide.GuideClaimError, match=r"flow_mixture: .* beats DPM-Solver 3M at 40 calls"):
+        guide.render(docs)
+
+
+def test_a_run_on_a_shorter_ode_does_not_count(docs: Path) -> None:
+    # a singlestep run at 10 calls on the flow 'simple' grid ends higher (fewer steps): even a tiny error is no win
+    def shorter_and_better(d: dict[str, Any]) -> None:
+        runs = _runs(d, "flow_mixture/simple", "ours", "DPM-Solver++ 3S")
+        short = next(r for r in runs if r["nfe"] <= 10 and r["n_steps"] < 10)
+        short["median_err"] = 1e-12
+    _edit(docs, guide.ANALYTIC, shorter_and_better)
+    assert guide.render(docs) == guide.render()
+
+
+def test_adaptive_runs_do_not_contest_a_step_count(docs: Path) -> None:
+    def perfect(d: dict[str, Any]) -> None:
+        for r in _runs(d, "ve_mixture/karras", "ours", "DPM-Solver++ adaptive"):
+            r["median_err"] = 1e-12
+    _edit(docs, guide.ANALYTIC, perfect)
+    assert guide.render(docs) == guide.render()
+
+
+def test_the_same_as_the_host_claim_is_checked(docs: Path) -> None:
+    _edit(docs, guide.ANALYTIC,
+          lambda d: _scale(_runs(d, "ve_mixture/exponential", "ours", "DPM-Solver++ 2M"), 10, 1.001))
+    with pytest.raises(guide.GuideClaimError, match=r"ve_mixture/exponential: DPM-Solver\+\+ 2M .* differs"):
+        guide.render(docs)
+
+
+def test_the_figures_follow_the_documents(docs: Path) -> None:
+    # ComfyUI's euler twice as bad on the flow mixture at 10 steps: 3.0x becomes 6.0x
+    before = guide.render(docs)
+    _edit(docs, guide.ANALYTIC, lambda d: _scale(_runs(d, "flow_mixture/simple", "theirs", "euler"), 10, 2.0))
+    after = guide.render(docs)
+    assert "has 3.0× (flow mixture)" in before and "has 6.0× (flow mixture)" in after
+
+
+def test_the_stochastic_pick_is_the_closest_to_the_data(docs: Path) -> None:
+    def swap(d: dict[str, Any]) -> None:
+        rows = d["network_distribution"]["models"]["digits_eps"]["rows"]
+        for c in rows["dpm_solver_pp_3m_sde"]:
+            if c["budget"] == 10:
+                c["fd"] = 0.1
+    _edit(docs, guide.NETWORK_BENCH, swap)
+    row = next(line for line in guide.render(docs).splitlines() if line.startswith("| variety"))
+    assert "DPM-Solver++ 3M SDE (`dpm_solver_pp_3m_sde`, SD-type)" in row and "0.10 on the digits network" in row
