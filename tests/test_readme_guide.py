@@ -28,7 +28,7 @@ def test_the_guide_command_prints_it(capsys: pytest.CaptureFixture[str]) -> None
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
     """A copy of the documents the guide reads, to be edited by a test."""
-    for name in (guide.ANALYTIC, guide.NETWORKS, guide.NETWORK_BENCH):
+    for name in (guide.ANALYTIC, guide.NETWORKS, guide.NETWORK_BENCH, guide.GUIDANCE):
         shutil.copy(guide.DOCS / name, tmp_path / name)
     return tmp_path
 
@@ -111,3 +111,23 @@ def test_the_stochastic_pick_is_the_closest_to_the_data(docs: Path) -> None:
     _edit(docs, guide.NETWORK_BENCH, swap)
     row = next(line for line in guide.render(docs).splitlines() if line.startswith("| variety"))
     assert "DPM-Solver++ 3M SDE (`dpm_solver_pp_3m_sde`, SD-type)" in row and "0.10 on the digits network" in row
+
+
+def test_a_guidance_scale_where_3m_loses_is_refused(docs: Path) -> None:
+    def beaten(d: dict[str, Any]) -> None:
+        karras = d["median_error_over_data_std"]["12"]["karras"]
+        karras["dpm_solver_pp_3m"]["8"] = karras["dpm_solver_3m"]["8"] / 2
+    _edit(docs, guide.GUIDANCE, beaten)
+    with pytest.raises(guide.GuideClaimError, match="CFG 12, Karras, 8 steps: dpm_solver_pp_3m beats dpm_solver_3m"):
+        guide.render(docs)
+
+
+def test_the_guidance_document_is_measured_again() -> None:
+    committed = json.loads((guide.DOCS / guide.GUIDANCE).read_text())
+    measured = guide.measure_guidance(committed["samples"])
+
+    def flat(table: dict[str, Any]) -> dict[tuple[str, ...], float]:
+        return {(cfg, grid, name, steps): e for cfg, by_grid in table.items() for grid, by_name in by_grid.items()
+                for name, by_steps in by_name.items() for steps, e in by_steps.items()}
+    assert flat(measured["median_error_over_data_std"]) == pytest.approx(
+        flat(committed["median_error_over_data_std"]), rel=1e-6)

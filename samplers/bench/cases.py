@@ -46,7 +46,8 @@ def mixture_std(mix: GaussianMixture) -> float:
     return math.sqrt(float(var.mean()))
 
 
-def _ve_cases(problem: Problem) -> list[Case]:
+def ve_cases(problem: Problem) -> list[Case]:
+    """`problem` on the Karras and exponential grids between its sigma_max and sigma_min (then 0)."""
     lo, hi = problem.sigma_min, problem.sigma_max
     return [
         Case(f"{problem.name}/karras", problem, "karras", lambda n: grids.karras(n, lo, hi), "ve"),
@@ -59,8 +60,8 @@ def all_cases() -> list[Case]:
     flow = flow_mixture()
     shift = flow.shift if flow.shift is not None else 3.0
     return [
-        *_ve_cases(ve_mixture()),
-        *_ve_cases(ve_mixture(CFG_SCALE)),
+        *ve_cases(ve_mixture()),
+        *ve_cases(ve_mixture(CFG_SCALE)),
         Case(f"{flow.name}/simple", flow, "flow_simple", lambda n: grids.flow_simple(n, shift=shift), "flow"),
     ]
 

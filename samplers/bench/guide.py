@@ -5,7 +5,9 @@ deterministic samplers that run the step count the user sets, at that number of 
 the same ODE: both ends of the problem's grids, or no shorter). Each figure is a ratio of median errors against the
 exact ODE solution, ComfyUI's own sampler (run in the same process, docs/comparison*.json) over ours, or a Fréchet
 distance of docs/bench_networks.json. `python -m samplers.bench.guide` prints the table; tests/test_readme_guide.py
-holds the README to it, so re-measured documents cannot leave the guide behind.
+holds the README to it, so re-measured documents cannot leave the guide behind. `--measure-guidance` measures the
+SD-type picks again on the mixture at other guidance scales (docs/guide_guidance.json), and the guide's last
+sentence states, once checked, what that shows.
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..registry import SAMPLERS, AdaptiveEntry
+from .cases import ve_cases
+from .measure import CaseRunner
+from .problems import ve_mixture
 from .report import table
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 ANALYTIC, NETWORKS, NETWORK_BENCH = "comparison.json", "comparison_networks.json", "bench_networks.json"
+GUIDANCE = "guide_guidance.json"
+GUIDANCE_SCALES = (3.0, 12.0, 20.0)
+GUIDANCE_SAMPLERS = ("dpm_solver_2m", "dpm_solver_3m", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "dpm_solver_pp_pc")
+GUIDANCE_STEPS = (8, 10, 20)
 PROBLEMS = {"ve_mixture": (ANALYTIC, "mixture"), "ve_mixture_cfg7.5": (ANALYTIC, "mixture with CFG 7.5"),
             "digits_eps": (NETWORKS, "digits network"), "flow_mixture": (ANALYTIC, "flow mixture"),
             "digits_flow": (NETWORKS, "digits flow network")}
@@ -75,7 +86,20 @@ NAME_OF = {e.label: name for name, e in SAMPLERS.items()}
 
 def load(docs: Path) -> dict[str, Any]:
     """The documents the guide reads, by file name."""
-    return {name: json.loads((docs / name).read_text()) for name in (ANALYTIC, NETWORKS, NETWORK_BENCH)}
+    return {name: json.loads((docs / name).read_text()) for name in (ANALYTIC, NETWORKS, NETWORK_BENCH, GUIDANCE)}
+
+
+def measure_guidance(samples: int = 512) -> dict[str, Any]:
+    """Median error / data std of GUIDANCE_SAMPLERS on the CFG mixture at GUIDANCE_SCALES, both VE grids and
+    GUIDANCE_STEPS steps (the benchmark's noises and exact references): {cfg: {grid: {sampler: {steps: error}}}}."""
+    table_: dict[str, Any] = {}
+    for scale in GUIDANCE_SCALES:
+        for case in ve_cases(ve_mixture(scale)):
+            runner = CaseRunner(case, samples)
+            table_.setdefault(f"{scale:g}", {})[case.grid_name] = {
+                name: {str(n): runner.run(SAMPLERS[name], n).median_err / runner.data_std for n in GUIDANCE_STEPS}
+                for name in GUIDANCE_SAMPLERS}
+    return {"samples": samples, "torch": torch.__version__, "median_error_over_data_std": table_}
 
 
 def _cases(documents: dict[str, Any], problem: str) -> dict[str, Any]:
@@ -171,6 +195,26 @@ def _stochastic_row(docs: dict[str, Any]) -> list[str]:
             f"distance to the data set at 10 steps (Fréchet, pixel statistics): {_join(parts, '; ')}"]
 
 
+def _guidance_sentence(docs: dict[str, Any]) -> str:
+    """At other guidance scales: DPM-Solver 3M on Karras the best of GUIDANCE_SAMPLERS at 8 and 10 steps (checked),
+    and how far PC is from the best at 20 steps on either grid."""
+    measured = docs[GUIDANCE]["median_error_over_data_std"]
+    worst_pc = 1.0
+    for scale, by_grid in measured.items():
+        for steps in ("8", "10"):
+            karras = by_grid["karras"]
+            best = min(karras, key=lambda name: karras[name][steps])
+            if best != "dpm_solver_3m":
+                raise GuideClaimError(f"CFG {scale}, Karras, {steps} steps: {best} beats dpm_solver_3m")
+        errors = [e[name]["20"] for e in by_grid.values() for name in e]
+        worst_pc = max(worst_pc, min(e["dpm_solver_pp_pc"]["20"] for e in by_grid.values()) / min(errors))
+    names = _join([SAMPLERS[n].label for n in GUIDANCE_SAMPLERS])
+    return (f"At CFG {_join(list(measured))} on the mixture ({docs[GUIDANCE]['samples']} noises, "
+            f"`docs/{GUIDANCE}`), of the multistep samplers ({names}) DPM-Solver 3M on Karras stays the most "
+            f"accurate at 8 and 10 steps, and at 20 steps DPM-Solver++ PC on its better grid has at most "
+            f"{worst_pc:.2f}× the best median error.")
+
+
 def render(docs: Path = DOCS) -> str:
     """The guide table, every row checked against the documents in `docs`, and the counts it was checked at."""
     documents = load(docs)
@@ -180,13 +224,19 @@ def render(docs: Path = DOCS) -> str:
     return (table(["you run", "pick", "schedule", "measured against the exact solution (median error)"], rows,
                   ["l", "l", "l", "l"])
             + "\n\nEach pick has the lowest median error of our samplers that take a step count, on every problem "
-            f"of its row, at every step count checked: {checked}.")
+            f"of its row, at every step count checked: {checked}. {_guidance_sentence(documents)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=Path, default=DOCS, help="folder of the benchmark documents (default: docs/)")
-    print(render(parser.parse_args(argv).docs))
+    parser.add_argument("--measure-guidance", action="store_true",
+                        help=f"measure the picks at CFG {GUIDANCE_SCALES} first and write DOCS/{GUIDANCE} (about 10 s)")
+    args = parser.parse_args(argv)
+    if args.measure_guidance:
+        torch.set_num_threads(1)
+        (args.docs / GUIDANCE).write_text(json.dumps(measure_guidance(), indent=1) + "\n")
+    print(render(args.docs))
 
 
 if __name__ == "__main__":
