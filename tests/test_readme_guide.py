@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def docs(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _edit(docs: Path, name: str, change: Any) -> None:
+def _edit(docs: Path, name: str, change: Callable[[dict[str, Any]], Any]) -> None:
     data = json.loads((docs / name).read_text())
     change(data)
     (docs / name).write_text(json.dumps(data))
