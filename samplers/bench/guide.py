@@ -24,6 +24,7 @@ import torch
 from ..registry import SAMPLERS, AdaptiveEntry
 from .cases import ve_cases
 from .comfy_builtin import STOPS_AT_LAST_NONZERO
+from .comparison import ends_by
 from .measure import CaseRunner
 from .problems import ve_mixture
 from .report import table
@@ -38,7 +39,6 @@ PROBLEMS = {"ve_mixture": (ANALYTIC, "mixture"), "ve_mixture_cfg7.5": (ANALYTIC,
             "digits_eps": (NETWORKS, "digits network"), "flow_mixture": (ANALYTIC, "flow mixture"),
             "digits_flow": (NETWORKS, "digits flow network")}
 """Benchmark problem -> (its comparison document, its name in the guide)."""
-SIGMA_RTOL = 1e-9
 STEP_COUNT_LABELS = frozenset(e.label for e in SAMPLERS.values() if not isinstance(e, AdaptiveEntry))
 """Our samplers that run the step count the user sets (the adaptive ones choose their own steps)."""
 
@@ -123,11 +123,10 @@ def _rivals(pick: Pick, cases: dict[str, Any], problem: str, side: str, mine: di
             ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(label, grid, run) of `side`'s runs on the pick's contest grids within `calls` model calls that end no higher
     than `mine` (a smaller error on a shorter ODE is no win)."""
-    end = mine["sigma_last"] * (1 + SIGMA_RTOL)
     for grid in pick.contest:
         for label, runs in cases[f"{problem}/{grid}"][f"{side}_runs"].items():
             for r in runs:
-                if r["nfe"] <= calls and r["sigma_last"] <= end:
+                if r["nfe"] <= calls and ends_by(r, mine["sigma_last"]):
                     yield label, grid, r
 
 
