@@ -54,6 +54,11 @@ def torchvision_importable(python: str = sys.executable) -> bool:
     return result.returncode == 0
 
 
+def _stubs_first(env: dict[str, str], stubs: Path) -> dict[str, str]:
+    """`env` with `stubs` (the import-only torchvision) at the front of PYTHONPATH."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(stubs), env.get("PYTHONPATH")]))}
+
+
 def checkpoint_environment(stubs: Path, python: str = sys.executable) -> dict[str, str]:
     """The environment in which `python` imports ComfyUI: this one, with an import-only torchvision written to `stubs`
     and put on PYTHONPATH where torchvision does not import."""
@@ -63,7 +68,7 @@ def checkpoint_environment(stubs: Path, python: str = sys.executable) -> dict[st
             target = stubs / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stubs), env.get("PYTHONPATH")]))
+        env = _stubs_first(env, stubs)
     return env
 
 
@@ -126,7 +131,7 @@ class ComfyServer(ServerProcess):
         port = port or free_port()
         env = dict(os.environ)
         if any((paths["stubs"] / "torchvision").glob("*.py")):
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths["stubs"]), env.get("PYTHONPATH")]))
+            env = _stubs_first(env, paths["stubs"])
         command = [
             python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
             "--extra-model-paths-config", str(paths["config"]),
