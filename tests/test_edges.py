@@ -438,6 +438,21 @@ def test_dpm_solver_fast_order_schedule() -> None:
         assert sum(fast_orders(n)) == n
 
 
+class ScheduleWithout:
+    """The VE schedule with one of the NoiseSchedule members missing: a user's incomplete family object."""
+
+    def __init__(self, missing: str) -> None:
+        self._missing = missing
+
+    def __getattr__(self, name: str) -> object:
+        if name == self._missing or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(VE, name)
+
+    def __repr__(self) -> str:
+        return f"ScheduleWithout({self._missing!r})"
+
+
 @pytest.mark.parametrize(
     ("name", "options", "error", "message"),
     [
@@ -450,8 +465,11 @@ def test_dpm_solver_fast_order_schedule() -> None:
         ("dpm_solver_2", {"r1": "0.5"}, ValueError, "r1 must be a number, got '0.5'"),  # was read as 0.5
         ("dpm_solver_2", {"r1": True}, ValueError, "r1 must be a number, got True"),  # was "got 1.0"
         ("dpm_solver_3", {"r1": 0.7, "r2": 0.4}, ValueError, "r1 < r2"),
+        ("dpm_solver_3", {"r1": 0.5, "r2": 0.5}, ValueError, "r1 < r2"),
         ("dpm_solver_pp_2m", {"schedule": "vp"}, ValueError, "schedule"),
         ("dpm_solver_pp_2m", {"schedule": object()}, ValueError, "alpha"),
+        ("dpm_solver_pp_2m", {"schedule": ScheduleWithout("sigma_max")}, ValueError, "lacks sigma_max"),
+        ("dpm_solver_pp_2m", {"schedule": ScheduleWithout("sigma_at")}, ValueError, "lacks sigma_at"),
         ("dpm_solver_pp_2m", {"lower_order_final": "yes"}, ValueError, "lower_order_final"),
         ("dpm_solver_pp_2m", {"thresholding": True, "threshold_quantile": 0.0}, ValueError, "threshold_quantile"),
         ("dpm_solver_pp_2m", {"thresholding": True, "threshold_max": 0.5}, ValueError, "threshold_max"),
@@ -467,6 +485,19 @@ def test_impossible_options_name_the_option(name: str, options: dict, error: typ
     with pytest.raises(error, match=message):
         SAMPLERS[name](model, start(), grids.karras(4, 0.03, 14.6), disable=True, **options)
     assert model.calls == 0
+
+
+@pytest.mark.parametrize(("name", "steps", "lowered"),
+                         [("dpm_solver_pp_3m", 4, True), ("dpm_solver_pp_3m", 5, False), ("dpm_solver_3", 4, False)])
+def test_lower_order_final_auto_is_on_below_five_multistep_steps(name: str, steps: int, lowered: bool) -> None:
+    """The default (auto) is what the README says: lower orders on the last steps for multistep samplers on grids of
+    fewer than 5 steps, never for singlestep ones; on those grids on and off give different results."""
+    sigmas = grids.karras(steps, 0.03, 14.6)
+    run = {setting: SAMPLERS[name](gaussian_model(), start(), sigmas, disable=True, lower_order_final=setting)
+           for setting in (True, False)}
+    default = SAMPLERS[name](gaussian_model(), start(), sigmas, disable=True)
+    assert not torch.equal(run[True], run[False])
+    assert torch.equal(default, run[lowered])
 
 
 def test_sigmas_are_read_once_per_call() -> None:
