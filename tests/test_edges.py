@@ -500,6 +500,30 @@ def test_lower_order_final_auto_is_on_below_five_multistep_steps(name: str, step
     assert torch.equal(default, run[lowered])
 
 
+@pytest.mark.parametrize(("name", "defaults", "other"),
+                         [("dpm_solver_2", {"r1": 0.5}, {"r1": 0.4}),
+                          ("dpm_solver_3", {"r1": 1 / 3, "r2": 2 / 3}, {"r1": 0.3, "r2": 2 / 3}),
+                          ("dpm_solver_3", {"r1": 1 / 3, "r2": 2 / 3}, {"r1": 1 / 3, "r2": 0.7})])
+def test_singlestep_intermediate_points_default_to_the_documented_fractions(name: str, defaults: dict,
+                                                                             other: dict) -> None:
+    """r1 and r2 unset are 1/2 (second order) and 1/3, 2/3 (third order), as the README's option table says."""
+    sigmas = grids.karras(4, 0.03, 14.6)
+    default = SAMPLERS[name](gaussian_model(), start(), sigmas, disable=True)
+    assert torch.equal(default, SAMPLERS[name](gaussian_model(), start(), sigmas, disable=True, **defaults))
+    assert not torch.equal(default, SAMPLERS[name](gaussian_model(), start(), sigmas, disable=True, **other))
+
+
+@pytest.mark.parametrize("name", ["dpm_solver_2", "dpm_solver_pp_2s", "dpm_solver_3"])
+def test_lower_order_final_on_lowers_second_and_third_order_singlestep_samplers(name: str) -> None:
+    """Set on, the last step of a singlestep sampler of order 2 or 3 is first order: fewer model calls (on a grid
+    that stops above 0, where the last step is not the one-call denoise anyway)."""
+    sigmas = grids.karras(4, 0.03, 14.6, append_zero=False)
+    on, off = gaussian_model(), gaussian_model()
+    SAMPLERS[name](on, start(), sigmas, disable=True, lower_order_final=True)
+    SAMPLERS[name](off, start(), sigmas, disable=True, lower_order_final=False)
+    assert on.calls < off.calls
+
+
 def test_sigmas_are_read_once_per_call() -> None:
     class CountingTensor(torch.Tensor):
         reads = 0
