@@ -149,6 +149,8 @@ def test_deferred_finite_guard_names_the_input_then_the_calls_then_the_result() 
         guard_with(float("inf"), [float("nan")], float("nan")).finish()
     with pytest.raises(NonFiniteModelOutput, match="call 1"):
         guard_with(1.0, [1.0, float("nan")], float("nan")).finish()
+    with pytest.raises(NonFiniteModelOutput, match="call 0"):  # the first call, right after a finite input
+        guard_with(1.0, [float("nan"), float("nan")], float("nan")).finish()
     with pytest.raises(NonFiniteResult, match="although x and every model output were finite"):
         guard_with(1.0, [1.0, 2.0], float("-inf")).finish()
 
