@@ -35,13 +35,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
-class Mutant:
-    """One changed token: its line, the expression before and after, and the whole mutated module's source."""
+class Site:
+    """Where a mutant changes the module: its index among the sites, its line, the expression before and after."""
 
     index: int
     line: int
     before: str
     after: str
+
+
+@dataclass
+class Mutant:
+    """One changed token and the whole mutated module's source."""
+
+    site: Site
     source: str
 
 
@@ -49,10 +56,7 @@ class Mutant:
 class Outcome:
     """What the tests made of a mutant: 'killed', 'survived' or 'timeout', and the seconds they took."""
 
-    index: int
-    line: int
-    before: str
-    after: str
+    site: Site
     status: str
     seconds: float
 
@@ -130,7 +134,7 @@ def mutants(source: str) -> Iterator[Mutant]:
         new = _changed(old)
         after = ast.unparse(new)
         tree = ast.fix_missing_locations(_Replace(old, new).visit(tree))
-        yield Mutant(index, old.lineno, before, after, ast.unparse(tree))
+        yield Mutant(Site(index, old.lineno, before, after), ast.unparse(tree))
 
 
 def run(module: Path, tests: list[str], repo: Path = REPO, timeout: float = 300.0) -> list[Outcome]:
@@ -151,10 +155,9 @@ def run(module: Path, tests: list[str], repo: Path = REPO, timeout: float = 300.
                 status = "killed" if done.returncode != 0 else "survived"
             except subprocess.TimeoutExpired:
                 status = "timeout"
-            outcome = Outcome(mutant.index, mutant.line, mutant.before, mutant.after, status,
-                              round(time.monotonic() - start, 1))
-            print(f"{status:8} line {outcome.line}: {outcome.before[:70]}  ->  {outcome.after[:70]}", flush=True)
-            outcomes.append(outcome)
+            site = mutant.site
+            outcomes.append(Outcome(site, status, round(time.monotonic() - start, 1)))
+            print(f"{status:8} line {site.line}: {site.before[:70]}  ->  {site.after[:70]}", flush=True)
     return outcomes
 
 

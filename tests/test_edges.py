@@ -201,11 +201,11 @@ def test_x_that_is_no_floating_point_batch_is_refused(x: object, message: str) -
 @pytest.mark.parametrize("name", PLANNED)
 def test_a_batch_of_scalars_is_a_batch(name: str) -> None:
     """x of shape (B,) has its batch dimension and nothing else: sampled like (B, 1), not refused."""
-    x = start()[:, 0, 0, 0]
-    out = SAMPLERS[name](gaussian_model(), x.clone(), grids.karras(4, 0.03, 14.6), disable=True)
+    x, sigmas = start()[:, 0, 0, 0], grids.karras(4, 0.03, 14.6)
+    out = SAMPLERS[name](gaussian_model(), x.clone(), sigmas, disable=True)
     assert out.shape == x.shape
-    torch.testing.assert_close(out, SAMPLERS[name](gaussian_model(), x[:, None], grids.karras(4, 0.03, 14.6),
-                                                   disable=True)[:, 0], rtol=1e-12, atol=1e-12)
+    column = SAMPLERS[name](gaussian_model(), x[:, None], sigmas, disable=True)
+    torch.testing.assert_close(out, column[:, 0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(

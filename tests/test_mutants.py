@@ -22,7 +22,7 @@ def clip(value: float, low: float = 0.0) -> float:
 
 
 def test_every_operator_and_constant_of_the_code_and_nothing_else_is_changed() -> None:
-    changes = {(m.line, m.before, m.after) for m in mutants(SOURCE)}
+    changes = {(m.site.line, m.site.before, m.site.after) for m in mutants(SOURCE)}
     assert changes == {
         (3, "3", "4"),
         (9, "not value >= low and value is not None", "not value >= low or value is not None"),
@@ -42,6 +42,6 @@ def test_every_operator_and_constant_of_the_code_and_nothing_else_is_changed() -
 def test_a_pinned_behaviour_kills_its_mutants_and_an_unpinned_one_survives(tmp_path: Path) -> None:
     (tmp_path / "calc.py").write_text("def add(a, b):\n    return a + b\n\n\nUNUSED = 2\n")
     (tmp_path / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
-    outcomes = {o.before: o.status for o in run(Path("calc.py"), ["test_calc.py"], repo=tmp_path, timeout=120)}
+    outcomes = {o.site.before: o.status for o in run(Path("calc.py"), ["test_calc.py"], repo=tmp_path, timeout=120)}
     assert outcomes == {"a + b": "killed", "2": "survived"}
     assert (tmp_path / "calc.py").read_text().endswith("UNUSED = 2\n")  # the mutants went to a copy

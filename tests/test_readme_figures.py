@@ -121,9 +121,9 @@ def test_the_many_noise_verdicts_are_stated(group: str) -> None:
     median ratios, in LARGE's order; the verdicts are what the sentence's wording says."""
     noises, cases, rmse_met = LARGE[group]
     text = re.sub(r"\s+", " ", _readme())
-    summaries = [_summary(_large_document(case, noises), case) for case in cases]
-    assert all(json.loads(_large_document(case, noises).read_text())["comparison"]["samples"][case] == noises
-               for case in cases)
+    comparisons = [json.loads(_large_document(case, noises).read_text())["comparison"] for case in cases]
+    assert all(c["samples"][case] == noises for c, case in zip(comparisons, cases, strict=True))
+    summaries = [c["cases"][case]["summary"] for c, case in zip(comparisons, cases, strict=True)]
     rmse = _listing([_verdict(s["rmse"], bold=False, suffix="×") for s in summaries])
     median = _listing([f"{fmt_ratio(s['median_err']['ratio'])}×" for s in summaries])
     assert f"{rmse} by RMSE, and {median} by median" in text
