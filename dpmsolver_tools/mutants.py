@@ -17,12 +17,14 @@ import argparse
 import ast
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,17 +139,38 @@ def mutants(source: str) -> Iterator[Mutant]:
         yield Mutant(Site(index, old.lineno, before, after), ast.unparse(tree))
 
 
-def run(module: Path, tests: list[str], repo: Path = REPO, timeout: float = 300.0) -> list[Outcome]:
-    """Run `tests` (pytest -x, in a scratch copy of `repo`) against every mutant of `module` (relative to repo)."""
-    outcomes = []
-    with tempfile.TemporaryDirectory(prefix="dpmsolver-mutants-") as scratch:
-        copy = Path(scratch) / "repo"
-        shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache"))
+def _worker_copy(repo: Path, scratch: Path, name: str) -> Path:
+    """A scratch copy of `repo` (no git data, no caches) for one worker."""
+    copy = scratch / name
+    shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache"))
+    return copy
+
+
+def run(module: Path, tests: list[str], repo: Path = REPO, timeout: float = 300.0, jobs: int = 1,
+        only: range | None = None) -> list[Outcome]:
+    """Run `tests` (pytest -x, in scratch copies of `repo`) against every mutant of `module` (relative to repo).
+
+    `jobs` workers each own a copy and take the next mutant from a shared queue, one thread per torch process;
+    `only` keeps the mutants whose site index lies in it. Outcomes come back in site order.
+    """
+    pending: queue.Queue[Mutant] = queue.Queue()
+    source = (repo / module).read_text()
+    for mutant in mutants(source):
+        if only is None or mutant.site.index in only:
+            pending.put(mutant)
+    outcomes: list[Outcome] = []
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # no stale bytecode of a same-size mutant
+    if jobs > 1:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # the workers share the cores
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+
+    def work(copy: Path) -> None:
         target = copy / module
-        original = target.read_text()
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # no stale bytecode of a same-size mutant
-        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-        for mutant in mutants(original):
+        while True:
+            try:
+                mutant = pending.get_nowait()
+            except queue.Empty:
+                return
             target.write_text(mutant.source)
             start = time.monotonic()
             try:
@@ -158,7 +181,12 @@ def run(module: Path, tests: list[str], repo: Path = REPO, timeout: float = 300.
             site = mutant.site
             outcomes.append(Outcome(site, status, round(time.monotonic() - start, 1)))
             print(f"{status:8} line {site.line}: {site.before[:70]}  ->  {site.after[:70]}", flush=True)
-    return outcomes
+
+    with tempfile.TemporaryDirectory(prefix="dpmsolver-mutants-") as scratch:
+        copies = [_worker_copy(repo, Path(scratch), f"repo{k}") for k in range(jobs)]
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(work, copies))
+    return sorted(outcomes, key=lambda o: o.site.index)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,8 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", required=True, help="comma-separated test files or node ids (most telling first)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant before it counts as hung")
     parser.add_argument("--json", type=Path, help="write the outcomes here")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once, each in its own copy")
+    parser.add_argument("--sites", help="only the site indices START:STOP (a Python slice; either end may be left out)")
     args = parser.parse_args(argv)
-    outcomes = run(args.module, args.tests.split(","), timeout=args.timeout)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a whole number >= 1, got {args.jobs}")
+    only = None
+    if args.sites:
+        start, colon, stop = args.sites.partition(":")
+        if not colon or not all(end.isdigit() for end in (start, stop) if end):
+            parser.error(f"--sites must be START:STOP with whole numbers, got {args.sites!r}")
+        only = range(int(start or 0), int(stop) if stop else sys.maxsize)
+    outcomes = run(args.module, args.tests.split(","), timeout=args.timeout, jobs=args.jobs, only=only)
     if args.json:
         args.json.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("killed", "survived", "timeout")}

@@ -42,6 +42,10 @@ def test_every_operator_and_constant_of_the_code_and_nothing_else_is_changed() -
 def test_a_pinned_behaviour_kills_its_mutants_and_an_unpinned_one_survives(tmp_path: Path) -> None:
     (tmp_path / "calc.py").write_text("def add(a, b):\n    return a + b\n\n\nUNUSED = 2\n")
     (tmp_path / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
-    outcomes = {o.site.before: o.status for o in run(Path("calc.py"), ["test_calc.py"], repo=tmp_path, timeout=120)}
-    assert outcomes == {"a + b": "killed", "2": "survived"}
+    one = run(Path("calc.py"), ["test_calc.py"], repo=tmp_path, timeout=120)
+    assert {o.site.before: o.status for o in one} == {"a + b": "killed", "2": "survived"}
+    assert [o.site.index for o in one] == [0, 1]  # site order: ast.walk is breadth first, so "2" comes first
+    both = run(Path("calc.py"), ["test_calc.py"], repo=tmp_path, timeout=120, jobs=2)
+    assert [(o.site, o.status) for o in both] == [(o.site, o.status) for o in one]
+    assert [o.site.before for o in run(Path("calc.py"), ["test_calc.py"], repo=tmp_path, only=range(1, 2))] == ["a + b"]
     assert (tmp_path / "calc.py").read_text().endswith("UNUSED = 2\n")  # the mutants went to a copy
