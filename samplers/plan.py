@@ -169,7 +169,7 @@ Coefs = tuple[float, list[tuple[float, int, Kind]], float]
 """(a, terms, noise std) of one update from s to t."""
 
 
-def _data_coefs(s: Point, t: Point, j: int, eta: float = 0.0) -> Coefs:
+def _data_coefs(s: Point, t: Point, j: int, eta: float) -> Coefs:
     """First-order D-form update (the one that stays finite at lambda = -inf or +inf).
 
     With eta > 0 from alpha = 0 (flow sigma = 1, h = inf) the SDE keeps none of x: x_t = alpha_t D + sigma_t z.
@@ -195,7 +195,7 @@ def _exp_coefs(
 
 
 def _add(plan: Plan, coefs: Coefs, s: Point, t: Point, step: int, *, evaluate: bool, commit: bool,
-         s_noise: float = 1.0, scale: float = 1.0) -> int | None:
+         s_noise: float, scale: float = 1.0) -> int | None:
     """Append the stage of `coefs` (all coefficients times `scale`; noise std times s_noise, drawn over s -> t)."""
     a, terms, std = coefs
     if scale != 1.0:
@@ -205,14 +205,13 @@ def _add(plan: Plan, coefs: Coefs, s: Point, t: Point, step: int, *, evaluate: b
 
 
 def _data_step(plan: Plan, s: Point, t: Point, j: int, step: int, *, commit: bool, evaluate: bool,
-               eta: float = 0.0, s_noise: float = 1.0) -> int | None:
+               eta: float, s_noise: float) -> int | None:
     return _add(plan, _data_coefs(s, t, j, eta), s, t, step, evaluate=evaluate, commit=commit, s_noise=s_noise)
 
 
 def _exp_stage(
     plan: Plan, s: Point, t: Point, nodes: Sequence[tuple[int, float]], prediction: Prediction, step: int,
-    *, solver_type: SolverType, third_order: ThirdOrder, evaluate: bool, commit: bool,
-    eta: float = 0.0, s_noise: float = 1.0,
+    *, solver_type: SolverType, third_order: ThirdOrder, evaluate: bool, commit: bool, eta: float, s_noise: float,
 ) -> int | None:
     """Stage from s to t using predictions at `nodes` = [(buffer index, lambda)], node 0 at s."""
     coefs = _exp_coefs(s, t, nodes, prediction, solver_type, third_order, eta)
@@ -229,10 +228,10 @@ class Corrector:
     """What follows each multistep predictor step: nothing, UniC (a linear stage after the next model call) or
     `steps` Langevin moves (one model call each) with the given signal-to-noise ratio."""
 
-    kind: CorrectorKind = "none"
-    steps: int = 1
-    snr: float = 0.16
-    s_noise: float = 1.0
+    kind: CorrectorKind
+    steps: int
+    snr: float
+    s_noise: float
 
 
 def _unic_stage(plan: Plan, s: Point, t: Point, nodes: Sequence[tuple[int, float]], predicted: Coefs, j: int,
