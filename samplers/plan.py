@@ -246,7 +246,7 @@ def _unic_stage(plan: Plan, s: Point, t: Point, nodes: Sequence[tuple[int, float
     for coef, index, kind in corrected[1]:
         delta[(index, kind)] = delta.get((index, kind), 0.0) + coef
     for coef, index, kind in predicted[1]:
-        delta[(index, kind)] = delta.get((index, kind), 0.0) - coef
+        delta[(index, kind)] -= coef  # the corrected step's nodes include every node of the predicted one
     terms = [(coef, index, kind) for (index, kind), coef in delta.items() if coef != 0.0]
     plan.combine(1.0, terms, t.sigma, t.alpha, step, evaluate=False, commit=True)
 
