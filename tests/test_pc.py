@@ -165,6 +165,16 @@ def test_a_tiny_step_before_a_long_one_does_not_blow_up_the_corrector_or_the_noi
             assert errors[1] < 1.2 * errors[0], (name, gap, errors)
 
 
+def test_the_history_is_cut_at_the_first_call_closer_than_the_documented_fraction_of_the_step() -> None:
+    """HISTORY_RATIO_MIN = 0.005 of h, as its docstring says: gaps of 0.006 h are kept, one of 0.004 h ends the
+    history there (older calls go too)."""
+    h, newest = 2.0, (0, 1.0)
+    kept = [newest, (1, 1.0 - 0.006 * h), (2, 1.0 - 0.012 * h)]
+    assert plan_module._reliable(kept, h) == kept
+    cut = [newest, (1, 1.0 - 0.006 * h), (2, 1.0 - 0.010 * h), (3, 1.0 - 0.5 * h)]
+    assert plan_module._reliable(cut, h) == cut[:2]
+
+
 def _fresh_plan(name: str, grid: torch.Tensor, schedule: str, options: dict) -> Plan:
     """The plan built anew (the registry caches plans by grid and options)."""
     opts = parse_options(name, SAMPLERS[name].defaults, {"schedule": schedule, **options})
