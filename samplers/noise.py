@@ -98,11 +98,6 @@ def mix64(value: int) -> int:
     return z ^ (z >> 31)
 
 
-def _lsr(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 lanes (torch's >> is arithmetic)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
-
-
 def mix64_tensor(z: torch.Tensor) -> torch.Tensor:
     """SplitMix64 finaliser on int64 lanes, wrap-around arithmetic; equals `mix64` bit for bit. Works in place
     on `z` (pass a tensor you own)."""
