@@ -17,6 +17,8 @@ from samplers.noise import (
     MASK64,
     Chain,
     SeededNoise,
+    _bridge,
+    _node_keys,
     brownian_terms,
     depth_for,
     increment_sd,
@@ -24,6 +26,8 @@ from samplers.noise import (
     keyed_normals,
     mix64,
     mix64_tensor,
+    node_key,
+    stream_bases,
     tau_of_lambda,
 )
 from samplers.schedules import FLOW, VE
@@ -38,6 +42,14 @@ def test_hash_matches_the_python_reference_bit_for_bit() -> None:
     assert [g & MASK64 for g in got] == [mix64(v & MASK64) for v in values]
     # a known SplitMix64 output: first draw of the generator seeded with 0 is mix64(0x9E3779B97F4A7C15)
     assert mix64(0x9E3779B97F4A7C15) == 0xE220A8397B1DCDAF
+
+
+def test_device_node_keys_match_the_host_reference() -> None:
+    bases = stream_bases([5, 2**40, -3], 3, DOMAIN_BROWNIAN)
+    nodes = torch.tensor([0, 1, 2, 511, 2**33 + 7, -(2**62)], dtype=torch.int64)
+    got = _node_keys(bases, nodes).tolist()
+    assert [[k & MASK64 for k in row] for row in got] == [[node_key(b & MASK64, n & MASK64) for n in nodes.tolist()]
+                                                          for b in bases.tolist()]
 
 
 def _ks_statistic(z: torch.Tensor) -> float:
@@ -310,3 +322,19 @@ def test_a_seed_gives_the_same_noise_as_in_earlier_releases() -> None:
     for name, values in PINNED.items():
         torch.testing.assert_close(got[name], torch.tensor(values, dtype=torch.float64), rtol=1e-12, atol=1e-12,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_noise_prepared_up_front_equals_noise_drawn_as_needed() -> None:
+    """The driver prepares a run's Brownian and Langevin keys in one upload; the values are those drawn lazily."""
+    like = torch.zeros(2, 3, dtype=torch.float64)
+    ahead, lazy = SeededNoise(7, like, VE), SeededNoise(7, like, VE)
+    ahead.prepare(increments=[(14.6, 3.0), (3.0, 0.5)], points=[(3.0, 0), (3.0, 1), (0.5, 0)])
+    for draw in (lambda src: src.increment(14.6, 3.0), lambda src: src.increment(3.0, 0.5),
+                 lambda src: src.langevin(3.0, 0), lambda src: src.langevin(3.0, 1), lambda src: src.langevin(0.5, 0)):
+        assert torch.equal(draw(ahead), draw(lazy))
+
+
+def test_equal_times_have_no_increment_and_an_empty_cell_no_bridge() -> None:
+    chain = Chain.of(0.3)
+    assert increment_sd(chain, chain) == 0.0
+    assert _bridge(0.3, 0.3, 0.3) == (0.0, 0.0)  # a cell whose ends round to one time (tau near 1 in float64)
