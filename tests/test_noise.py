@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from samplers import grids
+from samplers import noise as noise_module
 from samplers.noise import (
     DEPTH,
     DOMAIN_BROWNIAN,
@@ -338,3 +339,11 @@ def test_equal_times_have_no_increment_and_an_empty_cell_no_bridge() -> None:
     chain = Chain.of(0.3)
     assert increment_sd(chain, chain) == 0.0
     assert _bridge(0.3, 0.3, 0.3) == (0.0, 0.0)  # a cell whose ends round to one time (tau near 1 in float64)
+
+
+def test_noise_generated_in_chunks_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large latents (video) generate a step's fields in chunks of bounded memory; the values do not change."""
+    like = torch.zeros(2, 3, dtype=torch.float64)
+    whole = SeededNoise(7, like, VE).increment(14.6, 0.5)
+    monkeypatch.setattr(noise_module, "_CHUNK_ELEMENTS", 12)  # 2 fields per chunk at 2 x 3 elements
+    assert torch.equal(SeededNoise(7, like, VE).increment(14.6, 0.5), whole)
