@@ -10,7 +10,7 @@ import torch
 
 from samplers import FLOW, SAMPLERS, VE, NonFiniteModelOutput, grids
 from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
-from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _FiniteGuard
+from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _combine, _FiniteGuard
 from samplers.schedules import VarianceExploding
 from samplers.sigmas import distinct, no_signal_end
 from samplers.thresholding import DynamicThreshold, row_quantile
@@ -120,6 +120,21 @@ def test_deferred_finite_guard_reports_the_first_bad_call() -> None:
         guard.check(torch.full((2,), value), call, torch.ones(2))
     with pytest.raises(NonFiniteModelOutput, match=r"call 2 \(or was given them: noise_sampler or guidance_parts"):
         guard.finish()
+
+
+def test_deferred_finite_guard_reads_only_the_calls_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its buffers come from torch.empty; the entries past the last call hold whatever memory held (NaN here)."""
+    monkeypatch.setattr(torch, "empty", lambda *shape, **kw: torch.full(shape, float("nan"), **kw))
+    guard = _FiniteGuard(torch.device("cuda"), lambda call: f"call {call}")
+    for call in range(3):
+        guard.check(torch.ones(2), call, torch.ones(2))
+    guard.finish()
+
+
+def test_a_stage_without_terms_scales_the_state() -> None:
+    x = torch.arange(3.0)
+    assert _combine(x, 1.0, (), []) is x
+    assert torch.equal(_combine(x, 0.5, (), []), 0.5 * x)
 
 
 @pytest.mark.parametrize("name", NAMES)
