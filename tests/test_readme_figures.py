@@ -75,8 +75,13 @@ on them: (noises, cases in the sentence's order, whether their RMSE goal is met 
 all)."""
 
 
+def _comparison(document: Path) -> dict[str, Any]:
+    """A comparison document's 'comparison' record."""
+    return json.loads(document.read_text())["comparison"]
+
+
 def _summary(document: Path, case: str) -> dict[str, Any]:
-    return json.loads(document.read_text())["comparison"]["cases"][case]["summary"]
+    return _comparison(document)["cases"][case]["summary"]
 
 
 def _row_summary(label: str) -> dict[str, Any]:
@@ -121,7 +126,7 @@ def test_the_many_noise_verdicts_are_stated(group: str) -> None:
     median ratios, in LARGE's order; the verdicts are what the sentence's wording says."""
     noises, cases, rmse_met = LARGE[group]
     text = re.sub(r"\s+", " ", _readme())
-    comparisons = [json.loads(_large_document(case, noises).read_text())["comparison"] for case in cases]
+    comparisons = [_comparison(_large_document(case, noises)) for case in cases]
     assert all(c["samples"][case] == noises for c, case in zip(comparisons, cases, strict=True))
     summaries = [c["cases"][case]["summary"] for c, case in zip(comparisons, cases, strict=True)]
     rmse = _listing([_verdict(s["rmse"], bold=False, suffix="×") for s in summaries])
@@ -136,7 +141,7 @@ def _tail_fields(key: str) -> dict[str, str]:
     '42%', errors / data std as '0.31', ratios as fmt_ratio."""
     noises, _, case = key.rpartition(":")
     path = _large_document(case, int(noises)) if noises else DOCS / DOCUMENT_OF[case]
-    document = json.loads(path.read_text())["comparison"]
+    document = _comparison(path)
     entry = document["cases"][case]
     rmse, std = entry["summary"]["rmse"], entry["data_std"]
     same = rmse["tail"]["theirs_at_ours_worst"] == rmse["tail"]["theirs_worst"]
