@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .options import parse_options
+from .options import OPTIONS, parse_options
 
 TORCH_QUANTILE_MAX = 1 << 24
 """Longest row torch.quantile accepts."""
@@ -31,10 +31,11 @@ def row_quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DynamicThreshold:
-    """Quantile `quantile` of |x0| per sample, bounded to [1, max_value], clips and rescales x0."""
+    """Quantile `quantile` of |x0| per sample, bounded to [1, max_value], clips and rescales x0 (the samplers'
+    defaults unless given)."""
 
-    quantile: float = 0.995
-    max_value: float = 1.0
+    quantile: float = OPTIONS["threshold_quantile"].default
+    max_value: float = OPTIONS["threshold_max"].default
 
     def __post_init__(self) -> None:
         """The samplers' own checks of the two options (samplers/options.py), for direct users of the class."""

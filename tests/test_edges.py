@@ -611,7 +611,7 @@ def test_threshold_quantile_has_no_size_limit() -> None:
     """torch.quantile refuses rows of more than 2^24 values (one 3x2400x2400 image failed inside the loop): longer
     rows take two order statistics, interpolated as torch.quantile does."""
     g = torch.Generator().manual_seed(0)
-    flat = torch.rand(1, (1 << 24) + 3, generator=g)
+    flat = torch.rand(1, (1 << 24) + 1, generator=g)  # the shortest row torch.quantile refuses
     ordered = flat.double().sort(dim=1).values
     for q in (0.001, 0.5, 0.995, 1.0):
         rank = q * (flat.shape[1] - 1)
@@ -636,6 +636,13 @@ def test_dynamic_threshold_built_directly_checks_its_values_as_the_samplers_do(
     with pytest.raises(ValueError, match=message):
         DynamicThreshold(quantile, max_value)  # type: ignore[arg-type]
     assert DynamicThreshold(1.0, 1.0).quantile == 1.0
+
+
+def test_dynamic_threshold_defaults_are_the_samplers_defaults() -> None:
+    """DynamicThreshold() thresholds as a sampler run with thresholding=True and no other option does."""
+    assert (DynamicThreshold().quantile, DynamicThreshold().max_value) == (0.995, 1.0)
+    wild = torch.linspace(-5.0, 5.0, 4001).reshape(1, 1, 1, 4001)
+    assert torch.equal(DynamicThreshold()(wild), wild.clamp(-1.0, 1.0))  # s = min(quantile, 1) = 1
 
 
 class ScaledVP:
