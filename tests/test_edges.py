@@ -10,7 +10,9 @@ import torch
 
 from samplers import FLOW, SAMPLERS, VE, NonFiniteModelOutput, grids
 from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
-from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _combine, _FiniteGuard
+from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _combine, _FiniteGuard, run_plan
+from samplers.noise import SeededNoise
+from samplers.plan import Noise, Plan
 from samplers.schedules import VarianceExploding
 from samplers.sigmas import distinct, no_signal_end
 from samplers.thresholding import DynamicThreshold, row_quantile
@@ -135,6 +137,19 @@ def test_a_stage_without_terms_scales_the_state() -> None:
     x = torch.arange(3.0)
     assert _combine(x, 1.0, (), []) is x
     assert torch.equal(_combine(x, 0.5, (), []), 0.5 * x)
+
+
+def test_a_noise_only_stage_adds_its_noise_and_leaves_the_input_alone() -> None:
+    """y = x + coef z for a stage with a = 1 and no terms: y must not be x itself updated in place (x is the
+    caller's tensor when its dtype is the working one)."""
+    plan = Plan()
+    plan.combine(1.0, [], 1.0, 1.0, 0, evaluate=False, commit=True, noise=Noise(0.3, 2.0, 1.0))
+    x = torch.arange(8.0, dtype=torch.float64).reshape(2, 4)
+    kept = x.clone()
+    got = run_plan(lambda y, sigma: y, x, plan, disable=True, noise=SeededNoise(5, x, VE))
+    assert torch.equal(x, kept)
+    z = SeededNoise(5, x, VE).increment(2.0, 1.0)
+    torch.testing.assert_close(got, kept + 0.3 * z, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -633,6 +648,22 @@ def test_dynamic_threshold_built_directly_checks_its_values_as_the_samplers_do(
     with pytest.raises(ValueError, match=message):
         DynamicThreshold(quantile, max_value)  # type: ignore[arg-type]
     assert DynamicThreshold(1.0, 1.0).quantile == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dynamic_threshold_keeps_the_dtype_and_the_precision_of_its_input(dtype: torch.dtype) -> None:
+    """Half inputs (which torch.quantile refuses) are thresholded in float32; float64 keeps its precision."""
+    x0 = torch.linspace(-3.0, 3.0, 1001, dtype=torch.float64).reshape(1, 1, 7, 143)
+    s = torch.quantile(x0.abs().flatten(), 0.9).clamp(1.0, 4.0)
+    want = x0.clamp(-s, s) / s
+    got = DynamicThreshold(0.9, 4.0)(x0.to(dtype))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=0 if dtype == torch.float64 else 1e-2)
+
+
+def test_dynamic_threshold_cannot_be_changed_after_its_checks() -> None:
+    with pytest.raises(AttributeError):
+        DynamicThreshold().quantile = 5.0  # type: ignore[misc]
 
 
 def test_dynamic_threshold_defaults_are_the_samplers_defaults() -> None:
