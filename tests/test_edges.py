@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,6 +66,27 @@ def exact(x: torch.Tensor, s0: float, s1: float, schedule: str = "ve") -> torch.
 def start(n: int = 4, sigma: float = 14.6, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (MU + math.sqrt(STD**2 + sigma**2) * torch.randn(n, 3, 2, 2, generator=g, dtype=torch.float64)).to(dtype)
+
+
+@pytest.mark.parametrize("grid", [
+    lambda n: grids.karras(n, 0.03, 14.6), lambda n: grids.exponential(n, 0.03, 14.6),
+    lambda n: grids.uniform_lambda(n, 0.03, 14.6)])
+def test_a_one_step_grid_goes_from_sigma_max_to_zero(grid: Any) -> None:
+    torch.testing.assert_close(grid(1), torch.tensor([14.6, 0.0], dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(grid(2), torch.tensor([14.6, 0.03, 0.0], dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_grid_defaults_are_the_documented_ones() -> None:
+    """uniform_lambda on a VE model ends at 0 unless told; flow_simple is SD3's shift 3."""
+    assert grids.uniform_lambda(4, 0.03, 14.6)[-1] == 0.0
+    assert torch.equal(grids.flow_simple(6), grids.flow_simple(6, shift=3.0))
+    assert grids.flow_simple(2, append_zero=False).tolist() == [1.0, 0.75]  # 3 (1/2) / (1 + 2 (1/2))
+
+
+@pytest.mark.parametrize(("lo", "hi", "schedule"), [(0.0, 14.6, "ve"), (0.03, math.inf, "ve"), (0.03, 1.0, "flow")])
+def test_uniform_lambda_refuses_an_end_without_a_finite_log_snr(lo: float, hi: float, schedule: str) -> None:
+    with pytest.raises(ValueError, match="finite half-log-SNR"):
+        grids.uniform_lambda(5, lo, hi, schedule)
 
 
 @pytest.mark.parametrize("name", NAMES)
