@@ -22,6 +22,7 @@ res block + transformer + res block) and a random KL VAE of SD1.5's shape (~84 M
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -42,6 +43,27 @@ KL_VAE_CONFIG = {
 """SD1.5's first-stage autoencoder (embed_dim 4)."""
 VARIANTS = {"comfyui": (UNET_CONFIG, "taesd"), "webui": ({**UNET_CONFIG, "transformer_depth_middle": 1}, "kl")}
 """variant -> (UNet config, first stage: ComfyUI's TAESD or the KL autoencoder of KL_VAE_CONFIG)."""
+
+
+def ldm_config() -> str:
+    """The webui variant as an LDM model config (A1111 builds a checkpoint's model from the `<name>.yaml` beside it,
+    else from SD1.5's full-size config), written as JSON, which YAML reads."""
+    unet = VARIANTS["webui"][0]
+    assert unet["transformer_depth_middle"] == unet["transformer_depth"][0] and len(unet["num_res_blocks"]) == 1
+    unet_params = {key: unet[key] for key in ("image_size", "in_channels", "out_channels", "model_channels",
+                                              "channel_mult", "num_heads", "context_dim", "use_spatial_transformer",
+                                              "use_checkpoint", "legacy")}
+    unet_params.update(num_res_blocks=unet["num_res_blocks"][0], transformer_depth=unet["transformer_depth"][0],
+                       attention_resolutions=[2 ** level for level in range(len(unet["channel_mult"]))])
+    return json.dumps({"model": {"target": "ldm.models.diffusion.ddpm.LatentDiffusion", "params": {
+        "linear_start": 0.00085, "linear_end": 0.012, "num_timesteps_cond": 1, "timesteps": 1000,
+        "first_stage_key": "jpg", "cond_stage_key": "txt", "image_size": 64, "channels": 4,
+        "cond_stage_trainable": False, "conditioning_key": "crossattn", "scale_factor": 0.18215, "use_ema": False,
+        "unet_config": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": unet_params},
+        "first_stage_config": {"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
+            "embed_dim": 4, "ddconfig": KL_VAE_CONFIG, "lossconfig": {"target": "torch.nn.Identity"}}},
+        "cond_stage_config": {"target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder"},
+    }}}, indent=2)
 
 
 def _fill(shape: tuple[int, ...], key: str, generator):

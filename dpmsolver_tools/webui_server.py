@@ -1,5 +1,5 @@
-"""Run a Stable Diffusion WebUI (lllyasviel Forge, reForge) on CPU, its page and its API, with this repository as an
-extension and a random-weight SD1.5 test checkpoint; used by tests/test_webui_e2e.py:
+"""Run a Stable Diffusion WebUI (A1111, lllyasviel Forge, reForge, Forge Classic) on CPU, its page and its API, with
+this repository as an extension and a random-weight SD1.5 test checkpoint; used by tests/test_webui_e2e.py:
 
     with WebUIServer.start(webui=Path("/tmp/forge"), workdir=Path("/tmp/dpmsolver-webui-e2e"),
                            comfyui=Path("/tmp/ComfyUI")) as server:
@@ -8,9 +8,9 @@ extension and a random-weight SD1.5 test checkpoint; used by tests/test_webui_e2
 `workdir` is the WebUI's --data-dir: it receives extensions/ (a symlink to this repository), models/ (the test
 checkpoint, built once by dpmsolver_tools/make_test_checkpoint.py --variant webui, which imports ComfyUI's classes
 for the tensor shapes), the WebUI's config files (CONFIG below) and the server log. Nothing is written into the
-WebUI checkout or this repository. The WebUI runs as `launch.py --api --always-cpu` (the page is built, as for a
-user, and gradio's /config describes it), skipping its environment preparation (no git clone, no pip): its
-requirements and repositories/ must be in place (README.md, "Testing the WebUI extension").
+WebUI checkout or this repository. The WebUI runs as `launch.py --api` on the CPU (`cpu_arguments`; the page is
+built, as for a user, and gradio's /config describes it), skipping its environment preparation (no git clone, no
+pip): its requirements and repositories/ must be in place (README.md, "Testing the WebUI extension").
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import contextlib
 import functools
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dpmsolver_tools.comfy_server import build_test_checkpoint
+from dpmsolver_tools.make_test_checkpoint import ldm_config
 from dpmsolver_tools.server_process import ServerProcess, free_port, link_repository
 
 TEST_CHECKPOINT = "dpmsolver_test_sd15_webui.safetensors"
@@ -33,6 +35,41 @@ CONFIG = {"live_previews_enable": False, "k_sched_type": "Automatic"}
 """Settings the harness writes to the data directory's config.json. Live previews off: offline, reForge would fail
 downloading their decoder at the first image. k_sched_type (WebUIs before A1111 1.9) stored, so that a request's
 override of it is undone after the request (those WebUIs restore only settings that config.json holds)."""
+
+
+FORGE_ARGUMENT_FILES = ("backend/args.py", "ldm_patched/modules/args_parser.py")
+"""Where the Forge family (Forge; reForge and Forge Classic) defines its own launch options, --always-cpu among them."""
+
+
+def cpu_arguments(webui: Path) -> list[str]:
+    """The launch options that run `webui` on the CPU in float32: --always-cpu on the Forge family; on A1111, which
+    has no such option, --use-cpu all --no-half (as A1111's own CI starts it)."""
+    for name in FORGE_ARGUMENT_FILES:
+        path = webui / name
+        if path.is_file() and '"--always-cpu"' in path.read_text(encoding="utf-8"):
+            return ["--always-cpu"]
+    return ["--use-cpu", "all", "--no-half"]
+
+
+CLIP_L_REPO = "openai/clip-vit-large-patch14"
+CLIP_L_FILES = {name: f"comfy/sd1_tokenizer/{name}"
+                for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")}
+CLIP_L_FILES["config.json"] = "comfy/sd1_clip_config.json"
+"""SD1.5's text encoder files that A1111 asks the Hugging Face hub for (its tokenizer, and the text model's config:
+the weights come from the checkpoint), as ComfyUI ships them."""
+
+
+def offline_hub(workdir: Path, comfyui: Path | None) -> dict[str, str]:
+    """The environment of an offline Hugging Face cache in workdir/huggingface holding CLIP_L_FILES (copied from
+    ComfyUI once). Forge and its forks ship these files; A1111 downloads them when it builds the SD1.5 model."""
+    snapshot = workdir / "huggingface" / "hub" / f"models--{CLIP_L_REPO.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    if comfyui is not None and not all((snapshot / name).is_file() for name in CLIP_L_FILES):
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for name, source in CLIP_L_FILES.items():
+            (snapshot / name).write_bytes((comfyui / source).read_bytes())
+        (snapshot.parents[1] / "refs").mkdir(exist_ok=True)
+        (snapshot.parents[1] / "refs" / "main").write_text(snapshot.name)
+    return {"HF_HOME": str(workdir / "huggingface"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
@@ -46,6 +83,7 @@ def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
     settings = json.loads(config.read_text()) if config.exists() else {}
     config.write_text(json.dumps({**settings, **CONFIG}))
     checkpoint = checkpoints / TEST_CHECKPOINT
+    checkpoint.with_suffix(".yaml").write_text(ldm_config())
     if comfyui is not None:
         return build_test_checkpoint(comfyui, checkpoint, workdir / "stubs", variant="webui")
     if not checkpoint.exists():
@@ -67,13 +105,15 @@ class WebUIServer(ServerProcess):
               port: int | None = None, threads: int = 1, startup_timeout: float = 600.0) -> Iterator[WebUIServer]:
         workdir.mkdir(parents=True, exist_ok=True)
         checkpoint = prepare_datadir(workdir, comfyui)
+        env = {**os.environ, **offline_hub(workdir, comfyui)}
         port = port or free_port()
         command = [
             python, "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-version-check",
-            "--skip-torch-cuda-test", "--api", "--port", str(port), "--always-cpu",
+            "--skip-torch-cuda-test", "--api", "--port", str(port), *cpu_arguments(webui),
             "--data-dir", str(workdir), "--ckpt", str(checkpoint), "--no-download-sd-model",
         ]
-        with cls.running(command, webui, port, workdir / f"webui-{port}.log", threads, startup_timeout) as server:
+        with cls.running(command, webui, port, workdir / f"webui-{port}.log", threads, startup_timeout,
+                         env=env) as server:
             yield server
 
     def txt2img(self, payload: dict[str, Any], timeout: float = 600.0) -> tuple[int, Any]:

@@ -1,9 +1,9 @@
-"""End to end against a real Stable Diffusion WebUI (lllyasviel Forge, reForge, Forge Classic) over its HTTP API.
+"""End to end against a real Stable Diffusion WebUI (A1111, lllyasviel Forge, reForge, Forge Classic) over its HTTP API.
 
 Runs when WEBUI_PATH points at a WebUI checkout whose requirements and repositories/ are in place, with WEBUI_PYTHON
 its interpreter (default: this one) and COMFYUI_PATH a ComfyUI checkout to build the random-weight test checkpoint
 from (once; WEBUI_E2E_WORKDIR keeps it, the WebUI's config and the server log between runs). See README.md,
-"Testing the WebUI extension". It starts `launch.py --api --always-cpu` with this repository as an extension
+"Testing the WebUI extension". It starts `launch.py --api` on the CPU with this repository as an extension
 (dpmsolver_tools/webui_server.py) and checks, through the page's description and the API a script calls:
 
 - every sampler and the logSNR uniform schedule are listed, and every sampler makes an image under its label;
@@ -40,8 +40,8 @@ from samplers import SAMPLERS
 WEBUI_PATH = os.environ.get("WEBUI_PATH")
 pytestmark = pytest.mark.skipif(
     not WEBUI_PATH,
-    reason="WEBUI_PATH is not set: this end-to-end test needs a WebUI checkout (Forge, reForge or Forge Classic; "
-           "README.md, Testing the WebUI extension)")
+    reason="WEBUI_PATH is not set: this end-to-end test needs a WebUI checkout (A1111, Forge, reForge or Forge "
+           "Classic; README.md, Testing the WebUI extension)")
 
 SIZE = 64
 BASE = {"prompt": "a cat", "negative_prompt": "", "width": SIZE, "height": SIZE, "cfg_scale": 5.0, "seed": 1234,
