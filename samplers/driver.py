@@ -301,7 +301,7 @@ def run_plan(
                 assert noise is not None
                 y = _langevin(state, slots[2 * stage.langevin.index], stage, noise)
             else:
-                y = _combine(state, stage.a, terms, slots)
+                y = combine(state, stage.a, terms, slots)
                 if stage.noise is not None:
                     assert noise is not None
                     z = noise.increment(stage.noise.sigma_from, stage.noise.sigma_to)
@@ -337,7 +337,7 @@ def _langevin(x: torch.Tensor, denoised: torch.Tensor, stage: Stage, noise: Nois
     return y.add_(z, alpha=move.s_noise * math.sqrt(2.0 * step))
 
 
-def _combine(x: torch.Tensor, a: float, terms: tuple[tuple[float, int], ...], slots: list[torch.Tensor | None]
+def combine(x: torch.Tensor, a: float, terms: tuple[tuple[float, int], ...], slots: list[torch.Tensor | None]
              ) -> torch.Tensor:
     """y = a*x + sum(coef * slots[slot]); returns x itself for the identity stage."""
     if not terms:

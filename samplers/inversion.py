@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .driver import Model, ModelCaller, working_dtype
+from .driver import Model, ModelCaller, combine, working_dtype
 from .plan import Plan, multistep_plan
 from .progress import progress_bar
 from .schedules import NoiseSchedule, resolve_schedule
@@ -61,18 +61,20 @@ def inversion_plan(grid: list[float], schedule: NoiseSchedule, order: int) -> Pl
 
 def run_inversion(evaluate: Evaluate, x0: torch.Tensor, plan: Plan, schedule: NoiseSchedule, sigma: float
                   ) -> torch.Tensor:
-    """eps with alpha x0 + sigma eps = the state the plan reaches from alpha(start) x0 (x0 in the working dtype)."""
-    start = plan.stages[0].sigma
-    state = x0 * schedule.alpha(start)
-    outputs: dict[int, torch.Tensor] = {}
-    for stage in plan.stages:
-        y = state if not stage.terms and stage.a == 1.0 else state * stage.a
-        for term in stage.terms:
-            y = y + outputs[term.index] * term.coef
+    """eps with alpha x0 + sigma eps = the state the plan reaches from alpha(start) x0 (x0 in the working dtype);
+    the stages are combined as the driver combines them, and each prediction is freed after its last use."""
+    state = x0 * schedule.alpha(plan.stages[0].sigma)
+    slots: list[torch.Tensor | None] = [None] * (2 * plan.nfe)  # slot 2j: D of call j (the plan reads no eps)
+    calls = 0
+    for stage, terms, released in plan.program():
+        y = combine(state, stage.a, terms, slots)
         if stage.evaluate:
-            outputs[len(outputs)] = evaluate(y, stage.sigma, stage.step)
+            slots[2 * calls] = evaluate(y, stage.sigma, stage.step)
+            calls += 1
         if stage.commit:
             state = y
+        for slot in released:
+            slots[slot] = None
     return (state - x0 * schedule.alpha(sigma)) / sigma
 
 

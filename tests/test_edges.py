@@ -11,7 +11,7 @@ import torch
 
 from samplers import FLOW, SAMPLERS, VE, NonFiniteModelOutput, grids
 from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
-from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _combine, _FiniteGuard, run_plan
+from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _FiniteGuard, combine, run_plan
 from samplers.noise import SeededNoise
 from samplers.plan import Noise, Plan
 from samplers.schedules import VarianceExploding
@@ -157,8 +157,8 @@ def test_deferred_finite_guard_reads_only_the_calls_it_was_given(monkeypatch: py
 
 def test_a_stage_without_terms_scales_the_state() -> None:
     x = torch.arange(3.0)
-    assert _combine(x, 1.0, (), []) is x
-    assert torch.equal(_combine(x, 0.5, (), []), 0.5 * x)
+    assert combine(x, 1.0, (), []) is x
+    assert torch.equal(combine(x, 0.5, (), []), 0.5 * x)
 
 
 def test_a_noise_only_stage_adds_its_noise_and_leaves_the_input_alone() -> None:

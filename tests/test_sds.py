@@ -13,8 +13,9 @@ import torch
 
 from samplers import SAMPLERS, grids
 from samplers.bench.problems import GaussianMixture, GuidedMixture
-from samplers.inversion import inversion_grid, invert
+from samplers.inversion import INVERSION_LAMBDA_MIN, inversion_grid, inversion_plan, invert
 from samplers.noise import keyed_normals
+from samplers.options import OPTIONS
 from samplers.schedules import resolve_schedule
 from samplers.sds import (
     DOMAIN_SDS,
@@ -601,6 +602,35 @@ def test_sds_refine_takes_numpy_and_torch_integer_seeds() -> None:
     want = sds_refine(two_modes(), x0, [1.0, 0.5], "ve", seed=3)
     for seed in (np.int64(3), torch.tensor(3)):  # as the seed option and extra_args['seed'] do
         assert torch.equal(sds_refine(two_modes(), x0, [1.0, 0.5], "ve", seed=seed), want)
+
+
+def test_invert_defaults_are_the_sds_inversion_defaults() -> None:
+    """invert(model, x0, sigma, schedule): the sdi mode's default of sds_inversion_steps calls, at order 2."""
+    x0 = torch.tensor([[0.4, -0.2]], dtype=F64)
+    model = Counting(two_modes())
+    eps = invert(model, x0, 5.0, "ve")
+    assert model.calls == OPTIONS["sds_inversion_steps"].default == 4
+    assert torch.equal(eps, invert(two_modes(), x0, 5.0, "ve", steps=4, order=2))
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_the_inversion_keeps_its_order_to_the_last_step(order: int) -> None:
+    plan = inversion_plan(inversion_grid(5.0, resolve_schedule("ve"), 6), resolve_schedule("ve"), order)
+    steps = [stage for stage in plan.stages if stage.commit]
+    assert len(steps) == 6 and len(steps[-1].terms) == order
+
+
+@pytest.mark.parametrize(("family", "sigma", "steps", "lambdas"), [
+    ("ve", 5.0, 1, [INVERSION_LAMBDA_MIN]),
+    ("flow", 1.0, 1, [INVERSION_LAMBDA_MIN]),
+    ("flow", 1.0, 3, [INVERSION_LAMBDA_MIN, 0.0, -INVERSION_LAMBDA_MIN]),  # uniform up to the mirror image
+    ("flow", 0.5, 2, [INVERSION_LAMBDA_MIN, INVERSION_LAMBDA_MIN / 2]),  # lambda(0.5) = 0
+])
+def test_inversion_grids_of_one_and_more_steps(family: str, sigma: float, steps: int, lambdas: list[float]) -> None:
+    sched = resolve_schedule(family)
+    grid = inversion_grid(sigma, sched, steps)
+    assert grid[-1] == sigma and len(grid) == steps + 1
+    assert [sched.lambda_(s) for s in grid[:-1]] == pytest.approx(lambdas, abs=1e-12)
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
