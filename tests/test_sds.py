@@ -620,15 +620,18 @@ def test_the_inversion_keeps_its_order_to_the_last_step(order: int) -> None:
     assert len(steps) == 6 and len(steps[-1].terms) == order
 
 
-@pytest.mark.parametrize(("family", "sigma", "steps", "lambdas"), [
-    ("ve", 5.0, 1, [INVERSION_LAMBDA_MIN]),
-    ("flow", 1.0, 1, [INVERSION_LAMBDA_MIN]),
-    ("flow", 1.0, 3, [INVERSION_LAMBDA_MIN, 0.0, -INVERSION_LAMBDA_MIN]),  # uniform up to the mirror image
-    ("flow", 0.5, 2, [INVERSION_LAMBDA_MIN, INVERSION_LAMBDA_MIN / 2]),  # lambda(0.5) = 0
+@pytest.mark.parametrize(("family", "sigma", "steps", "lambdas", "sigma_min"), [
+    ("ve", 5.0, 1, [INVERSION_LAMBDA_MIN], None),
+    ("flow", 1.0, 1, [INVERSION_LAMBDA_MIN], None),
+    ("flow", 1.0, 3, [INVERSION_LAMBDA_MIN, 0.0, -INVERSION_LAMBDA_MIN], None),  # uniform up to the mirror image
+    ("flow", 0.5, 2, [INVERSION_LAMBDA_MIN, INVERSION_LAMBDA_MIN / 2], None),  # lambda(0.5) = 0
+    ("ve", 0.01, 1, [-math.log(0.01) + 1.0], None),  # a target above lambda_min - 1 starts one unit of lambda lower
+    ("ve", 5.0, 2, [-math.log(0.5), (-math.log(0.5) - math.log(5.0)) / 2], 0.5),
 ])
-def test_inversion_grids_of_one_and_more_steps(family: str, sigma: float, steps: int, lambdas: list[float]) -> None:
+def test_inversion_grids_of_one_and_more_steps(family: str, sigma: float, steps: int, lambdas: list[float],
+                                                sigma_min: float | None) -> None:
     sched = resolve_schedule(family)
-    grid = inversion_grid(sigma, sched, steps)
+    grid = inversion_grid(sigma, sched, steps, sigma_min)
     assert grid[-1] == sigma and len(grid) == steps + 1
     assert [sched.lambda_(s) for s in grid[:-1]] == pytest.approx(lambdas, abs=1e-12)
 
