@@ -10,7 +10,7 @@ import torch
 from test_edges import exact, gaussian_model, start
 
 from samplers import SAMPLERS, grids
-from samplers.adaptive import AdaptiveStepLimit, ModelCallsUnknown
+from samplers.adaptive import AdaptiveStepLimit, ModelCallsUnknown, _Attempts
 
 ADAPTIVE = ["dpm_solver_adaptive", "dpm_solver_pp_adaptive"]
 ATOL_PER_RTOL = 0.0078 / 0.05
@@ -182,6 +182,24 @@ def test_adaptive_options_are_validated(option: str, value: object) -> None:
         SAMPLERS["dpm_solver_pp_adaptive"](model, start(), grids.karras(4, 0.03, 14.6), disable=True,
                                            **{option: value})
     assert model.calls == 0
+
+
+def test_the_pid_rule_is_the_documented_filter() -> None:
+    """h <- h (1 + atan(f - 1)), f = e_n^((kP+kI+kD)/k) e_(n-1)^(-(kP+2kD)/k) e_(n-2)^(kD/k), e = theta/E of the
+    accepted steps, (kP, kI, kD) = (0.4, 0.3, 0.1), the oldest repeated while fewer than three; a rejected attempt
+    takes the standard rule theta h E^(-1/k) and leaves the history alone."""
+    k, theta = 3, 0.9
+    attempts = _Attempts(k, theta, "pid")
+
+    def pid(e0: float, e1: float, e2: float) -> float:
+        return 1.0 + math.atan(e0 ** (0.8 / k) * e1 ** (-0.6 / k) * e2 ** (0.1 / k) - 1.0)
+
+    e = [theta / error for error in (0.5, 0.8, 0.3)]
+    assert attempts.next_h(0.2, 0.5, True) == pytest.approx(0.2 * pid(e[0], e[0], e[0]), rel=1e-14)
+    assert attempts.next_h(0.2, 0.8, True) == pytest.approx(0.2 * pid(e[1], e[0], e[0]), rel=1e-14)
+    assert attempts.next_h(0.2, 2.0, False) == pytest.approx(theta * 0.2 * 2.0 ** (-1 / k), rel=1e-14)
+    assert attempts.next_h(0.2, 0.3, True) == pytest.approx(0.2 * pid(e[2], e[1], e[0]), rel=1e-14)
+    assert attempts.next_h(0.2, 0.0, True) == math.inf
 
 
 def test_a_float32_rounding_floor_error_lets_the_standard_rule_jump_and_pid_does_not() -> None:
