@@ -115,7 +115,6 @@ def sample_adaptive(
                 raise AdaptiveStepLimit(f"{name}: reached max_nfe={max_nfe} model calls {where()}. Raise max_nfe or "
                                         "loosen rtol/atol.")
             sigma = caller.sigma_tensor(p.sigma)
-            stats["nfe"] = caller.nfe + 1
             return caller.evaluate(y, sigma, p.sigma, stats["accepted"]), sigma
 
         def call(y: torch.Tensor, p: Point) -> torch.Tensor:

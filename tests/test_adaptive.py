@@ -161,6 +161,7 @@ def test_flow_from_sigma_one_starts_with_the_exact_step(name: str) -> None:
     out = SAMPLERS[name](model, x, sigmas, schedule="flow", rtol=1e-3, atol=1e-4, info=info, disable=True)
     assert model.sigmas[0] == 1.0 and model.sigmas.count(1.0) == 1
     assert info["sigmas"][:2] == [1.0, float(sigmas[1])]
+    assert info["accepted"] == len(info["sigmas"]) - 1  # the exact step counts as an accepted one
     assert torch.isfinite(out).all()
     assert float((out - exact(x, 1.0, float(sigmas[-1]), "flow")).abs().max()) < 5e-3
 
