@@ -623,6 +623,7 @@ def test_the_inversion_keeps_its_order_to_the_last_step(order: int) -> None:
 @pytest.mark.parametrize(("family", "sigma", "steps", "lambdas", "sigma_min"), [
     ("ve", 5.0, 1, [INVERSION_LAMBDA_MIN], None),
     ("flow", 1.0, 1, [INVERSION_LAMBDA_MIN], None),
+    ("flow", 1.0, 2, [INVERSION_LAMBDA_MIN, -INVERSION_LAMBDA_MIN], None),
     ("flow", 1.0, 3, [INVERSION_LAMBDA_MIN, 0.0, -INVERSION_LAMBDA_MIN], None),  # uniform up to the mirror image
     ("flow", 0.5, 2, [INVERSION_LAMBDA_MIN, INVERSION_LAMBDA_MIN / 2], None),  # lambda(0.5) = 0
     ("ve", 0.01, 1, [-math.log(0.01) + 1.0], None),  # a target above lambda_min - 1 starts one unit of lambda lower
