@@ -40,9 +40,12 @@ def test_the_finite_choices_are_the_released_ones_and_pass_their_checks() -> Non
             assert OPTIONS[name].check(value) == value, (name, value)
 
 
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+DOCUMENTED = {option for row in re.findall(r"^\| ([^|]+) \|", README, flags=re.MULTILINE)
+              for option in re.findall(r"`(\w+)`", row)}
+"""The names in backticks in the first column of the README's tables."""
+
+
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_every_option_is_in_the_readme(name: str) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    documented = {option for row in re.findall(r"^\| ([^|]+) \|", readme, flags=re.MULTILINE)
-                  for option in re.findall(r"`(\w+)`", row)}
-    assert name in documented
+    assert name in DOCUMENTED
