@@ -45,7 +45,8 @@ class ServerProcess:
     ready_path = "/"
     """A GET path that answers 200 once the server is up."""
     ready_log_text: str | None = None
-    """Text the server's log shows once it is up, where answering `ready_path` comes too early."""
+    """Text the server's log shows once it is up, where answering `ready_path` comes too early; no request is made
+    before the log shows it."""
 
     def __init__(self, process: subprocess.Popen, base_url: str, log_path: Path) -> None:
         self.process = process
@@ -70,18 +71,20 @@ class ServerProcess:
             server.stop()
 
     def wait_ready(self, timeout: float) -> None:
-        """Return once `ready_path` answers and the log shows `ready_log_text`; raise with the log's tail if the
-        process exits or time runs out."""
+        """Return once the log shows `ready_log_text` and then `ready_path` answers; raise with the log's tail if the
+        process exits or time runs out. The log comes first because a request can break a server that is still
+        starting: A1111 adds its API's middleware to an app that is already serving, and starlette refuses that once
+        a request has come in ("Cannot add middleware after an application has started")."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                self.get_json(self.ready_path, timeout=5)
-                if self.ready_log_text is None or self.ready_log_text in self.log_text():
+            if self.ready_log_text is None or self.ready_log_text in self.log_text():
+                try:
+                    self.get_json(self.ready_path, timeout=5)
                     return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError):
-                pass
+                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError):
+                    pass
             time.sleep(0.5)
         raise TimeoutError(f"{self.name} did not start within {timeout} s:\n{self.log_tail()}")
 
