@@ -17,6 +17,15 @@ Stored in float16 (~300 MB). Runs with ComfyUI's requirements installed; imports
 `--variant webui` makes the checkpoint the WebUI end-to-end test loads in Forge (tests/test_webui_e2e.py): Forge's
 UNet always builds a middle block and its VAE is SD1.5's KL autoencoder, so that variant has a middle block (one
 res block + transformer + res block) and a random KL VAE of SD1.5's shape (~84 M parameters, ~470 MB in all).
+
+`--variant sd3` is a rectified-flow model in SD3's checkpoint layout, for A1111's SD3 loader (which reads the MMDiT's
+size from the tensor shapes, but builds SD3's VAE and text encoders at full size):
+- model.diffusion_model.*: ComfyUI's MMDiT of depth 2 (hidden size 128, ~2 M parameters), which ComfyUI detects as
+  SD3;
+- first_stage_model.*: a KL autoencoder of SD3's shape (16 latent channels, no quant convs; ~84 M parameters);
+- text_encoders.clip_l.* and text_encoders.clip_g.*: ComfyUI's CLIP-L and CLIP-G text models (~818 M parameters;
+  A1111 would otherwise download them). No T5: A1111 leaves it out unless its sd3_enable_t5 setting is on.
+About 1.8 GB in float16.
 """
 
 from __future__ import annotations
@@ -41,8 +50,19 @@ KL_VAE_CONFIG = {
     "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
 }
 """SD1.5's first-stage autoencoder (embed_dim 4)."""
+SD3_VAE_CONFIG = {**KL_VAE_CONFIG, "z_channels": 16}
+"""SD3's first-stage autoencoder: SD1.5's with 16 latent channels (and no quant convs)."""
+MMDIT_CONFIG = {
+    "patch_size": 2, "in_channels": 16, "depth": 2, "adm_in_channels": 2048, "pos_embed_max_size": 32,
+    "num_patches": 1024,
+    "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+}
+"""A 2-block MMDiT (hidden size 64 * depth) with SD3's inputs: 16 latent channels, the pooled CLIP-L + CLIP-G vector
+(2048) and the 4096-wide token context; position embeddings for latents up to 64 x 64 (512-pixel images)."""
 VARIANTS = {"comfyui": (UNET_CONFIG, "taesd"), "webui": ({**UNET_CONFIG, "transformer_depth_middle": 1}, "kl")}
-"""variant -> (UNet config, first stage: ComfyUI's TAESD or the KL autoencoder of KL_VAE_CONFIG)."""
+"""variant -> (UNet config, first stage: ComfyUI's TAESD or the KL autoencoder of KL_VAE_CONFIG), the SD1.5 ones."""
+DETECTED = {"comfyui": "SD15", "webui": "SD15", "sd3": "SD3"}
+"""variant -> the model class ComfyUI's detection must give the checkpoint's diffusion model."""
 
 
 def ldm_config() -> str:
@@ -100,46 +120,64 @@ def random_unet_state(config: dict = UNET_CONFIG, seed: int = 0, dtype=None) -> 
     return {k: _fill(shape, k, generator).to(dtype or torch.float32) for k, shape in unet_shapes(config).items()}
 
 
+def _shapes(module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
 def vae_shapes(kind: str) -> dict[str, tuple[int, ...]]:
-    """First-stage parameter shapes: ComfyUI's TAESD ("taesd") or its KL autoencoder of SD1.5's shape ("kl")."""
+    """First-stage parameter shapes: ComfyUI's TAESD ("taesd"), its KL autoencoder of SD1.5's shape ("kl"), or
+    SD3's encoder and decoder ("sd3": SD3_VAE_CONFIG, no quant convs)."""
     import comfy.taesd.taesd
     import torch
     from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.modules.diffusionmodules.model import Decoder, Encoder
 
-    if kind == "kl":
-        with torch.device("meta"):
-            vae = AutoencoderKL(ddconfig=KL_VAE_CONFIG, embed_dim=4)
-    else:
-        vae = comfy.taesd.taesd.TAESD(latent_channels=4)
-    return {k: tuple(v.shape) for k, v in vae.state_dict().items()}
+    with torch.device("meta"):
+        if kind == "kl":
+            return _shapes(AutoencoderKL(ddconfig=KL_VAE_CONFIG, embed_dim=4))
+        if kind == "sd3":
+            return {**{f"encoder.{k}": v for k, v in _shapes(Encoder(**SD3_VAE_CONFIG)).items()},
+                    **{f"decoder.{k}": v for k, v in _shapes(Decoder(**SD3_VAE_CONFIG)).items()}}
+    return _shapes(comfy.taesd.taesd.TAESD(latent_channels=4))
+
+
+def checkpoint_shapes(variant: str) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The checkpoint's parameter shapes, part by part (key prefix -> shapes), from ComfyUI's classes on the meta
+    device (comfy must be importable)."""
+    import comfy.ops
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import torch
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    with torch.device("meta"):
+        clip_l = comfy.sd1_clip.SDClipModel(device="meta")
+        if variant == "sd3":
+            mmdit = MMDiT(**MMDIT_CONFIG, device="meta", operations=comfy.ops.disable_weight_init)
+            clip_g = comfy.sdxl_clip.SDXLClipG(device="meta")
+            return {"model.diffusion_model.": _shapes(mmdit), "first_stage_model.": vae_shapes("sd3"),
+                    "text_encoders.clip_l.": _shapes(clip_l), "text_encoders.clip_g.": _shapes(clip_g)}
+    unet_config, first_stage = VARIANTS[variant]
+    return {"model.diffusion_model.": unet_shapes(unet_config),
+            "cond_stage_model.": {k: v for k, v in _shapes(clip_l).items() if k.startswith("transformer.text_model.")},
+            "first_stage_model.": vae_shapes(first_stage)}
 
 
 def build(comfyui: Path, out: Path, seed: int = 0, variant: str = "comfyui") -> dict[str, object]:
     """Write the checkpoint of `variant` (see the module docstring); returns a summary (parameter counts, detected
     model class)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    if variant not in DETECTED:
+        raise ValueError(f"variant must be one of {list(DETECTED)}, got {variant!r}")
     sys.path.insert(0, str(comfyui))
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
     import comfy.model_detection
-    import comfy.ops
-    import comfy.sd1_clip
     import comfy.utils
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
-        clip = comfy.sd1_clip.SDClipModel(device="meta")
-    unet_config, first_stage = VARIANTS[variant]
-
-    parts = {
-        "model.diffusion_model.": unet_shapes(unet_config),
-        "cond_stage_model.": {k: tuple(v.shape) for k, v in clip.state_dict().items()
-                              if k.startswith("transformer.text_model.")},
-        "first_stage_model.": vae_shapes(first_stage),
-    }
+    parts = checkpoint_shapes(variant)
     state = {}
     counts = {}
     for prefix, shapes in parts.items():
@@ -149,8 +187,8 @@ def build(comfyui: Path, out: Path, seed: int = 0, variant: str = "comfyui") -> 
 
     detected = comfy.model_detection.model_config_from_unet(state, "model.diffusion_model.")
     name = type(detected).__name__ if detected is not None else None
-    if name != "SD15":
-        raise RuntimeError(f"ComfyUI detects the test UNet as {name}, not SD15")
+    if name != DETECTED[variant]:
+        raise RuntimeError(f"ComfyUI detects the test model as {name}, not {DETECTED[variant]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     comfy.utils.save_torch_file(state, str(out), metadata={"format": "pt", "note": "random test weights"})
     return {"path": str(out), "detected": name, "parameters": counts}
@@ -161,8 +199,8 @@ def main() -> None:
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant", choices=list(VARIANTS), default="comfyui",
-                        help="comfyui (default) or webui: a middle block and a KL VAE, for Forge")
+    parser.add_argument("--variant", choices=list(DETECTED), default="comfyui",
+                        help="comfyui (default); webui: a middle block and a KL VAE, for Forge; sd3: a flow MMDiT")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(build(args.comfyui.resolve(), args.out.resolve(), args.seed, args.variant))
