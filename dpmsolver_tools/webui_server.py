@@ -6,11 +6,12 @@ this repository as an extension and a random-weight SD1.5 test checkpoint; used 
         status, answer = server.txt2img({"prompt": "a cat", "sampler_name": "DPM-Solver++ 2M", "steps": 8})
 
 `workdir` is the WebUI's --data-dir: it receives extensions/ (a symlink to this repository), models/ (the test
-checkpoint, built once by dpmsolver_tools/make_test_checkpoint.py --variant webui, which imports ComfyUI's classes
-for the tensor shapes), the WebUI's config files (CONFIG below) and the server log. Nothing is written into the
-WebUI checkout or this repository. The WebUI runs as `launch.py --api` on the CPU (`cpu_arguments`; the page is
-built, as for a user, and gradio's /config describes it), skipping its environment preparation (no git clone, no
-pip): its requirements and repositories/ must be in place (README.md, "Testing the WebUI extension").
+checkpoints, each built once by dpmsolver_tools/make_test_checkpoint.py, which imports ComfyUI's classes for the
+tensor shapes: --variant webui, SD1.5, for every host; --variant sd3 for A1111's SD3 loader), the WebUI's config
+files (CONFIG below) and the server log. Nothing is written into the WebUI checkout or this repository. The WebUI
+runs as `launch.py --api` on the CPU (`cpu_arguments`; the page is built, as for a user, and gradio's /config
+describes it), skipping its environment preparation (no git clone, no pip): its requirements and repositories/ must
+be in place (README.md, "Testing the WebUI extension").
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from dpmsolver_tools.comfy_server import build_test_checkpoint
 from dpmsolver_tools.make_test_checkpoint import ldm_config
 from dpmsolver_tools.server_process import ServerProcess, free_port, link_repository
 
-TEST_CHECKPOINT = "dpmsolver_test_sd15_webui.safetensors"
+TEST_CHECKPOINTS = {"webui": "dpmsolver_test_sd15_webui.safetensors", "sd3": "dpmsolver_test_sd3.safetensors"}
+"""make_test_checkpoint.py variant -> its file: SD1.5 for every host; SD3 (a rectified flow) for A1111's SD3 loader."""
 CONFIG = {"live_previews_enable": False, "k_sched_type": "Automatic"}
 """Settings the harness writes to the data directory's config.json. Live previews off: offline, reForge would fail
 downloading their decoder at the first image. k_sched_type (WebUIs before A1111 1.9) stored, so that a request's
@@ -51,30 +53,36 @@ def cpu_arguments(webui: Path) -> list[str]:
     return ["--use-cpu", "all", "--no-half"]
 
 
-CLIP_L_REPO = "openai/clip-vit-large-patch14"
-CLIP_L_FILES = {name: f"comfy/sd1_tokenizer/{name}"
-                for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")}
-CLIP_L_FILES["config.json"] = "comfy/sd1_clip_config.json"
-"""SD1.5's text encoder files that A1111 asks the Hugging Face hub for (its tokenizer, and the text model's config:
-the weights come from the checkpoint), as ComfyUI ships them."""
+HUB_FILES = {
+    "openai/clip-vit-large-patch14": {
+        **{name: f"comfy/sd1_tokenizer/{name}"
+           for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")},
+        "config.json": "comfy/sd1_clip_config.json"},
+    "google/t5-v1_1-xxl": {name: f"comfy/text_encoders/t5_tokenizer/{name}"
+                           for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")},
+}
+"""Hugging Face repository -> the files A1111 asks the hub for, as ComfyUI ships them: SD1.5's text encoder (CLIP-L's
+tokenizer, and its config; the weights come from the checkpoint) and, for SD3, T5's tokenizer, which A1111 loads
+even with T5 itself left out."""
 
 
 def offline_hub(workdir: Path, comfyui: Path | None) -> dict[str, str]:
-    """The environment of an offline Hugging Face cache in workdir/huggingface holding CLIP_L_FILES (copied from
-    ComfyUI once). Forge and its forks ship these files; A1111 downloads them when it builds the SD1.5 model."""
-    snapshot = workdir / "huggingface" / "hub" / f"models--{CLIP_L_REPO.replace('/', '--')}" / "snapshots" / ("0" * 40)
-    if comfyui is not None and not all((snapshot / name).is_file() for name in CLIP_L_FILES):
-        snapshot.mkdir(parents=True, exist_ok=True)
-        for name, source in CLIP_L_FILES.items():
-            (snapshot / name).write_bytes((comfyui / source).read_bytes())
-        (snapshot.parents[1] / "refs").mkdir(exist_ok=True)
-        (snapshot.parents[1] / "refs" / "main").write_text(snapshot.name)
+    """The environment of an offline Hugging Face cache in workdir/huggingface holding HUB_FILES (copied from ComfyUI
+    once). Forge and its forks ship these files; A1111 downloads them when it builds a model."""
+    for repo, files in HUB_FILES.items():
+        snapshot = workdir / "huggingface" / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+        if comfyui is not None and not all((snapshot / name).is_file() for name in files):
+            snapshot.mkdir(parents=True, exist_ok=True)
+            for name, source in files.items():
+                (snapshot / name).write_bytes((comfyui / source).read_bytes())
+            (snapshot.parents[1] / "refs").mkdir(exist_ok=True)
+            (snapshot.parents[1] / "refs" / "main").write_text(snapshot.name)
     return {"HF_HOME": str(workdir / "huggingface"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
-def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
-    """Create the data directory with the extension link, config.json and the test checkpoint (built once, by this
-    interpreter with ComfyUI's requirements, as for tests/test_comfyui_e2e.py); returns the checkpoint's path."""
+def prepare_datadir(workdir: Path, comfyui: Path | None, variant: str = "webui") -> Path:
+    """Create the data directory with the extension link, config.json and the test checkpoint of `variant` (built
+    once, by this interpreter with ComfyUI's requirements, as for tests/test_comfyui_e2e.py); returns its path."""
     checkpoints = workdir / "models" / "Stable-diffusion"
     for path in (workdir / "extensions", checkpoints):
         path.mkdir(parents=True, exist_ok=True)
@@ -82,10 +90,11 @@ def prepare_datadir(workdir: Path, comfyui: Path | None) -> Path:
     config = workdir / "config.json"
     settings = json.loads(config.read_text()) if config.exists() else {}
     config.write_text(json.dumps({**settings, **CONFIG}))
-    checkpoint = checkpoints / TEST_CHECKPOINT
-    checkpoint.with_suffix(".yaml").write_text(ldm_config())
+    checkpoint = checkpoints / TEST_CHECKPOINTS[variant]
+    if variant == "webui":
+        checkpoint.with_suffix(".yaml").write_text(ldm_config())
     if comfyui is not None:
-        return build_test_checkpoint(comfyui, checkpoint, workdir / "stubs", variant="webui")
+        return build_test_checkpoint(comfyui, checkpoint, workdir / "stubs", variant=variant)
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint} does not exist; building it needs a ComfyUI checkout (COMFYUI_PATH)")
     return checkpoint
@@ -102,9 +111,11 @@ class WebUIServer(ServerProcess):
     @classmethod
     @contextlib.contextmanager
     def start(cls, webui: Path, workdir: Path, comfyui: Path | None = None, python: str = sys.executable,
-              port: int | None = None, threads: int = 1, startup_timeout: float = 600.0) -> Iterator[WebUIServer]:
+              port: int | None = None, threads: int = 1, startup_timeout: float = 600.0, variant: str = "webui",
+              ) -> Iterator[WebUIServer]:
+        """`variant`: the test checkpoint the server starts with (TEST_CHECKPOINTS)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        checkpoint = prepare_datadir(workdir, comfyui)
+        checkpoint = prepare_datadir(workdir, comfyui, variant)
         env = {**os.environ, **offline_hub(workdir, comfyui)}
         port = port or free_port()
         command = [
