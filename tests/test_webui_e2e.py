@@ -307,19 +307,21 @@ def test_a_flow_model_is_sampled_as_a_flow(server: WebUIServer, workdir: Path) -
     assert "Schedule type: logSNR uniform," in logsnr_info and logsnr[0].std() > 5
 
 
-SD3_LOADERS = {"A1111": "modules/models/sd3/sd3_model.py"}
-"""Host -> the file (relative to WEBUI_PATH) of its loader for SD3 checkpoints (a rectified flow, MMDiT). Forge's
-loader also needs T5-XXL's weights (about 9.5 GB), and reForge 3b56b268's stops in its own code on the test checkpoint
-('Module' object has no attribute 'model'), so A1111 is the one host listed."""
+A1111_SD3_LOADER = "modules/models/sd3/sd3_model.py"
+"""A1111's loader for SD3 checkpoints (a rectified flow, MMDiT), relative to WEBUI_PATH; A1111 1.10 has it."""
+FORGE_LOADERS = ("backend/loader.py", "modules_forge/forge_loader.py")
+"""Where the Forge family loads every checkpoint instead (Forge; reForge and Forge Classic), A1111's SD3 files
+included: Forge's needs T5-XXL's weights for SD3 (about 9.5 GB), and reForge 3b56b268's stops in its own code on the
+SD3 test checkpoint ('Module' object has no attribute 'model'), so the SD3 tests run on A1111 alone."""
 
 
 @pytest.fixture(scope="module")
 def sd3_server(workdir: Path) -> Iterator[WebUIServer]:
-    """A second server, on an SD3 test checkpoint (make_test_checkpoint.py --variant sd3), where the host has an SD3
-    loader."""
+    """A second server, on an SD3 test checkpoint (make_test_checkpoint.py --variant sd3), where A1111 loads it."""
     assert WEBUI_PATH is not None
-    if not any((Path(WEBUI_PATH) / loader).is_file() for loader in SD3_LOADERS.values()):
-        pytest.skip(f"the host has no SD3 loader (one of {SD3_LOADERS})")
+    webui = Path(WEBUI_PATH)
+    if not (webui / A1111_SD3_LOADER).is_file() or any((webui / name).is_file() for name in FORGE_LOADERS):
+        pytest.skip(f"not A1111 with its SD3 loader ({A1111_SD3_LOADER}, and none of {FORGE_LOADERS})")
     with started(workdir, "sd3") as running:
         yield running
 
