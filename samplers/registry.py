@@ -9,7 +9,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -35,6 +35,8 @@ class SamplerEntry:
     stochastic: bool
     defaults: Mapping[str, Any]
     spec: SolverSpec | None = field(default=None, repr=False)
+    solves_ode: ClassVar[bool] = True
+    """Integrates the probability-flow ODE (or its SDE) along the grid: an ODE error table can rank it."""
 
     def __call__(
         self,
@@ -177,7 +179,7 @@ class SdsEntry(SamplerEntry):
     """Score distillation as a sampler (samplers/sds.py): the grid is the annealing schedule of an SGD on the
     clean latent. Not an ODE solver (`solves_ode` False); with its defaults it is DDIM."""
 
-    solves_ode = False
+    solves_ode: ClassVar[bool] = False
 
     def _sample(self, model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None,
                 callback: Callback | None, disable: bool | None, options: dict[str, Any]) -> torch.Tensor:

@@ -12,8 +12,7 @@ from .measure import ADAPTIVE_GRID, ATOL_PER_RTOL, RTOL_LADDER, CaseRunner
 def deterministic(entries: Mapping[str, SamplerEntry]) -> dict[str, SamplerEntry]:
     """Entries that solve the ODE (`stochastic` False): the only ones an ODE error table can rank. Score
     distillation (`solves_ode` False) is left out: it optimises a latent and equals DDIM only at its defaults."""
-    return {name: e for name, e in entries.items()
-            if not getattr(e, "stochastic", False) and getattr(e, "solves_ode", True)}
+    return {name: e for name, e in entries.items() if not e.stochastic and e.solves_ode}
 
 
 def run_accuracy(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerEntry], budgets: Sequence[int]

@@ -24,6 +24,7 @@ import torch
 
 from .. import SAMPLERS
 from ..registry import SamplerEntry
+from .accuracy import deterministic
 from .bootstrap import LEVEL, RESAMPLES, ratio_interval
 from .cases import Case
 from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler
@@ -95,8 +96,7 @@ def load_candidates(spec: str) -> list[Candidate]:
 def default_candidates(entries: Mapping[str, SamplerEntry]) -> list[Candidate]:
     """Every given deterministic ODE solver of the registry at its defaults on the case's grid family (not the
     stochastic samplers, nor those that do not solve the ODE, such as score distillation)."""
-    return [Candidate(e.label, name) for name, e in entries.items()
-            if not getattr(e, "stochastic", False) and getattr(e, "solves_ode", True)]
+    return [Candidate(e.label, name) for name, e in deterministic(entries).items()]
 
 
 # --- selection (pure functions on cells: {"n_steps", "nfe", "rmse", "median_err", ["rtol"], ...}) -------------
