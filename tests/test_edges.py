@@ -14,6 +14,7 @@ from samplers.deterministic import LOWER_ORDER_FINAL_BELOW
 from samplers.driver import ModelOutputError, NonFiniteInput, NonFiniteResult, _FiniteGuard, combine, run_plan
 from samplers.noise import SeededNoise
 from samplers.plan import Noise, Plan
+from samplers.registry import AdaptiveEntry, SdsEntry
 from samplers.schedules import VarianceExploding
 from samplers.sigmas import distinct, no_signal_end
 from samplers.thresholding import DynamicThreshold, row_quantile
@@ -91,11 +92,18 @@ def test_uniform_lambda_refuses_an_end_without_a_finite_log_snr(lo: float, hi: f
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("sigmas", [torch.tensor([]), torch.tensor([3.0])])
-def test_short_grids_return_x(name: str, sigmas: torch.Tensor) -> None:
+def test_short_grids_return_x(name: str, sigmas: torch.Tensor, capfd: pytest.CaptureFixture[str]) -> None:
+    """Nothing to do: x itself back, no model call, no progress bar, a count of 0 calls and no plan."""
     x = start()
     model = gaussian_model()
-    out = SAMPLERS[name](model, x, sigmas, disable=True)
-    assert torch.equal(out, x) and model.calls == 0
+    entry = SAMPLERS[name]
+    assert entry(model, x, sigmas) is x and model.calls == 0
+    assert capfd.readouterr().err == ""
+    if isinstance(entry, AdaptiveEntry):
+        return
+    assert entry.count_model_calls(sigmas) == 0
+    if not isinstance(entry, SdsEntry):
+        assert entry.plan(sigmas) is None
 
 
 @pytest.mark.parametrize("name", NAMES)
