@@ -228,3 +228,66 @@ def test_a_float32_rounding_floor_error_lets_the_standard_rule_jump_and_pid_does
     accepted_h = [h for h, _, ok in pid if ok]
     assert all(b <= a * (1 + math.pi / 2) + 1e-12 for a, b in itertools.pairwise(accepted_h))
     assert run(x.double())[0] < 0.05
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_max_nfe_names_how_far_the_accepted_steps_got_in_log_snr(name: str) -> None:
+    """P% = (lambda(reached) - lambda(start)) / (lambda(end) - lambda(start)); a flow run from sigma = 1 starts at the
+    grid's second sigma (where the exact first step lands), and a run with nothing left to integrate is 100% there."""
+    info: dict = {}
+    with pytest.raises(AdaptiveStepLimit) as stopped:
+        SAMPLERS[name](gaussian_model(), start(), grids.karras(5, 0.03, 14.6), rtol=1e-3, atol=1e-4, max_nfe=12,
+                       info=info, disable=True)
+    reached = info["sigmas"][-1]
+    assert info["accepted"] >= 2 and reached < info["sigmas"][1]  # the newest accepted sigma, not the first
+    done = math.log(14.6 / reached) / math.log(14.6 / 0.03)
+    assert f"at sigma={reached:.6g} ({done:.0%} of the way in log-SNR from sigma=14.6 to 0.03; " in str(stopped.value)
+
+    from test_edges import uniform_t_flow_grid
+
+    sigmas = uniform_t_flow_grid(20)
+    info = {}
+    with pytest.raises(AdaptiveStepLimit) as stopped:
+        SAMPLERS[name](gaussian_model("flow"), start(sigma=1.0), sigmas, schedule="flow", rtol=1e-4, atol=1e-5,
+                       max_nfe=12, info=info, disable=True)
+    reached, first, last = info["sigmas"][-1], float(sigmas[1]), float(sigmas[-1])  # a grid without 0
+
+    def lam(s: float) -> float:
+        return math.log((1 - s) / s)
+
+    done = (lam(reached) - lam(first)) / (lam(last) - lam(first))
+    assert 0 < done < 1 and f"at sigma={reached:.6g} ({done:.0%} of the way" in str(stopped.value)
+    with pytest.raises(AdaptiveStepLimit, match=r"at sigma=0\.02 \(100% of the way in log-SNR from sigma=1 to 0\.02; "
+                                                r"1 steps accepted, 0 rejected\)"):
+        SAMPLERS[name](gaussian_model("flow"), start(sigma=1.0), torch.tensor([1.0, 0.02, 0.0]), schedule="flow",
+                       max_nfe=1, disable=True)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_a_flow_grid_of_one_step_from_sigma_one_is_one_denoise(name: str) -> None:
+    x = start(sigma=1.0)
+    model = gaussian_model("flow")
+    out = SAMPLERS[name](model, x, torch.tensor([1.0, 0.0], dtype=torch.float64), schedule="flow", disable=True)
+    assert model.sigmas == [1.0]
+    torch.testing.assert_close(out, gaussian_model("flow")(x, torch.ones(len(x), dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+@pytest.mark.parametrize(("order", "fractions", "first_error"), [
+    (2, [0.5], {"dpm_solver_adaptive": 0.013307435143036265, "dpm_solver_pp_adaptive": 0.010363840910067387}),
+    (3, [1 / 3, 2 / 3], {"dpm_solver_adaptive": 0.00010881704777149929,
+                         "dpm_solver_pp_adaptive": 0.0017897101382129922}),
+])
+def test_an_attempt_calls_the_model_at_its_fractions_and_scores_its_error_as_released(
+        name: str, order: int, fractions: list[float], first_error: dict[str, float]) -> None:
+    """DPM-Solver-12 evaluates the step's middle in log-SNR, DPM-Solver-23 its thirds. The first attempt's scaled
+    error estimate (rtol max(|x_low|/c_t, |x|/c_s) clamped at atol, c = sqrt(alpha^2 + sigma^2)) is pinned as
+    released: it chooses the steps, hence the image, of every adaptive run."""
+    model = gaussian_model()
+    errors: list[float] = []
+    SAMPLERS[name](model, start(), torch.tensor([14.6, 0.3], dtype=torch.float64), order=order, h_init=0.5,
+                   callback=lambda payload: errors.append(payload["error"]) if "error" in payload else None,
+                   disable=True)
+    assert model.sigmas[:len(fractions) + 1] == pytest.approx([14.6 * math.exp(-0.5 * r) for r in [0.0, *fractions]],
+                                                               rel=1e-12)
+    assert errors[0] == pytest.approx(first_error[name], rel=1e-9)
