@@ -36,6 +36,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 UNET_CONFIG = {
     "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [1],
@@ -100,6 +101,11 @@ def _fill(shape: tuple[int, ...], key: str, generator):
     return torch.randn(shape, generator=generator) / math.sqrt(fan_in)
 
 
+def _shapes(module: Any) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of a torch module, by state-dict key."""
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
 def unet_shapes(config: dict = UNET_CONFIG) -> dict[str, tuple[int, ...]]:
     """Parameter shapes of ComfyUI's UNetModel(**config), built on the meta device (comfy must be importable)."""
     import comfy.ops
@@ -108,7 +114,7 @@ def unet_shapes(config: dict = UNET_CONFIG) -> dict[str, tuple[int, ...]]:
 
     with torch.device("meta"):
         unet = UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
-    return {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    return _shapes(unet)
 
 
 def random_unet_state(config: dict = UNET_CONFIG, seed: int = 0, dtype=None) -> dict:
@@ -118,10 +124,6 @@ def random_unet_state(config: dict = UNET_CONFIG, seed: int = 0, dtype=None) -> 
 
     generator = torch.Generator().manual_seed(seed)
     return {k: _fill(shape, k, generator).to(dtype or torch.float32) for k, shape in unet_shapes(config).items()}
-
-
-def _shapes(module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
 def vae_shapes(kind: str) -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,6 @@ from dpmsolver_tools.server_process import ServerProcess, free_port
 
 STAND_IN = """
 import http.server, sys, threading, time
-started = time.monotonic()
 ready = threading.Event()
 
 class Handler(http.server.BaseHTTPRequestHandler):
