@@ -3,6 +3,7 @@ denoisers (Gaussian, two-mode mixture, CFG), noise determinism, DPM-Solver inver
 
 from __future__ import annotations
 
+import inspect
 import math
 from itertools import pairwise
 from typing import Any
@@ -231,6 +232,7 @@ def test_refine_reports_each_steps_gradient_and_loss(mode: str, optimizer: str, 
                      inner_steps=2, grad_clip=clip, inversion_steps=2, guidance_parts=guided.parts, callback=record)
     steps = [(p, c) for p, c in zip(seen, parts, strict=True) if not p.get("inversion")]
     assert len(steps) == 6 and len(seen) == (18 if mode == "sdi" else 6)
+    assert [p["i"] for p in seen] == list(range(len(seen))) and all(p["total"] == len(seen) for p in seen)
     assert all("grad" not in p and "loss" not in p for p in seen if p.get("inversion"))
     before = x0
     for n, (payload, (cond, uncond, cfg)) in enumerate(steps):
@@ -248,6 +250,68 @@ def test_refine_reports_each_steps_gradient_and_loss(mode: str, optimizer: str, 
             torch.testing.assert_close(payload["x0"], before - 0.4 * expected, rtol=1e-12, atol=1e-14)
         before = payload["x0"]
     assert torch.equal(before, out)
+
+
+def test_refine_sdi_noises_with_the_order_2_inversion_of_x0() -> None:
+    """sds_refine, mode sdi: each step's eps is the order-2 DPM-Solver inversion of the current x0 to sigma."""
+    mix = two_modes()
+    x0 = torch.tensor([[0.4, -0.2], [1.5, 0.3]], dtype=F64)
+    sigmas = [2.0, 0.5]
+    out = sds_refine(mix, x0, sigmas, "ve", mode="sdi", weighting="uniform", lr=0.6, inversion_steps=3)
+    ref = x0
+    for s in sigmas:
+        eps = invert(mix, ref, s, "ve", steps=3, order=2)
+        ref = ref + 0.6 * (mix(noised(ref, eps, s, "ve"), torch.full((2,), s, dtype=F64)) - ref)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-13)
+
+
+def test_refine_draws_noise_node_n_for_step_n() -> None:
+    """With lr 1 and uniform weight each step is x0 <- D(alpha x0 + sigma z_n, sigma), z_n the SDS keyed normals of
+    node n = 0, 1, ... in step order (inner steps included): the noise a seed gives, as released."""
+    mix = two_modes()
+    x0 = torch.tensor([[0.4, -0.2], [1.5, 0.3]], dtype=F64)
+    sigmas = [3.0, 1.0, 0.2]
+    out = sds_refine(mix, x0, sigmas, "ve", weighting="uniform", lr=1.0, inner_steps=2, seed=8)
+    ref = x0
+    for n, s in enumerate(s for s in sigmas for _ in range(2)):
+        z = keyed_normals(8, 2, (2,), DOMAIN_SDS, n, dtype=F64)
+        ref = mix(ref + s * z, torch.full((2,), s, dtype=F64))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
+
+
+def test_adam_steps_as_torch_adam() -> None:
+    """sds_refine's Adam is torch.optim.Adam (betas 0.9 and 0.999, eps 1e-8, bias-corrected) step for step. At
+    sigma ~ 1e-7 the gradient x0 - D is ~ 1e-7, so eps is a tenth of the denominator and shows too."""
+    gauss = GaussianMixture([GAUSS_MU], [GAUSS_STD], [1.0])
+    x0 = torch.tensor([[0.3, -0.8], [1.0, -1.2]], dtype=F64)
+    seen: list[dict] = []
+    sds_refine(gauss, x0, [1e-7, 2e-7, 1e-7, 5e-7, 1e-7], "ve", weighting="uniform", lr=0.1, optimizer="adam",
+               seed=3, callback=seen.append)
+    param = x0.clone().requires_grad_(True)
+    adam = torch.optim.Adam([param], lr=0.1)
+    assert seen[0]["grad"].abs().max() < 1e-6
+    for payload in seen:
+        param.grad = payload["grad"].clone()
+        adam.step()
+        torch.testing.assert_close(payload["x0"], param.detach(), rtol=1e-12, atol=0)
+
+
+def test_sds_refine_defaults_as_released() -> None:
+    """Library callers rely on the defaults: SGD at lr 0.05, DreamFusion weighting, one inner step, no clip, seed 0,
+    4 inversion calls, no progress bar."""
+    defaults = {k: v.default for k, v in inspect.signature(sds_refine).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    assert defaults == {"extra_args": None, "mode": "sds", "weighting": "dreamfusion", "lr": 0.05,
+                        "optimizer": "sgd", "inner_steps": 1, "grad_clip": 0.0, "seed": 0, "guidance_parts": None,
+                        "callback": None, "inversion_steps": 4, "disable": True}
+
+
+def test_sds_noise_is_the_noise_released() -> None:
+    """Same seed, same image across versions: the SDS normals' key domain and node numbering are public."""
+    z = fresh_noise(5, torch.zeros(2, 3, dtype=F64), node=4)
+    released = [[1.5344400178191184, 0.3748974669959244, 1.55757340349331],
+                [-0.060582119937424614, 0.844684411794929, -1.147348244520669]]
+    torch.testing.assert_close(z, torch.tensor(released, dtype=F64), rtol=1e-12, atol=1e-12)
 
 
 # -- determinism, batch invariance, counting, contracts ----------------------------------------------------------
@@ -303,6 +367,14 @@ def test_fresh_noise_intervals_are_disjoint_and_inside_the_grid(end: str, inner:
     if inner == 1:
         assert queries == [(s, t) for s, t in pairwise(grid) if t > 0]  # the queries of an SDE sampler
     assert len(fresh_noise_intervals([3.0, 0.0], inner)) == 0
+
+
+def test_fresh_noise_intervals_give_the_final_interval_its_draws_from_the_last_positive_one() -> None:
+    """Ending at 0, the last interval with t > 0 is cut into 2 inner - 1 parts; the others into inner."""
+    thirds = [(3.0, 2.5), (2.5, 2.0), (2.0, 2.0 - 1 / 3), (2.0 - 1 / 3, 2.0 - 2 / 3), (2.0 - 2 / 3, 1.0)]
+    for got, want in zip(fresh_noise_intervals([3.0, 2.0, 1.0, 0.0], 2), thirds, strict=True):
+        assert got == pytest.approx(want, rel=1e-15)
+    assert fresh_noise_intervals([3.0, 2.0, 1.0], 2) == [(3.0, 2.5), (2.5, 2.0), (2.0, 1.5), (1.5, 1.0)]
 
 
 def test_fresh_noise_comes_from_the_hosts_noise_sampler() -> None:
@@ -462,6 +534,7 @@ def test_gradients_noise_helpers_and_clip() -> None:
     dc, du = torch.tensor([[1.0, 0.0]], dtype=F64), torch.tensor([[0.0, 0.0]], dtype=F64)
     # descending the CSD gradient moves x0 towards D_cond - D_uncond
     torch.testing.assert_close(csd_gradient(dc, du, 1.0, "uniform", "ve", 7.5), -7.5 * (dc - du))
+    torch.testing.assert_close(csd_gradient(dc, du, 2.0, "dreamfusion", "ve", 7.5), -7.5 * 0.4 * (dc - du))
     eps = torch.tensor([[0.1, -0.2]], dtype=F64)
     x_t = noised(x0, eps, 0.4, "flow")
     torch.testing.assert_close(x_t, 0.6 * x0 + 0.4 * eps)
@@ -500,6 +573,71 @@ def test_csd_steps_along_the_guidance_term_only() -> None:
     sampled = SDS(guided, start("ve", n=2)[:, :1] / 3, grid_for("ve", 5), sds_mode="csd", sds_lr=0.1,
                   guidance_parts=guided.parts, disable=True)
     assert torch.isfinite(sampled).all()
+
+
+@pytest.mark.parametrize(("mode", "weighting", "clip"), [("sds", "dreamfusion", 0.0), ("sds", "sjc", 0.5),
+                                                        ("sdi", "dreamfusion", 0.0), ("csd", "dreamfusion", 0.0),
+                                                        ("csd", "uniform", 0.05)])
+def test_every_sampler_step_descends_the_clipped_gradient(mode: str, weighting: str, clip: float) -> None:
+    """At every optimisation step of the sampler x0 <- x0 - lr clip(grad), recomputed here from the payload's D,
+    the previous x0 (the first call's D at the start) and the guidance parts of that call."""
+    means, stds = [[2.0, 0.5], [-2.0, 1.0]], [[0.3, 0.5], [0.3, 0.4]]
+    guided = RecordingGuidance(GuidedMixture(GaussianMixture(means, stds, [0.5, 0.5]),
+                                             GaussianMixture([[1.0, 0.0], [-2.5, 1.5]], stds, [0.9, 0.1]), 3.0))
+    grid = grid_for("ve", 4)
+    seen, parts = [], []
+
+    def record(payload: dict) -> None:
+        seen.append(payload)
+        parts.append(guided.last)
+
+    SDS(guided, start("ve", n=3), grid, sds_mode=mode, sds_weighting=weighting, sds_grad_clip=clip, sds_lr=0.4,
+        sds_inner_steps=2, sds_inversion_steps=2, sds_noise="fresh", guidance_parts=guided.parts, callback=record,
+        disable=True)
+    steps = [(p, c) for p, c in zip(seen, parts, strict=True) if not p.get("inversion")]
+    assert len(steps) == 8 and len(seen) == SDS.count_model_calls(grid, sds_mode=mode, sds_inner_steps=2,
+                                                                 sds_inversion_steps=2)
+    before, moved = None, 0
+    for payload, (cond, uncond, cfg) in steps:
+        sigma, denoised = float(grid[payload["step"]]), payload["denoised"]
+        before = denoised if before is None else before
+        if mode == "csd":
+            grad = csd_gradient(cond, uncond, sigma, weighting, "ve", cfg)
+        else:
+            grad = sds_gradient(before, denoised, sigma, weighting, "ve")
+        expected = before - 0.4 * clip_gradient(grad, clip)
+        moved += int((payload["x0"] - before).abs().max() > 1e-6)
+        torch.testing.assert_close(payload["x0"], expected, rtol=1e-12, atol=1e-13)
+        before = payload["x0"]
+    assert moved >= 6
+
+
+def test_a_unit_step_lands_exactly_on_the_denoised() -> None:
+    """lr lambda = 1 without a clip takes x0 to D bit for bit (the LCM and DDIM identities rest on it); x0 - (x0 - D)
+    would not, where x0 and D differ by more than a factor 2."""
+    seen: list[dict] = []
+    SDS(two_modes(), start("ve", n=64), grid_for("ve", 8), sds_noise="fresh", callback=seen.append, disable=True)
+    assert all(torch.equal(p["x0"], p["denoised"]) for p in seen)
+
+
+def test_sdi_renoises_with_the_order_2_inversion_of_x0() -> None:
+    """Mode sdi: x_t <- alpha(t) x0 + t eps, eps the order-2 DPM-Solver inversion of x0 to t in
+    sds_inversion_steps calls, whose payloads carry "inversion": True and the latent being inverted."""
+    mix = two_modes()
+    grid = grid_for("ve", 3).tolist()
+    x = start("ve", n=2)
+    seen: list[dict] = []
+    out = SDS(mix, x, torch.tensor(grid, dtype=F64), sds_mode="sdi", sds_lr=0.7, sds_inversion_steps=3,
+              callback=seen.append, disable=True)
+    ref, x0 = x, None
+    for s, t in pairwise(grid):
+        d = mix(ref, torch.full((2,), s, dtype=F64))
+        x0 = d if x0 is None else x0 + 0.7 * (d - x0)
+        ref = noised(x0, invert(mix, x0, t, "ve", steps=3, order=2), t, "ve") if t > 0 else x0
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    inversion = [p for p in seen if p.get("inversion")]
+    assert len(inversion) == 3 * (len(grid) - 2) and len(seen) == len(inversion) + len(grid) - 1
+    assert all(p["inversion"] is True for p in inversion)
 
 
 def test_csd_options_check_without_guidance_parts_and_sampling_reports_them_missing() -> None:
