@@ -3,6 +3,8 @@ parametrisation is monotone with fixed ends, files round-trip with their metadat
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from itertools import pairwise
 from pathlib import Path
@@ -94,12 +96,86 @@ def test_theta_parametrisation_is_monotone_with_fixed_ends() -> None:
     initial = grids.karras(8, SIGMA_MIN, SIGMA_MAX).tolist()[:-1]
     again = grid_from_theta(theta_from_grid(initial), initial[0], initial[-1], len(initial) - 1, False)
     assert again == pytest.approx(initial, rel=1e-12)
+    far = grid_from_theta([800.0, 790.0], 1.0, 0.05, 3, False)  # where a search may wander: no overflow
+    assert far[0] == far[1] == 1.0 and far[-1] == 0.05 and 0.05 < far[2] < 0.0501  # gaps e^-800 : 1 : e^-10
 
 
 def test_nelder_mead_finds_the_minimum_of_a_quadratic() -> None:
     x, value, evals = nelder_mead(lambda v: (v[0] - 1.0) ** 2 + 3.0 * (v[1] + 2.0) ** 2 + 0.5, [0.0, 0.0],
                                   max_evals=500, tol=1e-12)
     assert x == pytest.approx([1.0, -2.0], abs=1e-3) and value == pytest.approx(0.5, abs=1e-6) and evals <= 500
+
+
+def test_nelder_mead_counts_its_evaluations_and_keeps_to_the_budget() -> None:
+    """The evaluations returned are the calls made; a budget of the start simplex (dim + 1) makes no step, and a
+    search that cannot converge (tol 0 on a function without a floor) stops at max_evals, overrunning it by at most
+    a shrink's dim calls. Defaults as released: step 0.5, 400 evaluations, tolerance 1e-4."""
+    calls: list[list[float]] = []
+
+    def counted(v: list[float]) -> float:
+        calls.append(list(v))
+        return v[0] + 2.0 * v[1]
+
+    x, value, evals = nelder_mead(counted, [0.0, 0.0], max_evals=3)
+    assert evals == len(calls) == 3 and calls == [[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]]
+    assert x == [0.0, 0.0] and value == 0.0
+    calls.clear()
+    _, _, evals = nelder_mead(counted, [0.0, 0.0], max_evals=40, tol=0.0)
+    assert evals == len(calls) and 40 <= evals <= 42
+    assert nelder_mead(lambda v: 0.0, [0.0, 0.0], max_evals=50)[2] == 3  # values that agree stop it, at 0 too
+    calls.clear()
+    nelder_mead(lambda v: counted([max(v[0], 0.0), 0.0]), [0.0], max_evals=4)  # flat for v <= 0
+    assert [c[0] for c in calls] == [0.0, 0.5, 0.0, 0.25]  # a reflection no better than the best is not expanded
+    defaults = {k: v.default for k, v in inspect.signature(nelder_mead).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    assert defaults == {"step": 0.5, "max_evals": 400, "tol": 1e-4}
+
+
+def test_calibration_defaults_as_released() -> None:
+    """calibrate_grid's search budget (400 evaluations, 2 restarts) and the reference's 400 log-sigma steps of
+    DPM-Solver++ 3M (400 model calls, plus the final denoise on a grid ending at 0)."""
+    defaults = {k: v.default for k, v in inspect.signature(calibrate_grid).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    assert defaults["max_evals"] == 400 and defaults["restarts"] == 2 and defaults["schedule"] == "ve"
+    problem = ve_mixture()
+    calls = []
+    reference_solution(problem.model, problem.prior_noise(2, torch.Generator().manual_seed(3)),
+                       grids.karras(4, SIGMA_MIN, SIGMA_MAX), "ve", callback=calls.append)
+    assert len(calls) == 401 and calls[-1]["sigma"].item() == pytest.approx(SIGMA_MIN, rel=1e-6)
+    grid = CalibratedGrid(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64), "dpm_solver_2m", 2, "ve", 1.0, 0.5)
+    assert grid.evaluations == 0 and grid.options == {} and grid.info == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        grid.nfe = 3  # type: ignore[misc]
+
+
+def test_one_interior_point_and_one_noise_are_calibrated() -> None:
+    """The smallest search: one interior sigma (2 gaps, 1 parameter), calibrated on a single noise."""
+    problem = ve_mixture()
+    x = problem.prior_noise(1, torch.Generator().manual_seed(7))
+    initial = torch.tensor([SIGMA_MAX, 3.0, SIGMA_MIN, 0.0], dtype=torch.float64)
+    reference, calls, seen = _exact_target(problem.model, x, initial), [], []
+
+    def model(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        calls.append(float(sigma[0]))
+        return problem.model(y, sigma)
+
+    result = calibrate_grid(model, "dpm_solver_2m", 3, initial, x, reference=reference, max_evals=40, restarts=1,
+                            progress=lambda runs, best: seen.append((runs, best)))
+    assert [r for r, _ in seen] == list(range(1, result.evaluations + 1)) and len(calls) == 3 * result.evaluations
+    assert seen[0][1] == result.objective_before and seen[-1][1] == result.objective_after
+    assert all(b <= a for (_, a), (_, b) in pairwise(seen))
+    assert result.evaluations > 10 and result.objective_after < 0.7 * result.objective_before
+    assert result.sigmas[0] == SIGMA_MAX and result.sigmas[2] == SIGMA_MIN and result.sigmas[1] != 3.0
+
+
+def test_a_grid_ending_above_zero_stays_above_zero() -> None:
+    """An img2img-style grid without the final 0 is calibrated as given: no 0 is appended, its last sigma stays."""
+    problem = ve_mixture()
+    x = problem.prior_noise(4, torch.Generator().manual_seed(8))
+    initial = grids.karras(4, SIGMA_MIN, SIGMA_MAX)[:-1]
+    result = calibrate_grid(problem.model, "dpm_solver_2m", 3, initial, x, max_evals=20, restarts=1)
+    assert len(result.sigmas) == 4 and result.sigmas[-1] == initial[-1] and float(result.sigmas.min()) > 0.0
+    assert result.objective_after < result.objective_before
 
 
 def test_default_reference_matches_the_exact_solution() -> None:
@@ -125,6 +201,14 @@ def test_intervals_for_nfe_fits_the_budget() -> None:
         return torch.tensor([math.nan, 0.0]) if n == 1 else make(n)
 
     assert intervals_for_nfe("dpm_solver_3m", 10, nan_at_one_step, "ve") == 10
+
+    def two_too_long(n: int) -> torch.Tensor:  # a scheduler whose 5- and 6-step grids cost more than its 7-step one
+        return make(10 if n in (5, 6) else n)
+
+    assert intervals_for_nfe("dpm_solver_2m", 1, make, "ve") == 1
+    assert intervals_for_nfe("dpm_solver_2m", 9, two_too_long, "ve") == 9  # two overshoots in a row: go on
+    assert intervals_for_nfe("dpm_solver_2m", 9, lambda n: make(12 if n < 3 else n), "ve") == 9  # at the start too
+    assert intervals_for_nfe("dpm_solver_2m", 9, lambda n: make(12 if n in (5, 6, 7) else n), "ve") == 4  # 3: stop
     with pytest.raises(CalibrationError, match="needs more than nfe=1"):
         intervals_for_nfe("dpm_solver_3m", 1, nan_at_one_step, "ve")
 
@@ -199,6 +283,8 @@ def test_calibrate_reports_bad_inputs() -> None:
         calibrate_grid(problem.model, "dpm_solver_2m", 4, initial, x, reference=x)
     with pytest.raises(CalibrationError, match="initial: sigmas must be non-increasing"):
         calibrate_grid(problem.model, "dpm_solver_2m", 5, torch.tensor([14.6, 1.0, 3.0, 0.0]), x, reference=x)
+    with pytest.raises(CalibrationError, match="x must hold at least one initial noise"):
+        calibrate_grid(problem.model, "dpm_solver_2m", 5, initial, x[:0], reference=x[:0])
     with pytest.raises(CalibrationError, match="reference has shape"):
         calibrate_grid(problem.model, "dpm_solver_2m", 5, initial, x, reference=x[:2])
 
