@@ -131,7 +131,26 @@ def test_nelder_mead_counts_its_evaluations_and_keeps_to_the_budget() -> None:
     assert defaults == {"step": 0.5, "max_evals": 400, "tol": 1e-4}
 
 
-def test_calibration_defaults_as_released() -> None:
+def test_nelder_mead_takes_the_steps_it_took_when_released() -> None:
+    """Same model and noises, same calibrated grid across releases: the search's every point is pinned, on a
+    function that makes it reflect, expand (taken and not), contract and shrink (a ring-shaped valley)."""
+    calls: list[list[float]] = []
+
+    def ring(v: list[float]) -> float:
+        calls.append(list(v))
+        return abs((v[0] - 0.2) ** 2 + (v[1] - 0.1) ** 2 - 0.3) + 0.05 * v[1]
+
+    x, value, evals = nelder_mead(ring, [0.0, 0.0], max_evals=80, tol=1e-12)
+    assert evals == len(calls) == 80
+    assert calls[:8] == [[0.0, 0.0], [0.5, 0.0], [0.0, 0.5], [0.5, 0.5], [0.75, 0.75], [0.0, 1.0], [0.375, 0.25],
+                         [0.25, 0.5]]
+    assert x == pytest.approx([0.4823099239470139, 0.5693216435711292], rel=1e-12)
+    assert value == pytest.approx(0.028504383895281607, rel=1e-12) and value == min(ring(c) for c in calls[:80])
+    checksum = sum((k + 1) * (p[0] + 3 * p[1]) for k, p in enumerate(calls[:80]))
+    assert checksum == pytest.approx(7128.970282087019, rel=1e-12)
+
+
+def test_calibration_defaults_as_released(capsys: pytest.CaptureFixture[str]) -> None:
     """calibrate_grid's search budget (400 evaluations, 2 restarts) and the reference's 400 log-sigma steps of
     DPM-Solver++ 3M (400 model calls, plus the final denoise on a grid ending at 0)."""
     defaults = {k: v.default for k, v in inspect.signature(calibrate_grid).parameters.items()
@@ -142,6 +161,10 @@ def test_calibration_defaults_as_released() -> None:
     reference_solution(problem.model, problem.prior_noise(2, torch.Generator().manual_seed(3)),
                        grids.karras(4, SIGMA_MIN, SIGMA_MAX), "ve", callback=calls.append)
     assert len(calls) == 401 and calls[-1]["sigma"].item() == pytest.approx(SIGMA_MIN, rel=1e-6)
+    assert capsys.readouterr().err == ""  # no progress bar of its own
+    metadata = CalibratedGrid(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64), "dpm_solver_2m", 2, "ve", 1.0, 0.5,
+                              options={"b": 1, "a": 2}, info={"seed": "3", "model": "m"}).metadata()
+    assert metadata["options"] == '{"a": 2, "b": 1}' and metadata["info"] == '{"model": "m", "seed": "3"}'
     grid = CalibratedGrid(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64), "dpm_solver_2m", 2, "ve", 1.0, 0.5)
     assert grid.evaluations == 0 and grid.options == {} and grid.info == {}
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -161,6 +184,12 @@ def test_one_interior_point_and_one_noise_are_calibrated() -> None:
 
     result = calibrate_grid(model, "dpm_solver_2m", 3, initial, x, reference=reference, max_evals=40, restarts=1,
                             progress=lambda runs, best: seen.append((runs, best)))
+    once = calibrate_grid(problem.model, "dpm_solver_2m", 3, initial, x, reference=reference, max_evals=40,
+                          restarts=0)  # at least one search
+    assert once.evaluations == result.evaluations and torch.equal(once.sigmas, result.sigmas)
+    twice = calibrate_grid(problem.model, "dpm_solver_2m", 3, initial, x, reference=reference, max_evals=40,
+                           restarts=2)  # the second search starts from the first one's best: a new simplex
+    assert twice.evaluations >= result.evaluations + 2 and twice.objective_after <= result.objective_after
     assert [r for r, _ in seen] == list(range(1, result.evaluations + 1)) and len(calls) == 3 * result.evaluations
     assert seen[0][1] == result.objective_before and seen[-1][1] == result.objective_after
     assert all(b <= a for (_, a), (_, b) in pairwise(seen))
@@ -277,8 +306,12 @@ def test_calibrate_reports_bad_inputs() -> None:
     initial = grids.karras(5, SIGMA_MIN, SIGMA_MAX)
     with pytest.raises(CalibrationError, match="'dpm_solver_pp_2m_sde' cannot be calibrated"):
         calibrate_grid(problem.model, "dpm_solver_pp_2m_sde", 5, initial, x, reference=x)
-    with pytest.raises(CalibrationError, match="'nope' cannot be calibrated"):
+    with pytest.raises(CalibrationError, match="'nope' cannot be calibrated") as refused:
         calibrate_grid(problem.model, "nope", 5, initial, x, reference=x)
+    usable = str(refused.value).split("one of ")[1].split(", ")
+    assert usable == ["dpm_solver_1", "dpm_solver_2", "dpm_solver_3", "dpm_solver_2m", "dpm_solver_3m",
+                      "dpm_solver_pp_2s", "dpm_solver_pp_3s", "dpm_solver_pp_2m", "dpm_solver_pp_3m",
+                      "dpm_solver_fast", "dpm_solver_pp_pc"]
     with pytest.raises(CalibrationError, match="costs dpm_solver_2m 5 model calls, more than nfe=4"):
         calibrate_grid(problem.model, "dpm_solver_2m", 4, initial, x, reference=x)
     with pytest.raises(CalibrationError, match="initial: sigmas must be non-increasing"):
