@@ -4,13 +4,13 @@ parametrisation is monotone with fixed ends, files round-trip with their metadat
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import torch
+from signatures import keyword_defaults
 
 from samplers import grids
 from samplers.bench.problems import reference_solution as exact_solution
@@ -126,8 +126,7 @@ def test_nelder_mead_counts_its_evaluations_and_keeps_to_the_budget() -> None:
     calls.clear()
     nelder_mead(lambda v: counted([max(v[0], 0.0), 0.0]), [0.0], max_evals=4)  # flat for v <= 0
     assert [c[0] for c in calls] == [0.0, 0.5, 0.0, 0.25]  # a reflection no better than the best is not expanded
-    defaults = {k: v.default for k, v in inspect.signature(nelder_mead).parameters.items()
-                if v.default is not inspect.Parameter.empty}
+    defaults = keyword_defaults(nelder_mead)
     assert defaults == {"step": 0.5, "max_evals": 400, "tol": 1e-4}
 
 
@@ -137,24 +136,26 @@ def test_nelder_mead_takes_the_steps_it_took_when_released() -> None:
     calls: list[list[float]] = []
 
     def ring(v: list[float]) -> float:
-        calls.append(list(v))
         return abs((v[0] - 0.2) ** 2 + (v[1] - 0.1) ** 2 - 0.3) + 0.05 * v[1]
 
-    x, value, evals = nelder_mead(ring, [0.0, 0.0], max_evals=80, tol=1e-12)
+    def recorded(v: list[float]) -> float:
+        calls.append(list(v))
+        return ring(v)
+
+    x, value, evals = nelder_mead(recorded, [0.0, 0.0], max_evals=80, tol=1e-12)
     assert evals == len(calls) == 80
     assert calls[:8] == [[0.0, 0.0], [0.5, 0.0], [0.0, 0.5], [0.5, 0.5], [0.75, 0.75], [0.0, 1.0], [0.375, 0.25],
                          [0.25, 0.5]]
     assert x == pytest.approx([0.4823099239470139, 0.5693216435711292], rel=1e-12)
-    assert value == pytest.approx(0.028504383895281607, rel=1e-12) and value == min(ring(c) for c in calls[:80])
-    checksum = sum((k + 1) * (p[0] + 3 * p[1]) for k, p in enumerate(calls[:80]))
+    assert value == pytest.approx(0.028504383895281607, rel=1e-12) and value == min(ring(c) for c in calls)
+    checksum = sum((k + 1) * (p[0] + 3 * p[1]) for k, p in enumerate(calls))
     assert checksum == pytest.approx(7128.970282087019, rel=1e-12)
 
 
 def test_calibration_defaults_as_released(capsys: pytest.CaptureFixture[str]) -> None:
     """calibrate_grid's search budget (400 evaluations, 2 restarts) and the reference's 400 log-sigma steps of
     DPM-Solver++ 3M (400 model calls, plus the final denoise on a grid ending at 0)."""
-    defaults = {k: v.default for k, v in inspect.signature(calibrate_grid).parameters.items()
-                if v.default is not inspect.Parameter.empty}
+    defaults = keyword_defaults(calibrate_grid)
     assert defaults["max_evals"] == 400 and defaults["restarts"] == 2 and defaults["schedule"] == "ve"
     problem = ve_mixture()
     calls = []

@@ -3,7 +3,6 @@ denoisers (Gaussian, two-mode mixture, CFG), noise determinism, DPM-Solver inver
 
 from __future__ import annotations
 
-import inspect
 import math
 from itertools import pairwise
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from signatures import keyword_defaults
 
 from samplers import SAMPLERS, grids
 from samplers.bench.problems import GaussianMixture, GuidedMixture
@@ -299,8 +299,7 @@ def test_adam_steps_as_torch_adam() -> None:
 def test_sds_refine_defaults_as_released() -> None:
     """Library callers rely on the defaults: SGD at lr 0.05, DreamFusion weighting, one inner step, no clip, seed 0,
     4 inversion calls, no progress bar."""
-    defaults = {k: v.default for k, v in inspect.signature(sds_refine).parameters.items()
-                if v.default is not inspect.Parameter.empty}
+    defaults = keyword_defaults(sds_refine)
     assert defaults == {"extra_args": None, "mode": "sds", "weighting": "dreamfusion", "lr": 0.05,
                         "optimizer": "sgd", "inner_steps": 1, "grad_clip": 0.0, "seed": 0, "guidance_parts": None,
                         "callback": None, "inversion_steps": 4, "disable": True}
