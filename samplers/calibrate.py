@@ -201,7 +201,7 @@ def nelder_mead(f: Callable[[list[float]], float], start: Sequence[float], step:
     while evals < max_evals:
         order = sorted(range(dim + 1), key=lambda i: values[i])
         simplex, values = [simplex[i] for i in order], [values[i] for i in order]
-        if math.isfinite(values[-1]) and values[-1] - values[0] <= tol * abs(values[0]):
+        if values[-1] - values[0] <= tol * abs(values[0]):  # false at an infinite worst value
             break
         centroid = [sum(x[i] for x in simplex[:-1]) / dim for i in range(dim)]
         worst = simplex[-1]

@@ -123,6 +123,12 @@ def test_nelder_mead_counts_its_evaluations_and_keeps_to_the_budget() -> None:
     _, _, evals = nelder_mead(counted, [0.0, 0.0], max_evals=40, tol=0.0)
     assert evals == len(calls) and 40 <= evals <= 42
     assert nelder_mead(lambda v: 0.0, [0.0, 0.0], max_evals=50)[2] == 3  # values that agree stop it, at 0 too
+    def line(v: list[float]) -> float:
+        return 1.0 + v[0]  # start values 1 and 1.5
+
+    assert nelder_mead(line, [0.0], tol=0.5)[2] == 2  # spread 0.5 <= tol x the best value: stop
+    assert nelder_mead(line, [0.0], max_evals=20, tol=0.4)[2] >= 20  # 0.5 > 0.4 x the best 1 (not x the worst 1.5)
+    assert nelder_mead(lambda v: math.inf, [0.0, 0.0], max_evals=9)[2] >= 9  # infinite values never agree
     calls.clear()
     nelder_mead(lambda v: counted([max(v[0], 0.0), 0.0]), [0.0], max_evals=4)  # flat for v <= 0
     assert [c[0] for c in calls] == [0.0, 0.5, 0.0, 0.25]  # a reflection no better than the best is not expanded
@@ -172,7 +178,7 @@ def test_calibration_defaults_as_released(capsys: pytest.CaptureFixture[str]) ->
         grid.nfe = 3  # type: ignore[misc]
 
 
-def test_one_interior_point_and_one_noise_are_calibrated() -> None:
+def test_one_interior_point_and_one_noise_are_calibrated(capsys: pytest.CaptureFixture[str]) -> None:
     """The smallest search: one interior sigma (2 gaps, 1 parameter), calibrated on a single noise."""
     problem = ve_mixture()
     x = problem.prior_noise(1, torch.Generator().manual_seed(7))
@@ -185,6 +191,7 @@ def test_one_interior_point_and_one_noise_are_calibrated() -> None:
 
     result = calibrate_grid(model, "dpm_solver_2m", 3, initial, x, reference=reference, max_evals=40, restarts=1,
                             progress=lambda runs, best: seen.append((runs, best)))
+    assert capsys.readouterr().err == ""  # no progress bar per run of the sampler
     once = calibrate_grid(problem.model, "dpm_solver_2m", 3, initial, x, reference=reference, max_evals=40,
                           restarts=0)  # at least one search
     assert once.evaluations == result.evaluations and torch.equal(once.sigmas, result.sigmas)
