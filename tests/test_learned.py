@@ -4,18 +4,22 @@ when their corrections are zero, and refuse calls they do not fit."""
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from signatures import keyword_defaults
 
 from samplers import grids
 from samplers.bench.problems import ve_mixture
 from samplers.calibrate import reference_solution
 from samplers.learned import (
+    GRID_RTOL,
     GridParameters,
     LearnedPlan,
     LearnedPlanError,
+    _corrected,
     learn_plan,
     load_learned,
     plan_objective,
@@ -56,6 +60,10 @@ def _zero(sampler: str, **options: object) -> LearnedPlan:
 
 def test_learned_plan_lowers_the_error_on_held_out_noises(learned: LearnedPlan) -> None:
     assert learned.objective_after < 0.8 * learned.objective_before
+    x = _noise(128, 1)  # the calibration noises: the error before learning is the plain sampler's
+    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+    plain = _rms(SAMPLERS["dpm_solver_3m"](PROBLEM.model, x.clone(), GRID, disable=True), reference)
+    assert learned.objective_before == pytest.approx(plain, rel=1e-9)
     x = _noise(256, 2)
     reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
     entry = SAMPLERS["dpm_solver_3m"]
@@ -74,6 +82,8 @@ def test_corrections_keep_constant_predictions_exact(learned: LearnedPlan) -> No
         for kind in ("D", "eps"):
             assert sum(t.coef for t in new.terms if t.kind == kind) == pytest.approx(
                 sum(t.coef for t in old.terms if t.kind == kind), abs=1e-12)
+            if sum(t.kind == kind for t in old.terms) >= 2:  # two terms of a kind already take a correction
+                assert any(a.coef != b.coef for a, b in zip(new.terms, old.terms, strict=True) if a.kind == kind)
 
 
 def test_round_trip(learned: LearnedPlan, tmp_path: Path) -> None:
@@ -174,6 +184,20 @@ def test_max_sigma_caps_every_call() -> None:
     assert free.shifts[0] > 0.0, "without the cap the first call moves up (else the test shows nothing)"
     with pytest.raises(LearnedPlanError, match="max_sigma must be positive"):
         learn_plan(flow.model, "dpm_solver_3m", grid, x, "ve", reference, steps=0, max_sigma=0.0)
+
+
+def test_max_sigma_below_the_top_of_a_ve_grid() -> None:
+    """Calls above max_sigma may only move down, a call below it moves up to it at most (VE, calls above 1)."""
+    grid = torch.tensor([14.6, 8.0, 1.3, 0.2, 0.029, 0.0], dtype=torch.float64)
+    x = _noise(64, 1)
+    reference = reference_solution(PROBLEM.model, x, grid, "ve", steps=200)
+    cap = 1.35
+    free = learn_plan(PROBLEM.model, "dpm_solver_3m", grid, x, "ve", reference, steps=30)
+    assert free.shifts[2] > 1.5 * math.log(cap / 1.3), "uncapped, the call at 1.3 moves past the cap"
+    capped = learn_plan(PROBLEM.model, "dpm_solver_3m", grid, x, "ve", reference, steps=30, max_sigma=cap)
+    assert capped.shifts[0] <= 0.0 and capped.shifts[1] <= 0.0
+    assert 1.3 < 1.3 * math.exp(capped.shifts[2]) <= cap * (1 + 1e-12)
+    assert capped.objective_after < capped.objective_before
 
 
 def test_grid_parameters_keep_the_ends_and_the_order() -> None:
@@ -310,7 +334,9 @@ def test_a_wider_history_fits_better_keeps_first_order_and_round_trips(wide: Lea
     plan = entry.plan(GRID, learned_plan=wide)
     plain = widen(entry.plan(GRID), 4)
     assert plan is not None
-    assert any(t.coef != 0.0 for st in plan.stages for t in st.terms if t.kind == "D"), "D terms were learned"
+    for kind in ("D", "eps"):  # terms widen added at 0 move: a D term in an eps sampler, eps beside its final D
+        assert any(a.coef != 0.0 for new, old in zip(plan.stages, plain.stages, strict=True)
+                   for a, b in zip(new.terms, old.terms, strict=True) if a.kind == kind and b.coef == 0.0), kind
     for new, old in zip(plan.stages, plain.stages, strict=True):
         for kind in ("D", "eps"):
             assert sum(t.coef for t in new.terms if t.kind == kind) == pytest.approx(
@@ -331,7 +357,6 @@ def test_history_errors(wide: LearnedPlan) -> None:
         SAMPLERS["dpm_solver_3m"].plan(GRID, learned_plan=narrowed)
 
 
-
 def test_a_file_with_a_bad_history_is_refused(wide: LearnedPlan, tmp_path: Path) -> None:
     from samplers.learned import FORMAT, FORMAT_VERSION
     from samplers.tensorfile import read_tensors, write_tensors
@@ -343,3 +368,113 @@ def test_a_file_with_a_bad_history_is_refused(wide: LearnedPlan, tmp_path: Path)
         write_tensors(tmp_path / "bad", tensors, {**meta, "history": bad})
         with pytest.raises(LearnedPlanError, match=f"history must be an integer >= 0, got '{bad}'"):
             load_learned(tmp_path / "bad.safetensors")
+
+
+def test_learn_plan_defaults_as_released() -> None:
+    """Same model and noises, same plan across releases: the fitting defaults, the grid Jacobian's step, the grid
+    tolerance, and a plan's metadata (history 0 unless widened; options and info as sorted JSON)."""
+    defaults = keyword_defaults(learn_plan)
+    assert {k: defaults[k] for k in ("schedule", "steps", "lr", "learn_grid", "objective", "history")} == {
+        "schedule": "ve", "steps": 600, "lr": 2e-2, "learn_grid": False, "objective": "rmse", "history": 0}
+    assert GridParameters.STEP == 1e-6 and GRID_RTOL == 1e-5
+    plan = LearnedPlan((2.0, 1.0, 0.0), "dpm_solver_2m", "ve", (("b", 1), ("a", 2)), (0, 1), (0.0,), (0.0, 0.0),
+                       1.0, 0.5, (("seed", "3"), ("model", "m")))
+    assert plan.history == 0
+    metadata = plan.metadata()
+    assert metadata["history"] == "0" and metadata["nfe"] == "2"
+    assert metadata["options"] == '{"a": 2, "b": 1}' and metadata["info"] == '{"model": "m", "seed": "3"}'
+
+
+def test_the_grid_tolerance_is_relative(learned: LearnedPlan) -> None:
+    """A host's sigmas may differ from the learned grid by GRID_RTOL relatively (float32 sigmas do), not more."""
+    entry = SAMPLERS["dpm_solver_3m"]
+    for close in (learned.grid.to(torch.float32), learned.grid * (1 + 0.8 * GRID_RTOL)):
+        assert entry.plan(close, learned_plan=learned) is not None
+    with pytest.raises(LearnedPlanError, match="learned on the grid"):
+        entry.plan(learned.grid * (1 + 1.2 * GRID_RTOL), learned_plan=learned)
+
+
+def test_learn_plan_refuses_bad_arguments() -> None:
+    x = _noise(4, 5)
+    for sampler in ("nope", "dpm_solver_sds"):  # not a sampler; a sampler without a plan
+        with pytest.raises(LearnedPlanError, match=f"unknown sampler {sampler!r}"):
+            learn_plan(PROBLEM.model, sampler, GRID, x, "ve", x, steps=0)
+    for lr in (0.0, -0.5, "fast"):
+        with pytest.raises(LearnedPlanError, match="lr must be a positive number"):
+            learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", x, steps=0, lr=lr)
+    for bad in (torch.tensor(1.0), x[:0]):
+        with pytest.raises(LearnedPlanError, match="at least one initial noise"):
+            learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, bad, "ve", steps=0)
+
+
+def test_one_noise_and_scalar_noises_are_learned_from() -> None:
+    """A batch of one noise, and noises without feature dimensions (shape (B,)): the batch comes first, whatever
+    follows. The scalar model is a Gaussian's exact denoiser, D = y s^2 / (s^2 + sigma^2)."""
+    one = _noise(1, 5)
+    reference = reference_solution(PROBLEM.model, one, GRID, "ve", steps=50)
+    single = learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, one, "ve", reference, steps=5)
+    assert single.objective_after < single.objective_before
+
+    def gaussian(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return y * 0.25 / (0.25 + sigma**2)
+
+    scalars = 14.6 * torch.randn(8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    exact = scalars * math.sqrt(0.25 + 0.029**2) / math.sqrt(0.25 + 14.6**2)  # x(sigma) ~ sqrt(s^2 + sigma^2)
+    grid = torch.tensor([14.6, 2.0, 0.4, 0.029], dtype=torch.float64)
+    fitted = learn_plan(gaussian, "dpm_solver_3m", grid, scalars, "ve", exact, steps=5)
+    assert fitted.objective_after < fitted.objective_before
+
+
+def test_corrections_are_zero_sum_per_kind_and_scaled_by_the_largest_coefficient() -> None:
+    """c = s_k (raw - mean of raw over kind k); s_k the largest |b| of kind k, or, where a kind's coefficients are all
+    0, the other kind's converted by the newest call's sigma (eps coefficient = sigma x D coefficient); a kind with
+    one term takes no correction."""
+    raw = torch.tensor([0.1, 0.3, 0.2, -0.4], dtype=torch.float64)
+    kinds = torch.tensor([0, 0, 1, 1])
+    d_only = _corrected(torch.tensor([2.0, -3.0, 0.0, 0.0], dtype=torch.float64), kinds, raw, 2.0)
+    assert d_only.tolist() == pytest.approx([3.0 * -0.1, 3.0 * 0.1, 6.0 * 0.3, 6.0 * -0.3], rel=1e-12)
+    eps_only = _corrected(torch.tensor([0.0, 0.0, 1.5, -0.5], dtype=torch.float64), kinds, raw, 2.0)
+    assert eps_only.tolist() == pytest.approx([0.75 * -0.1, 0.75 * 0.1, 1.5 * 0.3, 1.5 * -0.3], rel=1e-12)
+    one_eps = _corrected(torch.tensor([1.0, 2.0, 5.0], dtype=torch.float64), torch.tensor([0, 0, 1]), raw[:3], 2.0)
+    assert one_eps.tolist() == pytest.approx([2.0 * -0.1, 2.0 * 0.1, 0.0], rel=1e-12)
+    assert _corrected(torch.ones(3, dtype=torch.float64), torch.tensor([0, 0, 1]), None, 2.0).tolist() == [0.0] * 3
+
+
+def test_a_learned_plan_is_what_it_was_when_released() -> None:
+    """Same model, noises and steps, same widened plan across releases (every correction and shift pinned)."""
+    x = _noise(16, 9)
+    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=50)
+    plan = learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", reference, steps=3, history=2)
+    assert len(plan.corrections) == 24 and len(plan.shifts) == 6
+    assert plan.corrections[:3] == pytest.approx((0.0, 0.12089019239280412, -0.12089019239280412), rel=1e-9)
+    checksum = sum((k + 1) * c for k, c in enumerate(plan.corrections))
+    assert checksum == pytest.approx(-0.36216363242596067, rel=1e-9)
+    assert sum((k + 1) * t for k, t in enumerate(plan.shifts)) == pytest.approx(0.05999895462521233, rel=1e-9)
+    assert plan.objective_before == pytest.approx(0.2923359469937322, rel=1e-9)
+    assert plan.objective_after == pytest.approx(0.13966742898794698, rel=1e-9)
+
+
+def test_a_flow_grid_from_sigma_1_keeps_its_first_call_there() -> None:
+    """At sigma = 1 a flow model sees pure noise (alpha = 0): that call is not shifted, the others are, and sampling
+    with the plan reproduces its objective."""
+    from samplers.bench.problems import flow_mixture
+
+    flow = flow_mixture()
+    grid = torch.tensor([1.0, 0.75, 0.5, 0.3, 0.15, 0.05, 0.0], dtype=torch.float64)
+    x = flow.data.prior_noise(64, 1.0, torch.Generator().manual_seed(3))
+    reference = reference_solution(flow.model, x, grid, "flow", steps=200)
+    fitted = learn_plan(flow.model, "dpm_solver_pp_3m", grid, x, "flow", reference, steps=20)
+    assert fitted.shifts[0] == 0.0 and all(t != 0.0 for t in fitted.shifts[1:])
+    assert fitted.objective_after < fitted.objective_before
+    sample = SAMPLERS["dpm_solver_pp_3m"](flow.model, x.clone(), fitted.grid, disable=True, schedule="flow",
+                                          learned_plan=fitted)
+    assert _rms(sample, reference) == pytest.approx(fitted.objective_after, rel=1e-9)
+
+
+def test_learn_grid_on_a_grid_without_interior_points() -> None:
+    """Nothing to move: the grid stays, the corrections and shifts are still learned."""
+    grid = torch.tensor([14.6, 0.029, 0.0], dtype=torch.float64)
+    x = _noise(16, 3)
+    reference = reference_solution(PROBLEM.model, x, grid, "ve", steps=100)
+    fitted = learn_plan(PROBLEM.model, "dpm_solver_3m", grid, x, "ve", reference, steps=5, learn_grid=True)
+    assert fitted.sigmas == tuple(grid.tolist()) and fitted.objective_after < fitted.objective_before
