@@ -44,10 +44,16 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def learned() -> LearnedPlan:
+def calibration() -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibration noises and their exact solutions on GRID (read only)."""
     x = _noise(128, 1)
-    return learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve",
-                      reference_solution(PROBLEM.model, x, GRID, "ve", steps=200), steps=40, info={"test": "yes"})
+    return x, reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+
+
+@pytest.fixture(scope="module")
+def learned(calibration: tuple[torch.Tensor, torch.Tensor]) -> LearnedPlan:
+    x, reference = calibration
+    return learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", reference, steps=40, info={"test": "yes"})
 
 
 def _zero(sampler: str, **options: object) -> LearnedPlan:
@@ -58,10 +64,10 @@ def _zero(sampler: str, **options: object) -> LearnedPlan:
                        tuple(len(s.terms) for s in plan.stages), corrections, shifts, 0.0, 0.0)
 
 
-def test_learned_plan_lowers_the_error_on_held_out_noises(learned: LearnedPlan) -> None:
+def test_learned_plan_lowers_the_error_on_held_out_noises(learned: LearnedPlan,
+                                                          calibration: tuple[torch.Tensor, torch.Tensor]) -> None:
     assert learned.objective_after < 0.8 * learned.objective_before
-    x = _noise(128, 1)  # the calibration noises: the error before learning is the plain sampler's
-    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+    x, reference = calibration  # the error before learning is the plain sampler's on the calibration noises
     plain = _rms(SAMPLERS["dpm_solver_3m"](PROBLEM.model, x.clone(), GRID, disable=True), reference)
     assert learned.objective_before == pytest.approx(plain, rel=1e-9)
     x = _noise(256, 2)
@@ -240,9 +246,9 @@ def test_grid_jacobian_matches_central_differences_of_the_plan(sampler: str) -> 
     assert abs(expected) > 1e-3, "the plan must depend on the grid (else the test shows nothing)"
 
 
-def test_learned_grid_beats_the_fixed_grid_and_sampling_reproduces_its_objective(learned: LearnedPlan) -> None:
-    x = _noise(128, 1)
-    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+def test_learned_grid_beats_the_fixed_grid_and_sampling_reproduces_its_objective(
+        learned: LearnedPlan, calibration: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, reference = calibration
     moved = learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", reference, steps=40, learn_grid=True)
     assert (moved.sigmas[0], moved.sigmas[-2], moved.sigmas[-1]) == tuple(GRID[[0, -2, -1]].tolist())
     assert list(moved.sigmas[1:-2]) != pytest.approx(GRID[1:-2].tolist(), rel=1e-3)
@@ -254,12 +260,12 @@ def test_learned_grid_beats_the_fixed_grid_and_sampling_reproduces_its_objective
         entry.plan(GRID, learned_plan=moved)
 
 
-def test_the_mean_objective_fits_the_typical_noise_and_is_recorded(learned: LearnedPlan, tmp_path: Path) -> None:
+def test_the_mean_objective_fits_the_typical_noise_and_is_recorded(
+        learned: LearnedPlan, calibration: tuple[torch.Tensor, torch.Tensor], tmp_path: Path) -> None:
     """objective="mean" minimises the mean of the per-noise RMS errors: from the same start and with as many steps,
     its plan has a lower mean error on the calibration noises than the RMSE plan; sampling reproduces its objective,
     and the file says which objective it was fitted to (an RMSE plan says nothing and reads as "rmse")."""
-    x = _noise(128, 1)
-    reference = reference_solution(PROBLEM.model, x, GRID, "ve", steps=200)
+    x, reference = calibration
     mean = learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", reference, steps=40, objective="mean")
     entry = SAMPLERS["dpm_solver_3m"]
 
@@ -278,11 +284,10 @@ def test_the_mean_objective_fits_the_typical_noise_and_is_recorded(learned: Lear
 
 
 @pytest.fixture(scope="module")
-def wide() -> LearnedPlan:
+def wide(calibration: tuple[torch.Tensor, torch.Tensor]) -> LearnedPlan:
     """DPM-Solver 3M whose every committed stage also reads the D and eps of the 4 newest calls."""
-    x = _noise(128, 1)
-    return learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve",
-                      reference_solution(PROBLEM.model, x, GRID, "ve", steps=200), steps=40, history=4)
+    x, reference = calibration
+    return learn_plan(PROBLEM.model, "dpm_solver_3m", GRID, x, "ve", reference, steps=40, history=4)
 
 
 def test_widen_adds_both_kinds_of_the_newest_calls_at_zero() -> None:
