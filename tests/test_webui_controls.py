@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -11,6 +12,7 @@ from dpmsolver_webui.controls import (
     CONTROLS,
     CONTROLS_BY_OPTION,
     DEFAULT_CHOICE,
+    Control,
     controls_used_by,
     explicit_options,
     options_for_entry,
@@ -134,3 +136,48 @@ def test_missing_or_invalid_infotext_values_reset_to_unset() -> None:
     number = CONTROLS_BY_OPTION["eta"]
     assert ui_value({"DPM-Solver eta": "abc"}, number) == number.unset_value
     assert ui_value({"DPM-Solver eta": "0.5"}, number) == 0.5
+
+
+RELEASED_CHOICES = [
+    ("order", "Order", "DPM-Solver order", ("1", "2", "3")),
+    ("solver_type", "Solver type", "DPM-Solver solver type", ("dpmsolver", "taylor")),
+    ("lower_order_final", "Lower order final steps", "DPM-Solver lower order final", ("on", "off")),
+    ("third_order", "3M update", "DPM-Solver third order", ("reference", "consistent")),
+    ("corrector", "Corrector", "DPM-Solver corrector", ("none", "langevin", "unic")),
+    ("sds_noise", "SDS noise", "DPM-Solver SDS noise", ("implied", "fresh")),
+]
+RELEASED_NUMBERS = [  # option, label, infotext key, unset, slider minimum, maximum, step
+    ("r1", "r1 (0 = default)", "DPM-Solver r1", 0.0, 0.0, 0.95, 0.05),
+    ("r2", "r2 (0 = default)", "DPM-Solver r2", 0.0, 0.0, 0.95, 0.05),
+    ("eta", "Eta", "DPM-Solver eta", 1.0, 0.0, 2.0, 0.01),
+    ("s_noise", "Noise scale (s_noise)", "DPM-Solver s_noise", 1.0, 0.0, 2.0, 0.01),
+    ("rtol", "Relative tolerance", "DPM-Solver rtol", 0.05, 0.001, 0.5, 0.001),
+    ("atol", "Absolute tolerance", "DPM-Solver atol", 0.0078, 0.0001, 0.1, 0.0001),
+]
+
+
+def test_the_accordion_is_as_released() -> None:
+    """Labels, infotext keys, choices and slider ranges are what shared infotexts and API calls rely on."""
+    choices = [(c.option, c.label, c.infotext, c.choices) for c in CONTROLS if c.kind == "choice"]
+    numbers = [(c.option, c.label, c.infotext, c.unset, c.minimum, c.maximum, c.step)
+               for c in CONTROLS if c.kind == "number"]
+    assert choices == RELEASED_CHOICES and numbers == RELEASED_NUMBERS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CONTROLS[0].label = "changed"  # type: ignore[misc]
+
+
+def test_a_number_control_is_unset_at_the_cores_default_where_the_core_has_one() -> None:
+    assert Control("eta", "Eta", "DPM-Solver eta", "number", "", unset=0.3).unset_value == 1.0
+    assert Control("r1", "r1", "DPM-Solver r1", "number", "", unset=0.3).unset_value == 0.3  # the core's is None
+
+
+def test_offered_choices_are_those_the_core_accepts() -> None:
+    unknown = Control("not_a_core_option", "New", "DPM-Solver new", "choice", "", choices=("a", "b"))
+    assert unknown.available_choices() == [DEFAULT_CHOICE, "a", "b"]  # the core cannot judge: all of them
+    r1 = Control("r1", "r1", "DPM-Solver r1", "choice", "", choices=("0.5", "2"), convert=float)
+    assert r1.available_choices() == [DEFAULT_CHOICE, "0.5"]  # the core's check refuses r1 = 2
+
+
+def test_fewer_script_args_than_controls_fill_the_first_controls() -> None:
+    """An API call written for an older release sends fewer positional arguments."""
+    assert ui_values_from_args(("2", "taylor")) == {"order": "2", "solver_type": "taylor"}

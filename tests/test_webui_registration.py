@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from webui_standin import harness
@@ -180,3 +181,68 @@ def test_forks_without_a_scheduler_module() -> None:
     assert register_scheduler(None) == "unavailable"
     assert sampler_options(SAMPLERS["dpm_solver_fast"], have_logsnr=False)["scheduler"] == "exponential"
     assert sampler_options(SAMPLERS["dpm_solver_pp_2m"], have_logsnr=False)["scheduler"] == "karras"
+
+
+def test_reload_replaces_our_schedule_and_keeps_it_dpm_solver_fasts_default(webui: SimpleNamespace) -> None:
+    harness.load_script()
+    report = sys.modules["dpmsolver_webui.registration"].register_all()
+    assert report.scheduler == "replaced"
+    fast = webui.sd_samplers.all_samplers_map[SAMPLERS["dpm_solver_fast"].label]
+    assert fast.options["scheduler"] == "logsnr_uniform"
+
+
+def _their_schedule(n: int, sigma_min: float, sigma_max: float, device: Any = "cpu") -> None:
+    """Another extension's schedule function (any name but ours)."""
+
+
+@pytest.mark.parametrize("key", ["logsnr_uniform", "logSNR uniform"])
+def test_someone_elses_schedule_under_our_name_or_label_is_left_alone(key: str) -> None:
+    from dpmsolver_webui.registration import register_scheduler
+
+    theirs = SimpleNamespace(name=key, label=key, function=_their_schedule)
+    host = SimpleNamespace(Scheduler=lambda *args, **kwargs: SimpleNamespace(args=args), schedulers=[theirs],
+                           schedulers_map={key: theirs})
+    assert register_scheduler(host) == "conflict"
+    assert host.schedulers == [theirs] and host.schedulers_map == {key: theirs}
+
+
+def test_a_scheduler_module_without_the_scheduler_record_is_unavailable() -> None:
+    from dpmsolver_webui.registration import register_scheduler
+
+    assert register_scheduler(SimpleNamespace(schedulers=[], schedulers_map={})) == "unavailable"
+
+
+def test_host_scheduler_words_are_labels_names_and_aliases() -> None:
+    from dpmsolver_webui.registration import host_scheduler_words
+
+    host = SimpleNamespace(schedulers=[SimpleNamespace(label="Align Your Steps", name="align_your_steps",
+                                                       aliases=["AYS"]),
+                                       SimpleNamespace(label="Turbo", name="turbo", aliases=None),
+                                       SimpleNamespace(label=None, name="unlabelled")])
+    assert host_scheduler_words(host) == ["Align Your Steps", "align_your_steps", "AYS", "Turbo", "turbo",
+                                          "unlabelled"]
+    assert host_scheduler_words(None) == []
+
+
+@pytest.mark.parametrize("shared", [SimpleNamespace(), SimpleNamespace(opts=None, OptionInfo=object),
+                                    SimpleNamespace(opts=SimpleNamespace(data={}), OptionInfo=object)],
+                         ids=["nothing", "no opts", "opts without add_option"])
+def test_settings_are_skipped_where_the_host_cannot_hold_them(shared: SimpleNamespace) -> None:
+    from dpmsolver_webui.registration import register_settings
+
+    assert register_settings(shared) == 0
+
+
+def test_settings_use_a_dropdown_for_choices_and_a_slider_for_numbers(webui: SimpleNamespace) -> None:
+    harness.load_script()
+    registration = sys.modules["dpmsolver_webui.registration"]
+    for control in sys.modules["dpmsolver_webui.controls"].CONTROLS:
+        info = webui.shared.opts.data_labels[control.setting_key]
+        assert info.section == registration.SETTINGS_SECTION
+        if control.kind == "choice":
+            assert info.component.__name__ == "Dropdown"
+            assert info.component_args == {"choices": control.available_choices()}
+        else:
+            assert info.component.__name__ == "Slider"
+            assert info.component_args == {"minimum": control.minimum, "maximum": control.maximum,
+                                           "step": control.step}

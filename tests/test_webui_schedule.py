@@ -13,6 +13,7 @@ from webui_standin import harness
 
 from dpmsolver_webui.flow import model_family, sampler_family
 from dpmsolver_webui.schedule import logsnr_uniform, logsnr_uniform_sigmas
+from samplers.sigmas import TOP_SLACK
 
 
 def half_log_snr(sigma: float, family: str) -> float:
@@ -48,6 +49,7 @@ def test_flow_grid_is_symmetric_in_logit_and_avoids_sigma_one() -> None:
     ((5, 0.0, 14.6, "ve"), "0 < sigma_min"),
     ((5, 2.0, 1.0, "ve"), "0 < sigma_min"),
     ((5, 0.6, 1.0, "flow"), "sigma_min < 0.5"),
+    ((5, 0.5, 1.0, "flow"), "sigma_min < 0.5"),  # sigma_max would be capped to 1 - 0.5 = sigma_min
 ])
 def test_bad_ranges_are_refused(args: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -90,6 +92,10 @@ def reforge_denoiser(sampling: object) -> SimpleNamespace:
                          torch.tensor([0.5, 2.0])), "flow"),              # A1111 1.10 SD3 (table says VE)
     (SimpleNamespace(sigmas=harness.flow_table()), "flow"),              # any fork: table tops out at 1
     (SimpleNamespace(sigmas=harness.ve_table()), "ve"),
+    (SimpleNamespace(sigmas=torch.tensor([0.1, 1.5])), "ve"),           # above 1: not a flow table
+    (SimpleNamespace(model_sampling=SimpleNamespace(), sigmas=harness.flow_table()), "flow"),  # it says nothing
+    (SimpleNamespace(inner_model=SimpleNamespace(forge_objects=SimpleNamespace(unet=SimpleNamespace(
+        model=forge_linker("const"))))), "flow"),                         # Forge: unet.model.predictor
     (SimpleNamespace(), "ve"),
 ])
 def test_model_family_per_fork(denoiser: object, family: str) -> None:
@@ -100,6 +106,7 @@ def test_sampler_family_trusts_a_grid_above_one() -> None:
     cfg = SimpleNamespace(inner_model=forge_linker("const"))
     assert sampler_family(cfg, 1.0) == "flow"
     assert sampler_family(cfg, 1.0 + 2.0**-23) == "flow"  # a float32 flow scheduler's 1 (it was sampled as VE)
+    assert sampler_family(cfg, 1.0 + TOP_SLACK) == "flow"  # the slack's end is still a flow grid's top
     assert sampler_family(cfg, 1.001) == "ve"
     assert sampler_family(cfg, 14.6) == "ve"
 

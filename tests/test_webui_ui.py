@@ -41,6 +41,8 @@ def test_accordion_controls_are_stable_and_hide_unused_options(webui: SimpleName
             assert component.kwargs["minimum"] <= component.value <= component.kwargs["maximum"]
     assert [key for _, key in script.infotext_fields] == [c.infotext for c in controls]
     assert script.paste_field_names == [c.infotext for c in controls]
+    accordion_box = [c for c in sys.modules["gradio"].CREATED if type(c).__name__ == "Accordion"][-1]
+    assert accordion_box.kwargs["open"] is False  # closed until the user opens it, like the WebUI's own
 
 
 def test_png_info_paste_restores_and_resets_the_accordion(webui: SimpleNamespace) -> None:
