@@ -1,14 +1,18 @@
 """Node ids and input order are a public interface: saved workflows give widget values by position.
 
 GOLDEN lists every released node with its inputs in order. Released nodes may only gain inputs at the end,
-and never disappear. When a node gains inputs or a new node appears (e.g. a sampler added to the core), this
-test warns: add it to GOLDEN (and to nodes/interface.py RELEASED_INPUTS) when it is released.
+and never disappear. comfy_widgets_released.json holds each released input's type, default, range and step (the
+choices of a dropdown may only grow at the end). When a node gains inputs or a new node appears (e.g. a sampler
+added to the core), this test warns: add it to GOLDEN, comfy_widgets_released.json and nodes/interface.py
+RELEASED_INPUTS when it is released.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,12 +71,28 @@ GOLDEN_ORDERS: dict[str, dict[int, str]] = {
 }
 """What the `order` input of each family node selects (a saved workflow's order must keep its meaning)."""
 
+GOLDEN_DEFAULT_ORDERS = {"DPMSolverSinglestepSampler": 3, "DPMSolverMultistepSampler": 3,
+                         "DPMSolverPPSinglestepSampler": 2, "DPMSolverPPMultistepSampler": 2, "DPMSolverFastSampler": 3}
+"""The order a family node is created with."""
+
 GOLDEN_SAMPLER_NAMES = ["dpm_solver_1", "dpm_solver_2", "dpm_solver_3", "dpm_solver_2m", "dpm_solver_3m",
                         "dpm_solver_pp_2s", "dpm_solver_pp_3s", "dpm_solver_pp_2m", "dpm_solver_pp_3m",
                         "dpm_solver_fast", "dpm_solver_pp_sde", "dpm_solver_pp_2m_sde", "dpm_solver_pp_3m_sde",
                         "dpm_solver_pp_2s_ancestral", "dpm_solver_adaptive", "dpm_solver_pp_adaptive",
                         "dpm_solver_pp_pc", "dpm_solver_sds"]
 """Dropdown names saved in KSampler widgets."""
+
+RELEASED_WIDGETS = Path(__file__).with_name("comfy_widgets_released.json")
+
+GOLDEN_OUTPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[bool, ...] | None]] = {
+    "DPMSolverScheduler": (("SIGMAS",), ("sigmas",), None),
+    "DPMSolverFastScheduler": (("SIGMAS",), ("sigmas",), None),
+    "DPMSolverCalibrateGrid": (("SIGMAS",), ("sigmas",), None),
+    "DPMSolverLoadGrid": (("SIGMAS",), ("sigmas",), None),
+    "DPMSolverSDSGradient": (("LATENT", "LATENT", "FLOAT"), ("gradient", "target", "loss"), None),
+    "DPMSolverSDSRefine": (("LATENT", "FLOAT", "FLOAT"), ("latent", "loss", "loss_history"), (False, False, True)),
+}
+"""Output types, names and list flags of the nodes that are not sampler nodes (links name outputs by slot)."""
 
 
 @pytest.fixture
@@ -114,6 +134,9 @@ def test_the_interface_table_matches_the_golden_list() -> None:
     exec(compile(text, "interface.py", "exec"), namespace)  # the module has no package-relative imports
     released = namespace["RELEASED_INPUTS"]
     assert {k: list(v) for k, v in released.items()} == GOLDEN
+    families = namespace["FAMILY_NODES"]
+    assert {k: members for k, (_, members, _) in families.items()} == GOLDEN_ORDERS
+    assert {k: default for k, (_, _, default) in families.items()} == GOLDEN_DEFAULT_ORDERS
 
 
 def test_new_nodes_follow_the_naming_rule(mappings: tuple[dict[str, Any], dict[str, str]]) -> None:
@@ -124,3 +147,36 @@ def test_new_nodes_follow_the_naming_rule(mappings: tuple[dict[str, Any], dict[s
         assert names[node_id] == SAMPLERS[node_id[len("DPMSolverSampler_"):]].label
     if extra:
         warnings.warn(f"nodes not pinned yet (pin them when released): {extra}", stacklevel=1)
+
+
+def _widget(spec: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
+    """An INPUT_TYPES entry as (type or dropdown choices, its options without the tooltip)."""
+    extra = dict(spec[1]) if len(spec) > 1 else {}
+    extra.pop("tooltip", None)
+    return spec[0], extra
+
+
+def test_released_widgets_keep_their_types_defaults_and_ranges(mappings: tuple[dict[str, Any], dict[str, str]]
+                                                                ) -> None:
+    """A saved workflow holds widget values only: a narrower range refuses them, a new default changes new nodes."""
+    classes, _ = mappings
+    released = json.loads(RELEASED_WIDGETS.read_text())
+    assert {node_id: list(inputs) for node_id, inputs in released.items()} == GOLDEN
+    for node_id, inputs in released.items():
+        spec = classes[node_id].INPUT_TYPES()
+        current = {**spec.get("required", {}), **spec.get("optional", {})}
+        for name, (kind, extra) in inputs.items():
+            now_kind, now_extra = _widget(current[name])
+            if isinstance(kind, list):
+                assert now_kind[:len(kind)] == kind, f"{node_id}.{name}: released choices changed: {now_kind}"
+            else:
+                assert now_kind == kind, f"{node_id}.{name}: released as {kind}, now {now_kind}"
+            assert now_extra == extra, f"{node_id}.{name}: released as {extra}, now {now_extra}"
+
+
+def test_released_outputs_keep_their_slots(mappings: tuple[dict[str, Any], dict[str, str]]) -> None:
+    classes, _ = mappings
+    for node_id in GOLDEN:
+        cls = classes[node_id]
+        outputs = (cls.RETURN_TYPES, cls.RETURN_NAMES, getattr(cls, "OUTPUT_IS_LIST", None))
+        assert outputs == GOLDEN_OUTPUTS.get(node_id, (("SAMPLER",), ("sampler",), None)), node_id
