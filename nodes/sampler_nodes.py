@@ -31,15 +31,6 @@ def widget_options(entry: SamplerEntry) -> list[str]:
     return [name for name in entry.defaults if widget_for(name) is not None]
 
 
-def _default_widget(name: str, entries: list[SamplerEntry]) -> Any:
-    spec = widget_for(name)
-    assert spec is not None
-    for entry in entries:
-        if name in entry.defaults:
-            return spec.widget_value(entry.defaults[name])
-    return spec.widget_value(None)
-
-
 def _probe(entry: SamplerEntry, options: Mapping[str, Any], label: str) -> None:
     """Let the core judge the options together; errors name the inputs the core names."""
     for grid in _PROBE_GRIDS:
@@ -78,7 +69,7 @@ class _SamplerNode:
     NODE_ID = ""
     DISPLAY_NAME = ""
     MEMBERS: Mapping[int, str] = {}
-    DEFAULT_ORDER = 0
+    DEFAULT_ORDER: int
     INPUT_NAMES: tuple[str, ...] = ()
     REGISTRY: Mapping[str, SamplerEntry] = SAMPLERS
 
@@ -112,7 +103,7 @@ class _SamplerNode:
             tooltip = spec.tooltip
             if len(users) < len(entries):
                 tooltip += " Used by: " + ", ".join(e.label for e in users) + "."
-            widget = spec.comfy_input(_default_widget(name, users or entries))
+            widget = spec.comfy_input(spec.widget_value(users[0].defaults[name]))  # the first member's default
             widget[1]["tooltip"] = tooltip
             required[name] = widget
         return {"required": required}

@@ -153,8 +153,6 @@ KNOWN: dict[str, WidgetSpec] = {
                             1, 100),
     "snr": _float("Signal-to-noise ratio that sets the Langevin corrector's step size (below 1: from 1 on the step "
                   "overshoots and the image diverges).", 0.001, 0.99, 0.01),
-    "r": _float("Position of the intermediate model call, as a fraction of the step in half-log-SNR.",
-                0.01, 0.99, 0.01),
     # Options of score distillation (dpm_solver_sds).
     "sds_mode": _combo("Score distillation: 'sds' the full gradient lambda(sigma) (x0 - D); 'csd' the classifier-free "
                        "guidance term only, from the conditional and unconditional predictions of this CFG; 'sdi' "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from collections.abc import Iterator
@@ -169,6 +170,73 @@ def test_every_numeric_widget_range_is_accepted_by_the_core(env: tuple[dict, Any
         widgets.check_option("x", "threshold_quantile", 0.0)
 
 
+def test_every_value_a_sampler_nodes_number_widget_offers_passes_its_check(env: tuple[dict, Any]) -> None:
+    """ComfyUI lets the user pick anything in [min, max]; the node must not refuse it (the widget's range is
+    stretched to hold the default, so a check narrower than the range would refuse the default itself)."""
+    _, package = env
+    widgets = package.nodes.widgets
+    for node_id, cls in _sampler_nodes(package).items():
+        for name, (kind, extra) in cls.INPUT_TYPES()["required"].items():
+            if kind in ("INT", "FLOAT") and not (name == "order" and len(cls.MEMBERS) > 1):  # orders: entry_for
+                for value in (extra["min"], extra["default"], extra["max"]):
+                    widgets.check_option(node_id, name, value)
+
+
+def test_widget_values_show_option_values(env: tuple[dict, Any]) -> None:
+    widgets = env[1].nodes.widgets
+    lower_order_final = widgets.widget_for("lower_order_final")
+    assert [lower_order_final.widget_value(v) for v in (None, True, False)] == ["auto", "on", "off"]
+    r1 = widgets.widget_for("r1")
+    assert r1.widget_value(None) == 0.0 and r1.widget_value(0.4) == 0.4
+    assert widgets.widget_for("eta").widget_value(0.5) == 0.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r1.maximum = 2.0  # type: ignore[misc]
+
+
+def test_options_the_adapter_fills_itself_are_not_widgets(env: tuple[dict, Any]) -> None:
+    widgets = env[1].nodes.widgets
+    assert all(widgets.widget_for(name) is None for name in widgets.NOT_WIDGETS)
+    assert "schedule" in OPTIONS and "seed" in OPTIONS  # known to the core, yet filled by the adapter
+    assert widgets.widget_for("not_an_option") is None
+
+
+@pytest.mark.parametrize("value", [True, "0.5", None])
+def test_a_number_input_refuses_what_is_not_a_number(env: tuple[dict, Any], value: Any) -> None:
+    widgets = env[1].nodes.widgets
+    with pytest.raises(widgets.InputError, match=r"input 'eta' must be a number, got"):
+        widgets.check_option("x", "eta", value)
+
+
+def test_widgets_of_options_the_table_does_not_know_come_from_the_core(env: tuple[dict, Any]) -> None:
+    """A core option added later gets a widget from its default and choices alone."""
+    _, package = env
+    widgets, option = package.nodes.widgets, package.samplers.options.Option
+    flag = widgets._derived(option("flag", False, bool, "a flag", (False, True)))
+    assert (flag.kind, flag.tooltip, flag.comfy_input(False)) == ("BOOLEAN", "A flag", ("BOOLEAN", {
+        "default": False, "tooltip": "A flag"}))
+    assert widgets._derived(option("flag", True, bool, "")).tooltip == "flag"  # no doc: the name
+    small = widgets._derived(option("small", 0, int, "a count", (0, 1)))  # 0 == False, but not a flag
+    assert (small.kind, small.choices) == ("COMBO", (0, 1))
+    mode = widgets._derived(option("mode", None, str, "a mode", (None, "a", "b")))
+    assert (mode.choices, mode.option_value("auto"), mode.widget_value(None)) == (("auto", "a", "b"), None, "auto")
+    count = widgets._derived(option("count", 4, int, "a count")).comfy_input(4)
+    assert count == ("INT", {"default": 4, "tooltip": "A count", "min": -2**31, "max": 2**31 - 1, "step": 1})
+    scale = widgets._derived(option("scale", 0.5, float, "a scale")).comfy_input(0.5)
+    assert scale == ("FLOAT", {"default": 0.5, "tooltip": "A scale", "min": -2**31, "max": 2**31 - 1, "step": 0.001,
+                               "round": False})
+    assert widgets._derived(option("name", "x", str, "a name")) is None
+
+
+def test_a_dropdown_follows_the_core_when_it_offers_more_choices(env: tuple[dict, Any],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _, package = env
+    options = package.samplers.options
+    grown = dataclasses.replace(options.OPTIONS["solver_type"], choices=("dpmsolver", "taylor", "newer"))
+    monkeypatch.setitem(options.OPTIONS, "solver_type", grown)
+    assert package.nodes.widgets.widget_for("solver_type").choices == ("dpmsolver", "taylor", "newer")
+    assert package.nodes.widgets.widget_for("lower_order_final").choices == ("auto", "on", "off")  # labelled
+
+
 class _FakeEntry:
     """A sampler the adapter has never seen, with an option the widget table does not know."""
 
@@ -196,6 +264,32 @@ def test_new_registry_entries_get_a_node_of_their_own(env: tuple[dict, Any]) -> 
     assert sampler.extra_options == {"solver_type": "taylor", "eta": 0.5}
     with pytest.raises(ValueError, match="input 'eta' must be at least 0"):
         cls().get_sampler(solver_type="taylor", eta=-1.0)
+
+
+def test_a_family_node_with_a_member_missing_offers_the_orders_left(env: tuple[dict, Any]) -> None:
+    registry = {name: entry for name, entry in SAMPLERS.items() if name != "dpm_solver_3"}
+    nodes = sys.modules[f"{PACKAGE}.nodes.sampler_nodes"].sampler_nodes(registry)
+    cls, _ = nodes["DPMSolverSinglestepSampler"]
+    order = cls.INPUT_TYPES()["required"]["order"]
+    assert order[0] == "INT" and (order[1]["default"], order[1]["min"], order[1]["max"]) == (2, 1, 2)
+    assert "1: DPM-Solver-1" in order[1]["tooltip"] and "3:" not in order[1]["tooltip"]
+    assert cls.VALIDATE_INPUTS(order=3, r1=0.5, r2=None) is True  # linked: judged at run time
+    assert "input 'order' must be one of 1, 2, got 3" in cls.VALIDATE_INPUTS(order=3, r1=0.5, r2=0.75)
+    for order_value, name in ((1, "dpm_solver_1"), (2, "dpm_solver_2")):
+        (sampler,) = cls().get_sampler(order=order_value)
+        assert sampler.sampler_function.__name__ == f"sample_{name}"
+
+
+def test_tooltips_name_the_members_an_input_is_for(env: tuple[dict, Any]) -> None:
+    _, package = env
+    for node_id, (_, members, _) in package.nodes.interface.FAMILY_NODES.items():
+        cls = package.NODE_CLASS_MAPPINGS[node_id]
+        for name, spec in cls.INPUT_TYPES()["required"].items():
+            users = [SAMPLERS[m].label for m in members.values() if name in SAMPLERS[m].defaults]
+            if name == "order" or len(users) == len(members):
+                assert "Used by" not in spec[1]["tooltip"], (node_id, name)
+            else:
+                assert spec[1]["tooltip"].endswith(" Used by: " + ", ".join(users) + "."), (node_id, name)
 
 
 def test_released_input_order_wins_over_canonical_order(env: tuple[dict, Any]) -> None:
