@@ -41,7 +41,7 @@ def progress_callback(callback: Callable[[dict[str, Any]], Any] | None, sigmas: 
     steps = len(sigmas) - 1
     sched = resolve_schedule(schedule)
     try:  # first and last finite half-log-SNR of the grid (flow grids start at sigma = 1, lambda = -inf)
-        lams = [lam for lam in (sched.lambda_(s) for s in sigmas if s > 0.0) if math.isfinite(lam)]
+        lams = [lam for lam in map(sched.lambda_, sigmas) if math.isfinite(lam)]  # sigma = 0: +inf
     except ValueError:  # a grid outside the schedule's range: the core reports it before any model call
         lams = []
     lam_ends = (lams[0], lams[-1]) if lams else None
@@ -58,17 +58,15 @@ def progress_callback(callback: Callable[[dict[str, Any]], Any] | None, sigmas: 
         if total is not None or sigma is None or lam_ends is None:
             return None
         value = float(sigma.flatten()[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
-        if value <= 0.0:
-            return steps
         lam_a, lam_b = lam_ends
         try:
             lam = sched.lambda_(value)
         except ValueError:
             return 1
-        if not (math.isfinite(lam_a) and math.isfinite(lam_b)) or lam_b <= lam_a:
+        if lam_b <= lam_a:  # a single finite half-log-SNR in the grid
             return 1
-        fraction = min(max((lam - lam_a) / (lam_b - lam_a), 0.0), 1.0)
-        return max(1, min(steps, math.ceil(fraction * steps)))
+        fraction = min(max((lam - lam_a) / (lam_b - lam_a), 0.0), 1.0)  # sigma = 0: lam = +inf, fraction 1
+        return max(1, math.ceil(fraction * steps))
 
     def adapted(payload: dict[str, Any]) -> Any:
         done = position(payload)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -43,6 +43,16 @@ def test_family_from_model_sampling(env: tuple[dict, Any], kind: str) -> None:
     family = package.nodes.family
     denoiser = FakeDenoiser(make_model_sampling(modules, kind))
     assert family.family_of_denoiser(denoiser) == ("flow" if kind == "flow" else "ve")
+
+
+def test_the_model_sampling_of_a_patcher_without_get_model_object(env: tuple[dict, Any]) -> None:
+    modules, package = env
+    family = package.nodes.family
+    model_sampling = make_model_sampling(modules, "flow")
+    patcher = SimpleNamespace(model=SimpleNamespace(model_sampling=model_sampling))
+    assert family.model_sampling_of_patcher(patcher) is model_sampling
+    with pytest.raises(family.UnsupportedModelFamily, match="cannot find the model_sampling of SimpleNamespace"):
+        family.model_sampling_of_patcher(SimpleNamespace(model=None))
 
 
 def test_unknown_family_is_a_clear_error(env: tuple[dict, Any]) -> None:
@@ -132,6 +142,49 @@ def test_progress_counts_model_calls_on_the_host_scale(env: tuple[dict, Any], na
         assert bar.values[-2] < steps
     for c, value in enumerate(bar.values):
         assert value == max(1, (c + 1) * steps // nfe)
+
+
+def _host_step(package: Any, grid: list[float], family: str, payload: dict[str, Any]) -> int | None:
+    """The payload's "i" after the progress adapter, or None where the payload reached the host unchanged."""
+    seen: list[dict[str, Any]] = []
+    package.nodes.sampling.progress_callback(seen.append, grid, family)(payload)
+    if seen[0] is payload:
+        return None
+    assert seen[0]["call"] == payload["i"]
+    return seen[0]["i"]
+
+
+def test_progress_adapter_maps_planned_calls_and_leaves_what_it_cannot_map(env: tuple[dict, Any]) -> None:
+    _, package = env
+    assert package.nodes.sampling.progress_callback(None, [1.0, 0.0], "ve") is None
+    grid = [10.0, 1.0, 0.1, 0.0]
+
+    def step(payload: dict[str, Any], on: list[float] = grid) -> int | None:
+        return _host_step(package, on, "ve", payload)
+
+    assert step({"i": None, "total": 6}) is None and step({"i": "0", "total": 6}) is None
+    assert step({"i": 1, "total": 3}) is None  # one call per step: already on the host's scale
+    assert [step({"i": c, "total": 6}) for c in range(6)] == [0, 0, 0, 1, 1, 2]
+    assert step({"i": 0, "total": 1}) == 2  # a single planned call fills the bar
+    assert step({"i": 0, "total": 0, "sigma": 1.0}) is None  # no plan and not adaptive
+    assert step({"i": 0, "total": "3", "sigma": 1.0}) is None and step({"i": 0}) is None
+    assert [step({"i": c, "total": 2}, [10.0, 0.0]) for c in range(2)] == [0, 0]  # one step of two calls
+    assert step({"i": 0, "total": 4}, [10.0]) is None  # an empty grid has no steps to show
+
+
+def test_progress_adapter_places_adaptive_calls_by_half_log_snr(env: tuple[dict, Any]) -> None:
+    _, package = env
+    grid = [10.0, 1.0, 0.1, 0.0]  # lambda = -log 10, 0, log 10
+
+    def step(sigma: Any, on: list[float] = grid, family: str = "ve") -> int | None:
+        return _host_step(package, on, family, {"i": 7, "total": None, "sigma": sigma})
+
+    assert [step(s) for s in (100.0, 10.0, 3.0, 1.0, 0.5, 0.1, 0.01, 0.0)] == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert step(torch.tensor([1.0, 10.0])) == 1  # a batch of sigmas: the first
+    assert step(5.0, [10.0, 0.0]) == 0  # a single finite half-log-SNR: the first step
+    flow = [1.0, 0.8, 0.2, 0.0]
+    assert [step(s, flow, "flow") for s in (1.0, 1.5, 0.8, 0.5, 0.2)] == [0, 0, 0, 1, 2]  # 1.5 is off the schedule
+    assert step(0.5, [1.5, 0.5, 0.0], "flow") is None  # a grid off the schedule: the core reports it
 
 
 @pytest.mark.parametrize("name", ADAPTIVE)
