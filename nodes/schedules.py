@@ -200,6 +200,5 @@ def _time_of(table: list[float], sigma: float) -> float:
             lo = mid
         else:
             hi = mid
-    a, b = math.log(table[lo]), math.log(table[hi])
-    w = 0.0 if b == a else (log_s - a) / (b - a)
-    return (lo + w + 1.0) / n
+    a, b = math.log(table[lo]), math.log(table[hi])  # table[lo] <= sigma < table[hi]
+    return (lo + (log_s - a) / (b - a) + 1.0) / n

@@ -117,14 +117,15 @@ def test_fast_grid_costs_exactly_its_budget(env: tuple[dict, Any], spacing: str,
 
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("kind", ["eps", "flow"])
+@pytest.mark.parametrize("denoise", [1.0, 0.6])
 def test_fast_grid_puts_intermediate_calls_at_thirds_in_lambda(env: tuple[dict, Any], spacing: str,
-                                                               kind: str) -> None:
+                                                               kind: str, denoise: float) -> None:
     modules, schedules = env
     ms = make_model_sampling(modules, kind)
     fam = _family(kind)
     sched = resolve_schedule(fam)
     for nfe in (10, 11, 12):  # body calls 9, 10, 11: orders (3, 3, 2, 1), (3, 3, 3, 1), (3, 3, 3, 2)
-        grid = schedules.fast_sigmas(ms, fam, nfe, spacing).double().tolist()
+        grid = schedules.fast_sigmas(ms, fam, nfe, spacing, denoise).double().tolist()
         plan = SAMPLERS["dpm_solver_fast"].plan(torch.tensor(grid, dtype=torch.float64), schedule=fam)
         assert plan.nfe == nfe
         ends = [grid[0]] + [stage.sigma for stage in plan.stages if stage.commit]
@@ -142,6 +143,28 @@ def test_fast_grid_puts_intermediate_calls_at_thirds_in_lambda(env: tuple[dict, 
             lam = [sched.lambda_(e) for e in body]
             gaps = [b - a for a, b in pairwise(lam)]
             assert max(gaps) - min(gaps) < 1e-5 * gaps[0]
+        else:  # step ends uniform in the table's time t (or in sqrt(t)) from the start to sigma_min
+            warp = (lambda t: t) if spacing == "time uniform" else math.sqrt
+            warped = [warp(_time_in_table(ms.sigmas, e)) for e in ends[:-1]]
+            gaps = [b - a for a, b in pairwise(warped)]
+            assert gaps == pytest.approx([gaps[0]] * len(gaps), rel=1e-4)
+
+
+def test_the_time_of_a_sigma_inverts_the_tables_time(env: tuple[dict, Any]) -> None:
+    _, schedules = env
+    table = [float(v) for v in sd15_sigma_table().double()]
+    n = len(table)
+    for t in (0.5 / n, 1.0 / n, 1.5 / n, 2.0 / n, 0.1234, 0.5, 1.0 - 0.5 / n, 1.0, 1.5):
+        expected = min(max(t, 1.0 / n), 1.0)
+        assert schedules._time_of(table, schedules._sigma_at_time(table, t)) == pytest.approx(expected, rel=1e-12)
+
+
+def _time_in_table(table: torch.Tensor, sigma: float) -> float:
+    """t in [1/N, 1] of sigma in an ascending sigma table: (k + 1)/N at entry k, log-sigma interpolated."""
+    logs = table.double().log()
+    k = int(torch.searchsorted(logs, math.log(sigma)).clamp(1, len(logs) - 1)) - 1
+    w = (math.log(sigma) - float(logs[k])) / float(logs[k + 1] - logs[k])
+    return (k + w + 1.0) / len(logs)
 
 
 @pytest.mark.parametrize("node_id", ["DPMSolverScheduler", "DPMSolverFastScheduler"])
