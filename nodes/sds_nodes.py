@@ -247,10 +247,9 @@ class DPMSolverSDSRefine:
                 callback=model_call_done)
 
         refined = run_in_guider(model, positive, negative, v["cfg"], latent, v["seed"], work)
-        history = torch.stack(losses).tolist() if losses else []  # one host transfer for the whole run
-        if history:
-            log.info("%s: %d steps, loss %.4g -> %.4g", self.DISPLAY_NAME, len(history), history[0], history[-1])
-        return ({**latent, "samples": refined}, history[-1] if history else 0.0, history)
+        history = torch.stack(losses).tolist()  # one host transfer for the whole run (at least one step)
+        log.info("%s: %d steps, loss %.4g -> %.4g", self.DISPLAY_NAME, len(history), history[0], history[-1])
+        return ({**latent, "samples": refined}, history[-1], history)
 
 
 SDS_NODES: dict[str, type] = {

@@ -26,10 +26,7 @@ def sigma_at_percent(model_sampling: Any, percent: float, name: str = "percent")
     if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0.0 <= percent < 1.0:
         raise InputError(f"input '{name}' must be at least 0 and below 1 (1 is sigma = 0, which has no SDS "
                          f"gradient), got {percent!r}")
-    top = sigma_max_of(model_sampling)
-    if percent == 0.0:
-        return top
-    return min(float(model_sampling.percent_to_sigma(float(percent))), top)
+    return min(float(model_sampling.percent_to_sigma(float(percent))), sigma_max_of(model_sampling))
 
 
 def check_sigma(sigma: float, family: str, name: str = "sigma") -> float:

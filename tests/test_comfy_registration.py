@@ -81,6 +81,15 @@ def test_a_name_taken_in_the_list_is_left_alone(comfy: dict) -> None:
     assert "dpm_solver_fast" not in package.nodes.REGISTERED_SAMPLERS
 
 
+def test_a_comfyui_without_a_separate_ksampler_list_gets_the_names_once(comfy: dict,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    samplers = comfy["comfy.samplers"]
+    monkeypatch.delattr(samplers, "KSAMPLER_NAMES")
+    package = load_package(PACKAGE)
+    assert samplers.SAMPLER_NAMES[-len(SAMPLERS):] == list(SAMPLERS)
+    assert list(SAMPLERS) == package.nodes.REGISTERED_SAMPLERS
+
+
 def test_outside_comfyui_nothing_is_registered() -> None:
     import subprocess
     import sys

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,6 +38,8 @@ class PercentSampling:
         self.sigma_max = 1.0 if family == "flow" else float(self.table[-1])
 
     def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0 and self.family != "flow":
+            return 999999999.9  # what ComfyUI's discrete schedules answer at 0
         t = 1.0 - percent
         if self.family == "flow":
             return self.shift * t / (1.0 + (self.shift - 1.0) * t)
@@ -77,13 +80,16 @@ def test_annealing_is_linear_in_percent_with_exact_ends(env: tuple[dict, Any], f
     middle = 0.5 * (sig.percent_at_sigma(ms, start) + 0.8)
     assert grid[0] == start and grid[1] == pytest.approx(sig.sigma_at_percent(ms, middle), rel=1e-9)
     assert sig.annealing_sigmas(ms, family, 1, 0.2, 0.8) == [sig.sigma_at_percent(ms, 0.2)]
-    assert sig.sds_sigma(ms, family, 0.7, 0.25) == 0.25
+    assert sig.sds_sigma(ms, family, 0.7, 0.25) == 0.25 and sig.sds_sigma(ms, family, 0.7, 1) == 1.0
 
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda s, ms: s.sigma_at_percent(ms, 1.0), "input 'percent' must be at least 0 and below 1"),
     (lambda s, ms: s.sds_sigma(ms, "flow", 0.5, 1.5), "input 'sigma' must be at most 1 on a flow model"),
     (lambda s, ms: s.sds_sigma(ms, "flow", 0.5, -0.1), "input 'sigma' must be a positive number"),
+    (lambda s, ms: s.check_sigma(0.0, "ve"), "input 'sigma' must be a positive number"),
+    (lambda s, ms: s.sds_sigma(SimpleNamespace(sigma_max=14.6, percent_to_sigma=lambda p: 0.0), "ve", 0.5, 0,
+                               ("start_percent", "start_sigma")), "input 'start_percent' must be a positive number"),
     (lambda s, ms: s.annealing_sigmas(ms, "flow", 0, 0.2, 0.8), "input 'steps' must be a whole number"),
     (lambda s, ms: s.annealing_sigmas(ms, "flow", 4, 0.2, 1.0), "input 'end_percent' must be at least 0"),
     (lambda s, ms: s.annealing_sigmas(ms, "flow", 4, 0.2, 0.8, end_sigma=3.0), "input 'end_sigma' must be at most 1"),
