@@ -48,7 +48,7 @@ def _lambda_range(model_sampling: Any, family: str) -> tuple[float, float]:
         raise ScheduleError(f"the model's sigma range [{sigma_min}, {sigma_max}] is not usable")
     lam_lo, lam_hi = sched.lambda_(sigma_max), sched.lambda_(sigma_min)
     if math.isinf(lam_lo):
-        if not math.isfinite(lam_hi) or lam_hi <= 0:
+        if lam_hi <= 0:  # 0 < sigma_min < sigma_max = 1 here, so lam_hi is finite
             raise ScheduleError(f"logSNR uniform needs sigma_min < 0.5 on a flow model, got {sigma_min}")
         lam_lo = -lam_hi
     return lam_lo, lam_hi
@@ -110,7 +110,7 @@ def _check_steps(steps: Any, denoise: Any) -> tuple[int, float]:
 
 def _total_steps(steps: int, denoise: float) -> int:
     """ComfyUI's BasicScheduler rule: the grid of int(steps/denoise) steps, of which the last steps are run."""
-    return steps if denoise >= 1.0 else max(int(steps / denoise), steps)
+    return max(int(steps / denoise), steps)
 
 
 def schedule_sigmas(model_sampling: Any, family: str, steps: int, spacing: str, denoise: float = 1.0

@@ -198,3 +198,78 @@ def test_models_without_a_table_get_a_clear_message(env: tuple[dict, Any]) -> No
     with pytest.raises(ValueError, match="no sigma table"):
         schedules.schedule_sigmas(Continuous(), "ve", 5, "time uniform")
     assert schedules.schedule_sigmas(Continuous(), "ve", 5, "logSNR uniform").shape == (6,)
+
+
+class _Tabled:
+    """A model_sampling with a given sigma table (sigma_min/max its ends)."""
+
+    def __init__(self, table: list[float]) -> None:
+        self.sigmas = torch.tensor(table)
+        self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ([0.5], "no sigma table"),
+    ([[0.1, 1.0], [2.0, 3.0]], "no sigma table"),
+    ([0.1, 2.0, 1.0, 3.0], "not ascending and positive"),
+    ([0.0, 1.0, 2.0], "not ascending and positive"),
+    ([-0.1, 1.0, 2.0], "not ascending and positive"),
+])
+def test_a_sigma_table_time_spacing_cannot_use_is_named(env: tuple[dict, Any], table: list[Any], message: str) -> None:
+    _, schedules = env
+    model_sampling = _Tabled([0.1, 1.0, 2.0])
+    model_sampling.sigmas = torch.tensor(table)
+    with pytest.raises(schedules.ScheduleError, match=message):
+        schedules.schedule_sigmas(model_sampling, "ve", 3, "time uniform")
+
+
+def test_a_two_entry_sigma_table_is_enough(env: tuple[dict, Any]) -> None:
+    _, schedules = env
+    got = schedules.schedule_sigmas(_Tabled([0.1, 10.0]), "ve", 3, "time uniform")
+    assert got.tolist() == pytest.approx([10.0, 1.0, 0.1, 0.0])  # t = 1, 3/4, 1/2: entries 1, 0.5 (log-midpoint), 0
+
+
+@pytest.mark.parametrize(("steps", "denoise", "message"), [
+    (0, 1.0, "input 'steps' must be a whole number of at least 1, got 0"),
+    (True, 1.0, "input 'steps' must be a whole number"),
+    (2.0, 1.0, "input 'steps' must be a whole number"),
+    (4, -0.1, "input 'denoise' must be between 0 and 1, got -0.1"),
+    (4, 1.5, "input 'denoise' must be between 0 and 1"),
+    (4, True, "input 'denoise' must be between 0 and 1"),
+    (4, "1", "input 'denoise' must be between 0 and 1"),
+])
+@pytest.mark.parametrize("grid", ["schedule_sigmas", "fast_sigmas"])
+def test_steps_and_denoise_are_checked_by_name(env: tuple[dict, Any], grid: str, steps: Any, denoise: Any,
+                                               message: str) -> None:
+    modules, schedules = env
+    with pytest.raises(schedules.ScheduleError, match=message):
+        getattr(schedules, grid)(make_model_sampling(modules, "eps"), "ve", steps, "logSNR uniform", denoise)
+
+
+@pytest.mark.parametrize("grid", ["schedule_sigmas", "fast_sigmas"])
+def test_denoise_zero_is_an_empty_grid_and_denoise_one_the_full_grid(env: tuple[dict, Any], grid: str) -> None:
+    modules, schedules = env
+    model_sampling = make_model_sampling(modules, "eps")
+    make = getattr(schedules, grid)
+    assert make(model_sampling, "ve", 4, "logSNR uniform", 0.0).shape == (0,)
+    full = make(model_sampling, "ve", 4, "logSNR uniform", 1)
+    assert full.shape == (5,) and float(full[0]) == pytest.approx(float(model_sampling.sigma_max), rel=1e-6)
+    assert torch.equal(make(model_sampling, "ve", 4, "logSNR uniform"), full)  # denoise 1 by default
+
+
+def test_a_flow_model_needs_sigma_min_below_one_half_for_logsnr_uniform(env: tuple[dict, Any]) -> None:
+    _, schedules = env
+    model_sampling = _Tabled([0.5, 0.75, 1.0])
+    with pytest.raises(schedules.ScheduleError, match=r"needs sigma_min < 0\.5 on a flow model, got 0\.5"):
+        schedules.schedule_sigmas(model_sampling, "flow", 4, "logSNR uniform")
+    model_sampling.sigma_min = torch.tensor(0.25)
+    got = schedules.schedule_sigmas(model_sampling, "flow", 2, "logSNR uniform").tolist()
+    assert got == pytest.approx([0.75, 0.25, 0.0])  # symmetric in logit: lambda from -log 3 to log 3
+
+
+def test_a_fast_grid_starting_at_sigma_min_is_one_step_to_zero(env: tuple[dict, Any]) -> None:
+    _, schedules = env
+    model_sampling = _Tabled([0.1, 1.0, 10.0])
+    model_sampling.sigma_min = torch.tensor(1.0)  # above the table's smallest entry: time points reach below it
+    got = schedules.fast_sigmas(model_sampling, "ve", 2, "time uniform", 2.0 / 3.0)  # points 10, 1, 0.1: start 1
+    assert got.tolist() == [1.0, 0.0]
