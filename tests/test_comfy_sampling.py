@@ -45,7 +45,7 @@ def test_family_from_model_sampling(env: tuple[dict, Any], kind: str) -> None:
     assert family.family_of_denoiser(denoiser) == ("flow" if kind == "flow" else "ve")
 
 
-def test_the_model_sampling_of_a_patcher_without_get_model_object(env: tuple[dict, Any]) -> None:
+def test_the_model_sampling_of_a_patcher_or_guider_without_the_usual_accessors(env: tuple[dict, Any]) -> None:
     modules, package = env
     family = package.nodes.family
     model_sampling = make_model_sampling(modules, "flow")
@@ -53,6 +53,10 @@ def test_the_model_sampling_of_a_patcher_without_get_model_object(env: tuple[dic
     assert family.model_sampling_of_patcher(patcher) is model_sampling
     with pytest.raises(family.UnsupportedModelFamily, match="cannot find the model_sampling of SimpleNamespace"):
         family.model_sampling_of_patcher(SimpleNamespace(model=None))
+    guider = SimpleNamespace(inner_model=SimpleNamespace(model_sampling=model_sampling))  # no model_patcher
+    assert family.model_sampling_of_denoiser(SimpleNamespace(inner_model=guider)) is model_sampling
+    with pytest.raises(family.UnsupportedModelFamily, match="could not find the model's model_sampling"):
+        family.model_sampling_of_denoiser(SimpleNamespace(inner_model=SimpleNamespace(inner_model=None)))
 
 
 def test_unknown_family_is_a_clear_error(env: tuple[dict, Any]) -> None:
