@@ -255,6 +255,8 @@ def test_denoise_zero_is_an_empty_grid_and_denoise_one_the_full_grid(env: tuple[
     full = make(model_sampling, "ve", 4, "logSNR uniform", 1)
     assert full.shape == (5,) and float(full[0]) == pytest.approx(float(model_sampling.sigma_max), rel=1e-6)
     assert torch.equal(make(model_sampling, "ve", 4, "logSNR uniform"), full)  # denoise 1 by default
+    for spacing in SPACINGS:  # one step: from sigma_max to 0
+        assert make(model_sampling, "ve", 1, spacing).tolist() == pytest.approx([float(model_sampling.sigma_max), 0.0])
 
 
 def test_a_flow_model_needs_sigma_min_below_one_half_for_logsnr_uniform(env: tuple[dict, Any]) -> None:
@@ -262,9 +264,9 @@ def test_a_flow_model_needs_sigma_min_below_one_half_for_logsnr_uniform(env: tup
     model_sampling = _Tabled([0.5, 0.75, 1.0])
     with pytest.raises(schedules.ScheduleError, match=r"needs sigma_min < 0\.5 on a flow model, got 0\.5"):
         schedules.schedule_sigmas(model_sampling, "flow", 4, "logSNR uniform")
-    model_sampling.sigma_min = torch.tensor(0.25)
+    model_sampling.sigma_min = torch.tensor(0.4)
     got = schedules.schedule_sigmas(model_sampling, "flow", 2, "logSNR uniform").tolist()
-    assert got == pytest.approx([0.75, 0.25, 0.0])  # symmetric in logit: lambda from -log 3 to log 3
+    assert got == pytest.approx([0.6, 0.4, 0.0])  # symmetric in logit: lambda from -log 1.5 to log 1.5
 
 
 def test_a_fast_grid_starting_at_sigma_min_is_one_step_to_zero(env: tuple[dict, Any]) -> None:
