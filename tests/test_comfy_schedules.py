@@ -223,10 +223,12 @@ def test_a_sigma_table_time_spacing_cannot_use_is_named(env: tuple[dict, Any], t
         schedules.schedule_sigmas(model_sampling, "ve", 3, "time uniform")
 
 
-def test_a_two_entry_sigma_table_is_enough(env: tuple[dict, Any]) -> None:
+def test_a_two_entry_sigma_table_is_enough_and_repeated_entries_are_allowed(env: tuple[dict, Any]) -> None:
     _, schedules = env
     got = schedules.schedule_sigmas(_Tabled([0.1, 10.0]), "ve", 3, "time uniform")
     assert got.tolist() == pytest.approx([10.0, 1.0, 0.1, 0.0])  # t = 1, 3/4, 1/2: entries 1, 0.5 (log-midpoint), 0
+    got = schedules.schedule_sigmas(_Tabled([0.1, 1.0, 1.0, 10.0]), "ve", 3, "time uniform")
+    assert got.tolist() == pytest.approx([10.0, 1.0, 0.1, 0.0])  # t = 1, 5/8, 1/4: entries 3, 1.5, 0
 
 
 @pytest.mark.parametrize(("steps", "denoise", "message"), [
