@@ -76,6 +76,9 @@ def test_time_uniform_and_quadratic_use_the_models_table(env: tuple[dict, Any], 
     quadratic = schedules.schedule_sigmas(ms, _family(kind), 4, "time quadratic").double()
     assert quadratic[0] == uniform[0] and quadratic[-2] == uniform[-2]
     assert (quadratic[1:-2] < uniform[1:-2]).all()  # denser near the end
+    roots = [math.sqrt(_time_in_table(ms.sigmas, float(s))) for s in quadratic[:-1]]  # uniform in sqrt(t)
+    gaps = [b - a for a, b in pairwise(roots)]
+    assert gaps == pytest.approx([gaps[0]] * len(gaps), rel=1e-4)
 
 
 def test_time_uniform_on_sd15_hits_training_timesteps(env: tuple[dict, Any]) -> None:
