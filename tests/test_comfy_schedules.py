@@ -220,10 +220,8 @@ class _Tabled:
 ])
 def test_a_sigma_table_time_spacing_cannot_use_is_named(env: tuple[dict, Any], table: list[Any], message: str) -> None:
     _, schedules = env
-    model_sampling = _Tabled([0.1, 1.0, 2.0])
-    model_sampling.sigmas = torch.tensor(table)
     with pytest.raises(schedules.ScheduleError, match=message):
-        schedules.schedule_sigmas(model_sampling, "ve", 3, "time uniform")
+        schedules.schedule_sigmas(_Tabled(table), "ve", 3, "time uniform")
 
 
 def test_a_two_entry_sigma_table_is_enough_and_repeated_entries_are_allowed(env: tuple[dict, Any]) -> None:
