@@ -3,8 +3,8 @@
 GOLDEN lists every released node with its inputs in order. Released nodes may only gain inputs at the end,
 and never disappear. comfy_widgets_released.json holds each released input's type, default, range and step (the
 choices of a dropdown may only grow at the end). When a node gains inputs or a new node appears (e.g. a sampler
-added to the core), this test warns: add it to GOLDEN, comfy_widgets_released.json and nodes/interface.py
-RELEASED_INPUTS when it is released.
+added to the core), this test warns: add it to GOLDEN and nodes/interface.py RELEASED_INPUTS when it is
+released, then run `python tests/pin_released_widgets.py` to pin its widgets in comfy_widgets_released.json.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pin_released_widgets
 import pytest
+from pin_released_widgets import pin, render, widget_entry
 from test_comfy_support import fake_comfy_package
 
 from samplers import SAMPLERS
@@ -149,13 +151,6 @@ def test_new_nodes_follow_the_naming_rule(mappings: tuple[dict[str, Any], dict[s
         warnings.warn(f"nodes not pinned yet (pin them when released): {extra}", stacklevel=1)
 
 
-def _widget(spec: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
-    """An INPUT_TYPES entry as (type or dropdown choices, its options without the tooltip)."""
-    extra = dict(spec[1]) if len(spec) > 1 else {}
-    extra.pop("tooltip", None)
-    return spec[0], extra
-
-
 def test_released_widgets_keep_their_types_defaults_and_ranges(mappings: tuple[dict[str, Any], dict[str, str]]
                                                                 ) -> None:
     """A saved workflow holds widget values only: a narrower range refuses them, a new default changes new nodes."""
@@ -166,7 +161,7 @@ def test_released_widgets_keep_their_types_defaults_and_ranges(mappings: tuple[d
         spec = classes[node_id].INPUT_TYPES()
         current = {**spec.get("required", {}), **spec.get("optional", {})}
         for name, (kind, extra) in inputs.items():
-            now_kind, now_extra = _widget(current[name])
+            now_kind, now_extra = widget_entry(current[name])
             if isinstance(kind, list):
                 assert now_kind[:len(kind)] == kind, f"{node_id}.{name}: released choices changed: {now_kind}"
             else:
@@ -180,3 +175,46 @@ def test_released_outputs_keep_their_slots(mappings: tuple[dict[str, Any], dict[
         cls = classes[node_id]
         outputs = (cls.RETURN_TYPES, cls.RETURN_NAMES, getattr(cls, "OUTPUT_IS_LIST", None))
         assert outputs == GOLDEN_OUTPUTS.get(node_id, (("SAMPLER",), ("sampler",), None)), node_id
+
+
+def test_the_pinned_file_is_written_as_the_pinning_tool_writes_it() -> None:
+    text = RELEASED_WIDGETS.read_text()
+    assert render(json.loads(text)) == text
+
+
+def test_pinning_from_nothing_gives_the_released_file(mappings: tuple[dict[str, Any], dict[str, str]]) -> None:
+    classes, _ = mappings
+    pinned = pin(pin_released_widgets.released_inputs(), classes, {})
+    assert render(pinned) == RELEASED_WIDGETS.read_text()
+
+
+def test_pinning_adds_what_is_missing_in_place_and_rewrites_nothing(
+        mappings: tuple[dict[str, Any], dict[str, str]]) -> None:
+    classes, _ = mappings
+    released = json.loads(RELEASED_WIDGETS.read_text())
+    partial = json.loads(RELEASED_WIDGETS.read_text())
+    del partial["DPMSolverLoadGrid"]
+    del partial["DPMSolverSampler_dpm_solver_pp_pc"]["corrector"]
+    partial["DPMSolverScheduler"]["steps"][1]["default"] = 7  # pinned before a (refused) change: kept
+    partial["DPMSolverRetired"] = {"x": ["INT", {}]}  # pinned, no longer listed: kept for the test to refuse
+    pinned = pin(pin_released_widgets.released_inputs(), classes, partial)
+    assert pinned["DPMSolverScheduler"]["steps"][1]["default"] == 7
+    assert pinned.pop("DPMSolverRetired") == {"x": ["INT", {}]}
+    pinned["DPMSolverScheduler"]["steps"][1]["default"] = released["DPMSolverScheduler"]["steps"][1]["default"]
+    assert render(pinned) == render(released)  # the added node and input in their released places
+
+
+def test_the_pinning_tool_writes_only_what_it_adds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    text = RELEASED_WIDGETS.read_text()
+    partial = json.loads(text)
+    del partial["DPMSolverSDSRefine"]["grad_clip"]
+    target = tmp_path / "pinned.json"
+    target.write_text(render(partial))
+    monkeypatch.setattr(pin_released_widgets, "RELEASED_WIDGETS", target)
+    assert pin_released_widgets.main(["--check"]) == 1
+    assert target.read_text() == render(partial)
+    assert pin_released_widgets.main([]) == 0
+    assert target.read_text() == text
+    assert pin_released_widgets.main(["--check"]) == 0
+    assert capsys.readouterr().out.split("\n")[:-1] == ["pinned DPMSolverSDSRefine.grad_clip"] * 2 + ["nothing to pin"]
