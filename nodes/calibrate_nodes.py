@@ -146,7 +146,8 @@ class DPMSolverCalibrateGrid:
                                         "tooltip": "Steps of the reference solve (DPM-Solver++ 3M, exact "
                                                    "third-order weights)."}),
             "max_evals": ("INT", {"default": 150, "min": 10, "max": 5000,
-                                  "tooltip": "Most sampler runs of the search."}),
+                                  "tooltip": "Sampler runs of the search: it starts no new step after this "
+                                             "many (its last step may add one run per grid point)."}),
             "file_name": ("STRING", {"default": "dpm_solver_grid",
                                      "tooltip": "Saved as output/dpm_solver_grids/<file_name>.safetensors (a name "
                                                 "in that folder; an existing grid of that name is replaced)."}),

@@ -186,8 +186,9 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def nelder_mead(f: Callable[[list[float]], float], start: Sequence[float], step: float = 0.5,
                 max_evals: int = 400, tol: float = 1e-4) -> tuple[list[float], float, int]:
-    """Minimise f from `start` (standard reflection 1, expansion 2, contraction 1/2, shrink 1/2); stops after
-    max_evals evaluations or when the simplex's values agree to `tol` relatively. Returns (x, f(x), evaluations)."""
+    """Minimise f from `start` (standard reflection 1, expansion 2, contraction 1/2, shrink 1/2); starts no step
+    once max_evals evaluations are spent (a shrink's dim calls may overrun it) or the simplex's values agree to `tol`
+    relatively. Returns (x, f(x), evaluations)."""
     dim = len(start)
     evals = 0
 

@@ -74,6 +74,16 @@ def test_load_node_refuses_a_grid_of_another_model(monkeypatch: pytest.MonkeyPat
             grids.karras(6, 0.029, 20.0), "dpm_solver_3m", 6, "ve", 0.2, 0.1, 10)))
         with pytest.raises(ValueError, match=r"starts at sigma 20, above this model's largest sigma 14.6"):
             node.load(high, "any", 0, sd)
+        sigma_max = float(sd.get_model_object("model_sampling").sigma_max)
+        for slack, fits in ((1e-4, True), (1.5e-4, False)):  # float32 tables round: 1e-4 above sigma_max is allowed
+            sigmas = grids.karras(6, 0.029, 14.0)
+            sigmas[0] = sigma_max * (1.0 + slack)
+            edge = str(save_grid(tmp_path / "edge", CalibratedGrid(sigmas, "dpm_solver_3m", 6, "ve", 0.2, 0.1, 10)))
+            if fits:
+                assert node.load(edge, "any", 0, sd)[0][0] == pytest.approx(sigma_max, rel=2e-4)
+            else:
+                with pytest.raises(ValueError, match="above this model's largest sigma"):
+                    node.load(edge, "any", 0, sd)
         assert package.NODE_CLASS_MAPPINGS["DPMSolverLoadGrid"].IS_CHANGED(path, "any", 0, sd) != "missing"
 
 
@@ -86,6 +96,26 @@ def test_grid_file_names_stay_in_the_grid_folder(package: Any, tmp_path: Path) -
         grid_path("../escape", tmp_path)
     with pytest.raises(ValueError, match="file_name is empty"):
         grid_path("  ", tmp_path)
+
+
+def test_model_fingerprint_reads_the_first_values_of_the_first_parameters(package: Any) -> None:
+    """16 hex digits from the names, shapes and first 8 values of the first 64 parameters: cheap on a large model,
+    and a file's fingerprint stays comparable across versions."""
+    fingerprint = package.nodes.calibrate_nodes.model_fingerprint
+    net = torch.nn.Module()
+    for k in range(70):
+        net.register_parameter(f"p{k}", torch.nn.Parameter(torch.arange(10.0) + k))
+    model = type("Patcher", (), {"model": type("Base", (), {"diffusion_model": net})()})()
+    first = fingerprint(model)
+    assert len(first) == 16 and int(first, 16) >= 0
+    with torch.no_grad():
+        net.p64[0] = -1.0  # the 65th parameter
+        net.p0[8] = -1.0  # the 9th value
+    assert fingerprint(model) == first
+    with torch.no_grad():
+        net.p63[7] = -1.0
+    assert fingerprint(model) != first
+    assert fingerprint(object()) == fingerprint(None) != first  # no diffusion model: the hash of nothing
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +230,35 @@ def test_calibrate_node_reports_progress_stops_on_cancel_and_starts_from_kl_opti
     with pytest.raises(ValueError, match="nfe=3 buys dpm_solver_3 a single step, which leaves nothing to calibrate"):
         node.calibrate(model, conditioning(1), conditioning(2), 5.0, latent, "dpm_solver_3", "karras", 3, 2, 7, 20, 12,
                        "test_small")
+
+
+def test_calibrate_node_runs_on_the_seeded_noises_of_the_first_latent_image(comfy_env: dict[str, Any]) -> None:
+    """Calibration noises are seeds seed, seed+1, ... of the latent's first image (the rest of the batch is not
+    used), the search runs the sampler at most 1 + max_evals + (interior points) times, and a budget of two steps
+    is calibratable."""
+    import comfy.sample
+
+    package = comfy_env["package"]
+    node = package.NODE_CLASS_MAPPINGS["DPMSolverCalibrateGrid"]()
+    inputs: list[torch.Tensor] = []
+    model = comfy_env["ve"].clone()
+
+    def record(apply: Any, args: dict[str, Any]) -> torch.Tensor:
+        inputs.append(args["input"].clone())
+        return apply(args["input"], args["timestep"], **args["c"])
+
+    model.set_model_unet_function_wrapper(record)
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    node.calibrate(model, conditioning(1), conditioning(2), 5.0, latent, "dpm_solver_3m", "karras", 4, 2, 7, 20, 12,
+                   "test_seeds")
+    first = inputs[0].flatten(1)
+    first = first / first.norm(dim=1, keepdim=True)
+    for seed in (7, 8):
+        noise = comfy.sample.prepare_noise(latent["samples"][:1], seed).flatten(1)
+        assert float((first @ (noise / noise.norm()).T).max()) == pytest.approx(1.0, abs=1e-5), seed
+    assert first.shape[0] in (2, 4)  # 2 noises, cond and uncond in one batch or two calls
+    stored = load_grid(comfy_env["output"] / "dpm_solver_grids" / "test_seeds.safetensors")
+    assert 12 < stored.evaluations <= 1 + 12 + 2  # the first grid's run, then one search, whose last step may shrink
+    (two_steps,) = node.calibrate(model, conditioning(1), conditioning(2), 5.0, latent, "dpm_solver_3", "karras", 6,
+                                  2, 7, 20, 12, "test_two_steps")
+    assert two_steps.shape == (3,) and float(two_steps[-1]) == 0.0
