@@ -10,15 +10,18 @@ from samplers.bench import comparison
 from samplers.bench.tail import error_tail
 
 
-def test_one_dominant_noise_is_found_with_its_shares_and_the_ratio_without_it() -> None:
+@pytest.mark.parametrize("scale", [1.0, 1e-3])  # errors of the benchmark's size: squared sums far below 1
+def test_one_dominant_noise_is_found_with_its_shares_and_the_ratio_without_it(scale: float) -> None:
     """Ours: 11 noises at 1 and one at 10 (squared: 11 + 100 = 111); theirs: 2 everywhere, 3 at that noise
     (squared: 44 + 9 = 53). The worst noise holds 100/111 of ours and 9/53 of theirs; without it the ratio is
-    sqrt(11 / 44) = 0.5; the 10 worst hold (100 + 9) / 111 of ours and (9 + 9 * 4) / 53 of theirs."""
-    ours = [1.0] * 5 + [10.0] + [1.0] * 6
-    theirs = [2.0] * 5 + [3.0] + [2.0] * 6
+    sqrt(11 / 44) = 0.5; the 10 worst hold (100 + 9) / 111 of ours and (9 + 9 * 4) / 53 of theirs. Shares and
+    ratios do not depend on the errors' scale."""
+    ours = [scale * e for e in [1.0] * 5 + [10.0] + [1.0] * 6]
+    theirs = [scale * e for e in [2.0] * 5 + [3.0] + [2.0] * 6]
     t = error_tail(ours, theirs)
     assert t["top"] == 10
-    assert (t["ours_worst"], t["theirs_worst"], t["theirs_at_ours_worst"]) == (10.0, 3.0, 3.0)
+    worst = (t["ours_worst"], t["theirs_worst"], t["theirs_at_ours_worst"])
+    assert worst == pytest.approx((10.0 * scale, 3.0 * scale, 3.0 * scale), rel=1e-12)
     assert t["ours_worst_share"] == pytest.approx(100 / 111)
     assert t["theirs_worst_share"] == t["theirs_share_at_ours_worst"] == pytest.approx(9 / 53)
     assert t["ours_top_share"] == pytest.approx(109 / 111)
