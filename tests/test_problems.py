@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from samplers.bench.problems import (
+    SEED,
     GaussianMixture,
     GuidedMixture,
     Problem,
@@ -304,3 +305,38 @@ def test_problems_are_deterministic_and_well_formed() -> None:
     assert isinstance(guided.model, GuidedMixture) and guided.model.scale == 7.5
     assert guided.data is guided.model.cond
     assert float(guided.model.cond.weights.max()) > 0.5
+
+
+def test_malformed_mixtures_are_refused_by_name() -> None:
+    means, stds = torch.zeros(2, 3, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)
+    GaussianMixture(means, stds, [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"means/stds must be \(K, d\)"):
+        GaussianMixture(torch.zeros(2, 3, 1, dtype=torch.float64), stds[..., None], [0.5, 0.5])  # K matches
+    with pytest.raises(ValueError, match=r"weights \(K,\)"):
+        GaussianMixture(means, stds, [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="stds must be > 0"):
+        GaussianMixture(means, torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]], dtype=torch.float64), [0.5, 0.5])
+    with pytest.raises(ValueError, match="weights must be > 0"):
+        GaussianMixture(means, stds, [1.0, 0.0])
+    ve, flow = GaussianMixture(means, stds, [0.5, 0.5]), GaussianMixture(means, stds, [0.5, 0.5], family="flow")
+    wide = GaussianMixture(torch.zeros(2, 4, dtype=torch.float64), 1.0, [0.5, 0.5])
+    GuidedMixture(ve, ve, 2.0)
+    for uncond, cond in ((ve, flow), (ve, wide)):  # the family alone, the dimension alone
+        with pytest.raises(ValueError, match="must share family and dimension"):
+            GuidedMixture(uncond, cond, 2.0)
+
+
+@pytest.mark.parametrize(("start", "end"), [(0.0, 0.5), (1.0, 0.0), (-1.0, 0.5), (1.0, -0.5)])
+def test_reference_solution_names_a_sigma_that_is_not_positive(start: float, end: float) -> None:
+    with pytest.raises(ValueError, match="requires sigma_start > 0 and sigma_end > 0"):
+        reference_solution(_random_mixture("ve"), torch.randn(2, 5, dtype=torch.float64), start, end)
+
+
+def test_the_distribution_benchmark_draws_the_data_it_was_measured_on() -> None:
+    """docs/bench.json's distribution figures compare samples with data drawn by sample_data from seed SEED + 2:
+    its first draws, pinned (torch's CPU generator gives the same numbers on every machine)."""
+    x = ve_mixture().data.sample_data(3, torch.Generator().manual_seed(SEED + 2))
+    expected = [[-0.09853705992459824, -0.09576409353324021, -0.35357750532893667],
+                [-1.6896157093452642, 0.4114796883659344, 0.28363960129912574],
+                [-0.3390895264288491, 0.21596674106190514, -0.21601877179549067]]
+    torch.testing.assert_close(x[:, :3], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)

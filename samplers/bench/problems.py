@@ -307,12 +307,12 @@ _WEIGHTS: Sequence[float] = (0.3, 0.25, 0.2, 0.15, 0.1)
 _COND_WEIGHTS: Sequence[float] = (0.02, 0.6, 0.02, 0.34, 0.02)  # favours components 1 and 3
 
 
-def _mixture_params(dim: int = 16, seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
+def _mixture_params(dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed 5-component layout: random unit directions scaled to norms 1..2, stds 0.1..0.6 per comp.
 
     Each component's per-dimension std is its level times a factor in [0.7, 1.3].
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(SEED)
     k = len(_MEAN_NORMS)
     dirs = torch.randn(k, dim, generator=g, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=1, keepdim=True)
