@@ -55,23 +55,22 @@ def _squared(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
 
 
-def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(RMSE over everything, median over samples of each sample's RMS error); inf when not finite."""
-    sq = _squared(out, ref)
-    rmse, median = float(sq.mean().sqrt()), float(sq.mean(1).sqrt().median())
-    return (rmse, median) if math.isfinite(rmse) else (math.inf, math.inf)
-
-
 def measured(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, tuple[float, ...], str | None]:
-    """(RMSE, median, per-sample errors, failure) as `errors` computes them, the per-sample errors being each
-    sample's RMS error (paired across samplers run from the same noises, they give the comparison's bootstrap
-    intervals); (inf, inf, (), "non-finite output") where the output is not finite."""
+    """(RMSE over everything, median over samples of each sample's RMS error, those per-sample errors, failure);
+    the per-sample errors, paired across samplers run from the same noises, give the comparison's bootstrap
+    intervals. (inf, inf, (), "non-finite output") where the output is not finite."""
     sq = _squared(out, ref)
     rmse = float(sq.mean().sqrt())
     if not math.isfinite(rmse):
         return math.inf, math.inf, (), "non-finite output"
     per_sample = sq.mean(1).sqrt()
     return rmse, float(per_sample.median()), tuple(per_sample.tolist()), None
+
+
+def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """(RMSE, median per-sample error) as `measured` computes them; inf when not finite."""
+    rmse, median, _, _ = measured(out, ref)
+    return rmse, median
 
 
 def is_adaptive(entry: SamplerEntry) -> bool:
