@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -205,6 +206,7 @@ def test_fit_intervals_takes_the_largest_grid_within_the_budget() -> None:
     from samplers.bench.measure import OVERSHOOT, fit_intervals
 
     assert fit_intervals(lambda n: 3 * n, 10) == 3
+    assert fit_intervals(lambda n: 3 * n, 3) == 1  # one step of a 3-call singlestep
     assert fit_intervals(lambda n: n + 5, 4) is None
     dip = {1: 1, 2: 2, 3: 11, 4: 9, 5: 10, 6: 12}  # over at 3, back within budget at 4 and 5
     assert fit_intervals(lambda n: dip.get(n, 99), 10) == 5
@@ -212,3 +214,48 @@ def test_fit_intervals_takes_the_largest_grid_within_the_budget() -> None:
     asked: list[int] = []
     assert fit_intervals(lambda n: asked.append(n) or far.get(n, 1), 20) == 1
     assert asked == list(range(1, 2 + OVERSHOOT))
+
+
+def test_a_measurement_keeps_its_failure_and_cannot_be_changed() -> None:
+    """A failed run's message reaches the report; runs are cached and shared, so a caller cannot alter one."""
+    from samplers.bench.measure import Measurement
+
+    failed = Measurement(4, 4, math.inf, math.inf, error="ValueError: bad grid")
+    assert failed.as_dict() == {"n_steps": 4, "nfe": 4, "rmse": None, "rel_rmse": None, "median_err": None,
+                                "error": "ValueError: bad grid"}
+    assert "error" not in Measurement(4, 4, 0.1, 0.2, 0.05).as_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        failed.rmse = 0.0  # type: ignore[misc]
+
+
+def test_the_runner_picks_an_adaptive_run_by_calls_within_the_budget_then_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of the tolerance ladder's runs: the most model calls within the budget (equal to it included), then the
+    smaller RMSE; failed runs are never picked."""
+    from samplers import SAMPLERS
+    from samplers.bench.cases import all_cases
+    from samplers.bench.measure import CaseRunner, Measurement
+
+    runner = CaseRunner(all_cases()[0], 2)
+    runs = [Measurement(5, 12, 3e-3, 0.0, rtol=0.1), Measurement(6, 15, 2e-3, 0.0, rtol=0.05),
+            Measurement(6, 15, 1e-3, 0.0, rtol=0.03), Measurement(7, 16, math.inf, math.inf, rtol=0.02)]
+    monkeypatch.setattr(runner, "ladder", lambda entry, options=None: runs)
+    adaptive = SAMPLERS["dpm_solver_adaptive"]
+    assert runner.at_budget(adaptive, 16).rtol == 0.03
+    assert runner.at_budget(adaptive, 15).rtol == 0.03
+    assert runner.at_budget(adaptive, 14).rtol == 0.1
+    assert runner.at_budget(adaptive, 11) is None
+
+
+def test_options_equal_to_the_defaults_share_the_default_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from samplers import SAMPLERS
+    from samplers.bench.cases import all_cases
+    from samplers.bench.measure import CaseRunner
+
+    runner = CaseRunner(all_cases()[0], 2)
+    entry = SAMPLERS["dpm_solver_3m"]
+    monkeypatch.setattr(runner.refs, "target", lambda sigmas: runner.x0 * 0)  # no reference solve needed
+    first = runner.run(entry, 3)
+    assert entry.defaults["solver_type"] == "dpmsolver"
+    assert runner.run(entry, 3, {"solver_type": "dpmsolver"}) is first
+    assert runner.run(entry, 3, {"solver_type": "taylor"}) is not first

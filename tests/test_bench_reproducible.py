@@ -17,7 +17,7 @@ import torch
 
 from samplers import SAMPLERS
 from samplers.bench.cases import all_cases
-from samplers.bench.measure import CaseRunner
+from samplers.bench.measure import ADAPTIVE_GRID, ATOL_PER_RTOL, QUICK_LADDER, RTOL_LADDER, CaseRunner
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CASES = {case.name: case for case in all_cases()}
@@ -36,11 +36,14 @@ def _documented_cases() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 DOCUMENTED = _documented_cases()
+ADAPTIVE_DOCUMENTS = sorted(str(path.relative_to(DOCS)) for path in DOCS.rglob("*.json")
+                            if isinstance(json.loads(path.read_text()).get("adaptive"), dict))
 
 
 def test_the_documents_describe_every_problem() -> None:
     assert {name.split("@")[0] for _, name, _ in DOCUMENTED} == set(CASES)
     assert len(DOCUMENTED) >= 28
+    assert ADAPTIVE_DOCUMENTS == ["bench.json", "bench_networks.json"]
 
 
 @pytest.mark.parametrize(("document", "name", "desc"), DOCUMENTED, ids=[f"{d}:{n}" for d, n, _ in DOCUMENTED])
@@ -60,13 +63,47 @@ def test_a_committed_comparison_cell_comes_out_again() -> None:
     (cell,) = [c for c in document["accuracy"]["flow_mixture/simple"]["dpm_solver_3m"] if c["budget"] == 10]
     threads = torch.get_num_threads()
     torch.set_num_threads(document["config"]["accuracy_threads"])
+    runner = CaseRunner(CASES["flow_mixture/simple"], document["config"]["samples"])
     try:
-        again = CaseRunner(CASES["flow_mixture/simple"], document["config"]["samples"]).at_budget(
-            SAMPLERS["dpm_solver_3m"], 10)
+        again = runner.at_budget(SAMPLERS["dpm_solver_3m"], 10)
     finally:
         torch.set_num_threads(threads)
-    assert again is not None
+    assert again is not None and runner.refs.ode_solves == 1  # what the documents count as reference_ode_solves
     measured = again.as_dict()
     assert (measured["n_steps"], measured["nfe"]) == (cell["n_steps"], cell["nfe"])
+    assert runner.sigma_last(again.n_steps) == pytest.approx(cell["sigma_last"], rel=1e-12)
     for key in ("rmse", "median_err"):
         assert measured[key] == pytest.approx(cell[key], rel=1e-9), key
+
+
+def test_a_committed_adaptive_cell_comes_out_again() -> None:
+    """DPM-Solver adaptive, order 2, standard controller, at rtol 0.5 on the flow mixture (docs/bench.json, 128
+    noises): its steps, rejections, calls and errors, with atol = rtol * ATOL_PER_RTOL."""
+    document = json.loads((DOCS / "bench.json").read_text())
+    row = document["adaptive"]["cases"]["flow_mixture/simple"]["dpm_solver_adaptive order 2 standard"]
+    cell = row["cells"][0]
+    runner = CaseRunner(CASES["flow_mixture/simple"], document["config"]["samples"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(document["config"]["accuracy_threads"])
+    try:
+        again = runner.run_adaptive(SAMPLERS["dpm_solver_adaptive"], cell["rtol"],
+                                    {"order": row["order"], "controller": row["controller"]}).as_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert cell["atol"] == pytest.approx(cell["rtol"] * ATOL_PER_RTOL, rel=1e-15)
+    assert {k: again[k] for k in ("n_steps", "nfe", "rejected")} == {k: cell[k] for k in ("n_steps", "nfe", "rejected")}
+    for key in ("rmse", "median_err"):
+        assert again[key] == pytest.approx(cell[key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("document", ADAPTIVE_DOCUMENTS)
+def test_the_documented_adaptive_runs_used_the_tolerances_the_code_runs(document: str) -> None:
+    recorded = json.loads((DOCS / document).read_text())["adaptive"]
+    assert recorded["ladder"] == list(RTOL_LADDER)
+    assert recorded["atol_per_rtol"] == pytest.approx(ATOL_PER_RTOL, rel=1e-15)
+    assert recorded["grid_steps"] == ADAPTIVE_GRID
+
+
+def test_a_quick_run_measures_at_tolerances_of_the_full_ladder() -> None:
+    """--quick keeps five of the full ladder's tolerances, so its cells can be read against a full run's."""
+    assert set(QUICK_LADDER) <= set(RTOL_LADDER) and list(QUICK_LADDER) == sorted(QUICK_LADDER, reverse=True)
