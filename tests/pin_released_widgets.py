@@ -56,11 +56,16 @@ def render(pinned: Pinned) -> str:
     return "{\n" + ",\n".join(blocks) + "\n}\n"
 
 
-def released_inputs() -> dict[str, tuple[str, ...]]:
-    """nodes/interface.py RELEASED_INPUTS (the module has no package-relative imports)."""
+def interface_tables() -> dict[str, Any]:
+    """The names nodes/interface.py defines, read without loading the package (it has no relative imports)."""
     namespace: dict[str, Any] = {}
     exec(compile((ROOT / "nodes" / "interface.py").read_text(), "interface.py", "exec"), namespace)
-    return namespace["RELEASED_INPUTS"]
+    return namespace
+
+
+def released_inputs() -> dict[str, tuple[str, ...]]:
+    """nodes/interface.py RELEASED_INPUTS."""
+    return interface_tables()["RELEASED_INPUTS"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

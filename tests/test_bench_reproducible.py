@@ -57,18 +57,19 @@ def test_a_documented_problem_is_the_one_the_code_builds(document: str, name: st
             assert desc[key] == pytest.approx(now, rel=1e-12), key
 
 
+def _flow_runner(document: dict[str, Any]) -> CaseRunner:
+    """The flow mixture's runner on the document's noises, with its thread count (conftest runs tests on one)."""
+    assert torch.get_num_threads() == document["config"]["accuracy_threads"]
+    return CaseRunner(CASES["flow_mixture/simple"], document["config"]["samples"])
+
+
 def test_a_committed_comparison_cell_comes_out_again() -> None:
     """DPM-Solver 3M at 10 calls on the flow mixture (the cheapest case: one reference solve of 4096 noises):
     the noises, the reference, the sampler and the error measures of docs/comparison.json, on this machine."""
     document = json.loads((DOCS / "comparison.json").read_text())
     (cell,) = [c for c in document["accuracy"]["flow_mixture/simple"]["dpm_solver_3m"] if c["budget"] == 10]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(document["config"]["accuracy_threads"])
-    runner = CaseRunner(CASES["flow_mixture/simple"], document["config"]["samples"])
-    try:
-        again = runner.at_budget(SAMPLERS["dpm_solver_3m"], 10)
-    finally:
-        torch.set_num_threads(threads)
+    runner = _flow_runner(document)
+    again = runner.at_budget(SAMPLERS["dpm_solver_3m"], 10)
     assert again is not None and runner.refs.ode_solves == 1  # what the documents count as reference_ode_solves
     measured = again.as_dict()
     assert (measured["n_steps"], measured["nfe"]) == (cell["n_steps"], cell["nfe"])
@@ -83,14 +84,8 @@ def test_a_committed_adaptive_cell_comes_out_again() -> None:
     document = json.loads((DOCS / "bench.json").read_text())
     row = document["adaptive"]["cases"]["flow_mixture/simple"]["dpm_solver_adaptive order 2 standard"]
     cell = row["cells"][0]
-    runner = CaseRunner(CASES["flow_mixture/simple"], document["config"]["samples"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(document["config"]["accuracy_threads"])
-    try:
-        again = runner.run_adaptive(SAMPLERS["dpm_solver_adaptive"], cell["rtol"],
-                                    {"order": row["order"], "controller": row["controller"]}).as_dict()
-    finally:
-        torch.set_num_threads(threads)
+    again = _flow_runner(document).run_adaptive(SAMPLERS["dpm_solver_adaptive"], cell["rtol"],
+                                                {"order": row["order"], "controller": row["controller"]}).as_dict()
     assert cell["atol"] == pytest.approx(cell["rtol"] * ATOL_PER_RTOL, rel=1e-15)
     assert {k: again[k] for k in ("n_steps", "nfe", "rejected")} == {k: cell[k] for k in ("n_steps", "nfe", "rejected")}
     for key in ("rmse", "median_err"):

@@ -50,27 +50,27 @@ def fit_intervals(count: Callable[[int], int], budget: int) -> int | None:
     return best
 
 
-def _squared(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """(out - ref)^2 in float64, one row per sample."""
-    return ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
+def _rmse_and_per_sample(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(RMSE over everything, each sample's RMS error) of `out` against `ref`, in float64."""
+    squared = ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
+    return float(squared.mean().sqrt()), squared.mean(1).sqrt()
 
 
 def measured(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, tuple[float, ...], str | None]:
     """(RMSE over everything, median over samples of each sample's RMS error, those per-sample errors, failure);
     the per-sample errors, paired across samplers run from the same noises, give the comparison's bootstrap
     intervals. (inf, inf, (), "non-finite output") where the output is not finite."""
-    sq = _squared(out, ref)
-    rmse = float(sq.mean().sqrt())
+    rmse, per_sample = _rmse_and_per_sample(out, ref)
     if not math.isfinite(rmse):
         return math.inf, math.inf, (), "non-finite output"
-    per_sample = sq.mean(1).sqrt()
     return rmse, float(per_sample.median()), tuple(per_sample.tolist()), None
 
 
 def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(RMSE, median per-sample error) as `measured` computes them; inf when not finite."""
-    rmse, median, _, _ = measured(out, ref)
-    return rmse, median
+    """(RMSE, median per-sample error) as `measured` computes them, without the per-sample list; inf when not
+    finite."""
+    rmse, per_sample = _rmse_and_per_sample(out, ref)
+    return (rmse, float(per_sample.median())) if math.isfinite(rmse) else (math.inf, math.inf)
 
 
 def is_adaptive(entry: SamplerEntry) -> bool:
