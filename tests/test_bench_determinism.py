@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import torch
 
 from samplers.bench import determinism
 
@@ -24,3 +28,20 @@ def test_the_command_names_a_wrong_sampler_or_device(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         determinism.main(["--device", "nodevice"])
     assert "--device 'nodevice' is not available" in capsys.readouterr().err
+
+
+def test_the_command_writes_a_document_that_renders_from_its_json(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        assert determinism.main(["--device", "cpu", "--samplers", "dpm_solver_pp_2m",
+                                 "--out", str(tmp_path / "doc")]) == 0
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    data = json.loads((tmp_path / "doc.json").read_text())
+    text = (tmp_path / "doc.md").read_text()
+    assert text == determinism.determinism_document(data) == capsys.readouterr().out
+    assert text.startswith(f"# Same seed, same image: CPU against cpu\n\ncpu, torch {torch.__version__}, TF32 off; "
+                           f"batch {determinism.BATCH}, {determinism.STEPS} steps, seed {determinism.SEED}\n\n")
+    assert [(r["model"], r["sampler"]) for r in data["rows"]] == [("digits_eps", "dpm_solver_pp_2m"),
+                                                                  ("digits_flow", "dpm_solver_pp_2m")]

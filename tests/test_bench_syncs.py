@@ -37,13 +37,15 @@ def test_without_cuda_the_command_says_what_it_needs(capsys: pytest.CaptureFixtu
 
 def test_publish_prints_and_writes_the_json_and_the_markdown(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """samplers.bench.report.publish, shared by the syncs, ksampler and determinism commands."""
-    from samplers.bench.report import publish
+    """samplers.bench.report.publish and document, shared by the syncs, ksampler and determinism commands."""
+    from samplers.bench.report import document, publish
 
-    publish(str(tmp_path / "doc"), "Title", "header line", "| a |", {"x": 1})
-    assert capsys.readouterr().out == "header line\n\n| a |\n"
-    assert (tmp_path / "doc.md").read_text() == "# Title\n\nheader line\n\n| a |\n"
+    text = document("Title", "header line", "| a |")
+    assert text == "# Title\n\nheader line\n\n| a |\n"
+    publish(str(tmp_path / "doc"), text, {"x": 1})
+    assert capsys.readouterr().out == text
+    assert (tmp_path / "doc.md").read_text() == text
     assert (tmp_path / "doc.json").read_text() == '{\n "x": 1\n}\n'
-    publish(None, "Title", "h", "t", {})
-    assert capsys.readouterr().out == "h\n\nt\n"
+    publish(None, "t\n", {})
+    assert capsys.readouterr().out == "t\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.json", "doc.md"]

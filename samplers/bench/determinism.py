@@ -24,7 +24,7 @@ import torch
 
 from ..registry import SAMPLERS
 from .arguments import names_in
-from .report import publish
+from .report import document, publish
 
 BATCH = 8
 STEPS = 10
@@ -74,6 +74,13 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def determinism_document(data: dict[str, Any]) -> str:
+    """The markdown document of a run: title, setup line, the rows' table."""
+    header = (f"{data['device']}, torch {data['torch']}, TF32 {'on' if data['tf32'] else 'off'}; batch "
+              f"{data['batch']}, {data['steps']} steps, seed {data['seed']}")
+    return document(f"Same seed, same image: CPU against {data['device']}", header, markdown(data["rows"]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m samplers.bench.determinism`: the table, and with --out its JSON and markdown."""
     p = argparse.ArgumentParser(prog="python -m samplers.bench.determinism", description=__doc__.split("\n\n")[0])
@@ -90,10 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
     rows = compare(args.device, args.samplers)
     name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else args.device
-    header = (f"{name}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}; batch {BATCH}, "
-              f"{STEPS} steps, seed {SEED}")
-    data = {"device": name, "torch": torch.__version__, "tf32": args.tf32, "batch": BATCH, "steps": STEPS, "rows": rows}
-    publish(args.out, f"Same seed, same image: CPU against {name}", header, markdown(rows), data)
+    data = {"device": name, "torch": torch.__version__, "tf32": args.tf32, "batch": BATCH, "steps": STEPS,
+            "seed": SEED, "rows": rows}
+    publish(args.out, determinism_document(data), data)
     return 0
 
 

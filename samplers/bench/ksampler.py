@@ -31,7 +31,7 @@ from dpmsolver_tools.make_test_checkpoint import UNET_CONFIG, random_unet_state
 from ..registry import SAMPLERS
 from .comfy_builtin import comfyui_path, load_comfy
 from .comfytwin import twin_pairs
-from .report import publish
+from .report import document, publish
 
 SD15_UNET = {**UNET_CONFIG, "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4],
              "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1,
@@ -125,6 +125,15 @@ def ksampler_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ksampler_document(result: dict[str, Any]) -> str:
+    """The markdown document of a measure_ksampler result: title, setup line, table."""
+    header = (f"{result['device']}, torch {result['torch']}, random-weight SD1.5 UNet in {result['dtype']}, "
+              f"{result['size']}x{result['size']}, batch 1, CFG {result['cfg']:g}, Karras {result['steps']} steps, "
+              f"median of {result['repeats']} runs; ComfyUI's euler: {result['euler_ms_per_step']:.2f} ms per step "
+              "(two model calls under CFG, batched)")
+    return document("A sampling run inside ComfyUI", header, ksampler_table(result))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m samplers.bench.ksampler`: the table, and with --out its JSON and markdown."""
     p = argparse.ArgumentParser(prog="python -m samplers.bench.ksampler", description=__doc__.split("\n\n")[0])
@@ -140,11 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.size < 64 or args.size % 8 or args.steps < 2 or args.repeats < 1:
         p.error("--size needs a multiple of 8 from 64, --steps at least 2 and --repeats at least 1")
     result = measure_ksampler(path, args.size, args.steps, args.repeats, cpu=args.cpu)
-    header = (f"{result['device']}, torch {result['torch']}, random-weight SD1.5 UNet in {result['dtype']}, "
-              f"{result['size']}x{result['size']}, batch 1, CFG {result['cfg']:g}, Karras {result['steps']} steps, "
-              f"median of {result['repeats']} runs; ComfyUI's euler: {result['euler_ms_per_step']:.2f} ms per step "
-              "(two model calls under CFG, batched)")
-    publish(args.out, "A sampling run inside ComfyUI", header, ksampler_table(result), result)
+    publish(args.out, ksampler_document(result), result)
     return 0
 
 

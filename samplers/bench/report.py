@@ -412,9 +412,14 @@ def noise_section(res: dict[str, Any]) -> str:
     return "\n".join([*out, table(header, body), ""])
 
 
-def publish(out: str | None, title: str, header: str, table: str, data: Mapping[str, Any]) -> None:
-    """Print the header and the table; with `out` also write OUT.json (data) and OUT.md (# title, header, table)."""
-    print(f"{header}\n\n{table}")
+def document(title: str, header: str, table: str) -> str:
+    """A one-table benchmark document: '# title', the header line, the table."""
+    return f"# {title}\n\n{header}\n\n{table}\n"
+
+
+def publish(out: str | None, text: str, data: Mapping[str, Any]) -> None:
+    """Print the document; with `out` also write OUT.json (data, from which the document renders) and OUT.md."""
+    print(text, end="")
     if out:
         Path(f"{out}.json").write_text(json.dumps(data, indent=1) + "\n")
-        Path(f"{out}.md").write_text(f"# {title}\n\n{header}\n\n{table}\n")
+        Path(f"{out}.md").write_text(text)

@@ -27,7 +27,7 @@ from ..registry import SAMPLERS
 from .comfy_builtin import BUILTIN, ComfyModel, comfyui_path, load_comfy
 from .measure import is_adaptive
 from .overhead import SHAPE, trivial_model
-from .report import publish
+from .report import document, publish
 
 STEPS = (10, 20)
 SYNC_WARNING = "called a synchronizing CUDA operation"
@@ -111,6 +111,13 @@ def syncs_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def syncs_document(result: Mapping[str, Any]) -> str:
+    """The markdown document of a measure_syncs result: title, device line, table."""
+    header = (f"{result['device']}, torch {result['torch']}, latent {'x'.join(map(str, result['shape']))} "
+              f"float32, trivial model, Karras grids of {result['steps'][0]} and {result['steps'][1]} steps")
+    return document("Host synchronisations per run on CUDA", header, syncs_table(result))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m samplers.bench.syncs`: the table, and with --out the JSON and markdown beside it."""
     p = argparse.ArgumentParser(prog="python -m samplers.bench.syncs", description=__doc__.split("\n\n")[0])
@@ -121,9 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = measure_syncs(args.device)
     except RuntimeError as e:
         p.error(str(e))
-    header = (f"{result['device']}, torch {result['torch']}, latent {'x'.join(map(str, result['shape']))} "
-              f"float32, trivial model, Karras grids of {result['steps'][0]} and {result['steps'][1]} steps")
-    publish(args.out, "Host synchronisations per run on CUDA", header, syncs_table(result), result)
+    publish(args.out, syncs_document(result), result)
     return 0
 
 
