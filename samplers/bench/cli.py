@@ -200,12 +200,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def markdown(res: dict[str, Any]) -> str:
+    """The report of a run (or of its JSON): the measured sections, then the comparison with ComfyUI where it ran."""
+    return render(res) + ("\n" + comparison_markdown(res) if "comparison" in res else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: prints the Markdown report; optional JSON and PNG outputs."""
     args = parser().parse_args(argv)
     res = run(args)
-    text = render(res) + ("\n" + comparison_markdown(res) if "comparison" in res else "")
-    print(text)
+    print(markdown(res))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(res, f, separators=(",", ":"), allow_nan=False)
