@@ -51,6 +51,27 @@ def test_at_budget_adaptive_takes_most_calls_then_smaller_error() -> None:
     assert (chosen["nfe"], chosen["rtol"]) == (15, 0.03)
 
 
+def test_at_budget_counts_a_failed_grid_run_but_never_a_failed_adaptive_run() -> None:
+    """A grid run that failed is still the cell at its budget (the table shows the failure); a failed adaptive run
+    gives way to the tolerance with the most calls that succeeded (as CaseRunner.at_budget picks)."""
+    assert at_budget([cell(4, 7, 1e-2), cell(5, 9, None)], 9)["n_steps"] == 5
+    adaptive = [cell(5, 12, 3e-3, rtol=0.1), cell(7, 16, None, rtol=0.02)]
+    assert at_budget(adaptive, 16)["rtol"] == 0.1
+    assert at_budget([cell(7, 16, None, rtol=0.02)], 16) is None
+
+
+def test_budget_rank_is_the_one_rule_of_both_tables() -> None:
+    from samplers.bench.measure import budget_rank
+
+    assert budget_rank(5, 10, 1e-3, False, 9) is None
+    assert budget_rank(5, 10, 1e-3, False, 10) == (5, 10, -1e-3)
+    assert budget_rank(5, 10, None, False, 10) == (5, 10, -math.inf)
+    assert budget_rank(5, 10, math.nan, False, 10) == (5, 10, -math.inf)
+    assert budget_rank(5, 10, 1e-3, True, 10) == (10, 10, -1e-3)
+    assert budget_rank(5, 10, math.inf, True, 10) is None
+    assert budget_rank(5, 10, None, True, 10) is None
+
+
 def test_best_within_skips_failures_and_names_the_winner() -> None:
     rows = {"a": [cell(10, 10, None)], "b": [cell(10, 10, 4e-3, 1e-3)], "c": [cell(5, 10, 5e-3, 5e-4)]}
     best = best_within(rows, 10, "rmse")

@@ -104,3 +104,43 @@ def test_a_quick_run_measures_at_tolerances_of_the_full_ladder() -> None:
     """--quick keeps five of the full ladder's tolerances, so its cells can be read against a full run's."""
     assert set(QUICK_LADDER) <= set(RTOL_LADDER)
     assert all(a > b for a, b in pairwise(QUICK_LADDER))  # five distinct, descending
+
+
+COMPARISON_DOCUMENTS = sorted(str(path.relative_to(DOCS)) for path in DOCS.rglob("*.json")
+                              if json.loads(path.read_text()).get("comparison", {}).get("enabled"))
+# what compare() makes of a case's runs, less the parts that need the per-sample errors (dropped from the JSON)
+NEEDS_SAMPLE_ERRORS = ("interval", "tail")
+
+
+def _without_sample_error_parts(summary: dict[str, Any]) -> dict[str, Any]:
+    return {stat: {k: v for k, v in s.items() if k not in NEEDS_SAMPLE_ERRORS} for stat, s in summary.items()}
+
+
+def test_every_comparison_document_is_checked() -> None:
+    assert len(COMPARISON_DOCUMENTS) == 10
+
+
+@pytest.mark.parametrize("document", COMPARISON_DOCUMENTS)
+def test_a_committed_comparison_selects_from_its_runs_what_the_code_selects(document: str) -> None:
+    """Each case's verdicts (both sides' best cells, ratios, goal), equal-NFE cells, ComfyUI table and (for the
+    benchmark problems) best-per-budget curves are what samplers/bench/comparison.py selects from the runs the
+    document stores."""
+    from samplers.bench.comparison import budget_rows, compare, envelope
+
+    cmp = json.loads((DOCS / document).read_text())["comparison"]
+    for name, c in cmp["cases"].items():
+        ours, theirs = c["ours_runs"], c["theirs_runs"]
+        summary = c["summary"]
+        again = compare(ours, theirs, cmp["our_budget"], cmp["their_budget"], summary["rmse"]["end"])
+        assert _without_sample_error_parts(again) == _without_sample_error_parts(summary), name
+        for budget, cell in c["equal_nfe"].items():
+            again = compare(ours, theirs, int(budget), int(budget), cell["rmse"]["end"])
+            assert _without_sample_error_parts(again) == _without_sample_error_parts(cell), (name, budget)
+        assert budget_rows(theirs, cmp["budgets"]) == c["theirs_table"], name
+        if name in CASES:
+            runner = CaseRunner(CASES[name], 1)
+            budgets = range(2, max([*cmp["budgets"], cmp["their_budget"]]) + 1)
+            ends = {b: runner.sigma_last(b) for b in budgets}
+            for side, rows in (("ours", ours), ("theirs", theirs)):
+                for stat, points in c["envelope"][side].items():
+                    assert [list(p) for p in envelope(rows, budgets, stat, ends)] == points, (name, side, stat)

@@ -50,6 +50,18 @@ def fit_intervals(count: Callable[[int], int], budget: int) -> int | None:
     return best
 
 
+def budget_rank(n_steps: int, nfe: int, rmse: float | None, adaptive: bool, budget: int
+                ) -> tuple[int, int, float] | None:
+    """Where a run ranks among a sampler's runs at an NFE budget (the highest rank is the one a table shows), None
+    when it does not count there: over the budget, or an adaptive run that failed. Grid runs rank by grid size (the
+    largest that fits, even if it failed: the table shows the failure); adaptive runs by model calls, then by the
+    smaller RMSE."""
+    failed = rmse is None or not math.isfinite(rmse)
+    if nfe > budget or (adaptive and failed):
+        return None
+    return (nfe if adaptive else n_steps, nfe, -math.inf if failed else -rmse)
+
+
 def _rmse_and_per_sample(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, torch.Tensor]:
     """(RMSE over everything, each sample's RMS error) of `out` against `ref`, in float64."""
     squared = ((out.to(DTYPE) - ref) ** 2).reshape(out.shape[0], -1)
@@ -195,8 +207,9 @@ class CaseRunner:
         """Run with the most intervals that fit the NFE budget (None when nothing fits). Adaptive samplers:
         the tolerance of RTOL_LADDER whose run used the most model calls within the budget."""
         if is_adaptive(entry):
-            fits = [m for m in self.ladder(entry, options) if m.nfe <= budget and math.isfinite(m.rmse)]
-            return max(fits, key=lambda m: (m.nfe, -m.rmse)) if fits else None
+            ranked = [(rank, m) for m in self.ladder(entry, options)
+                      if (rank := budget_rank(m.n_steps, m.nfe, m.rmse, True, budget)) is not None]
+            return max(ranked, key=lambda pair: pair[0])[1] if ranked else None
         n = self.fit(entry, budget, options)
         return None if n is None else self.run(entry, n, options)
 
