@@ -8,6 +8,7 @@ process, which the adapter tests' stand-in `comfy` modules must not meet.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -91,6 +92,8 @@ def test_compare_ratio_and_goal() -> None:
     none = compare({"x": [cell(20, 20, 1e-3)]}, theirs, 10, 20)
     assert none["rmse"]["ratio"] is None and none["rmse"]["met"] is False
     assert compare(ours, {}, 10, 20)["rmse"]["met"] is None
+    exact = compare(ours, {"p": [cell(20, 20, 0.0)]}, 10, 20)["rmse"]  # their error 0: no ratio, not beaten
+    assert exact["ratio"] is None and exact["met"] is False
 
 
 def test_compare_gives_the_ratio_a_paired_interval_and_the_report_flags_one_spanning_1() -> None:
@@ -179,6 +182,27 @@ def test_candidate_with_fixed_grids_and_options(runner: CaseRunner) -> None:
     m = runner.run(SAMPLERS["dpm_solver_pp_3s"], 4, {"solver_type": "taylor"})
     assert cells[0]["rmse"] == pytest.approx(m.rmse, rel=1e-12)
     assert cells[0]["sample_errors"] == pytest.approx(m.sample_errors, rel=1e-12) and len(m.sample_errors) == 8
+
+
+def test_a_candidate_is_frozen() -> None:
+    candidate = Candidate("2M", "dpm_solver_pp_2m")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        candidate.label = "other"  # type: ignore[misc]
+
+
+def test_a_candidate_grid_function_is_scanned_until_overshoot_grids_in_a_row_are_over_budget(
+        runner: CaseRunner) -> None:
+    """A grid function's grids (n = 2 .. budget) are run in order until OVERSHOOT consecutive ones are over the
+    budget (a grid that fits starts the count again); fixed grids are all tried."""
+    from samplers.bench.measure import OVERSHOOT
+
+    case, fits = runner.case, (4, 7, 11)
+    cells = our_runs(runner, Candidate("2M scan", "dpm_solver_pp_2m",
+                                       grid=lambda _, n: case.grid(n if n in fits else 12)), 11)
+    assert OVERSHOOT == 3 and [c["n_steps"] for c in cells] == [4, 7]  # n = 8, 9, 10 over: 11 is never run
+    fixed = {case.name: [case.grid(n) for n in (12, 12, 2, 12, 12, 12, 4)]}
+    cells = our_runs(runner, Candidate("2M fixed", "dpm_solver_pp_2m", grid=fixed), 11)
+    assert [c["n_steps"] for c in cells] == [2, 4]
 
 
 def test_register_candidate_validates(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,6 +365,9 @@ def test_comfy_comparison_end_to_end(comfy_result: dict[str, Any]) -> None:
         assert lo <= s["ratio"] <= hi and lo < hi
     tail = case["summary"]["rmse"]["tail"]  # ... and where the RMSE sits
     assert 0 < tail["ours_worst_share"] <= tail["ours_top_share"] <= 1 and tail["ratio_without_ours_worst"] > 0
-    assert res["samples"] == {"ve_mixture/karras": 16}
+    assert res["samples"] == {"ve_mixture/karras": 16} and res["enabled"] is True
+    text = comparison.comparison_markdown({"comparison": res})
+    assert f"ComfyUI {res['comfyui']['version']} imported in-process from `{COMFYUI_PATH}`" in text
+    assert "Also run beyond the issue's list: none." in text and "### ve_mixture/karras: ComfyUI samplers" in text
     assert "sample_errors" not in json.dumps(res)
     assert [c["budget"] for c in case["theirs_table"]["euler"]] == [5, 10]
