@@ -371,3 +371,38 @@ def test_comfy_comparison_end_to_end(comfy_result: dict[str, Any]) -> None:
     assert "Also run beyond the issue's list: none." in text and "### ve_mixture/karras: ComfyUI samplers" in text
     assert "sample_errors" not in json.dumps(res)
     assert [c["budget"] for c in case["theirs_table"]["euler"]] == [5, 10]
+
+
+@pytest.mark.parametrize("median", [False, True])
+def test_the_comparison_figure_draws_each_side_s_best_per_budget_and_the_two_compared_points(
+        median: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/comparison_lownfe.json drawn again: per case, both sides' best-per-budget curves (error / data std),
+    their level at their budget, the two compared points, and the ratio in the title."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: no figure is written")
+    import matplotlib.pyplot as plt
+
+    figures: list[Any] = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    cmp = json.loads((ROOT / "docs" / "comparison_lownfe.json").read_text())["comparison"]
+    path = tmp_path / "figure.png"
+    if median:
+        comparison.write_plot(str(path), cmp, median=True)
+    else:
+        comparison.write_plot(str(path), cmp)  # the default draws the RMSE
+    assert path.read_bytes().startswith(b"\x89PNG")
+    stat = "median_err" if median else "rmse"
+    (figure,) = figures
+    for ax, (case, c) in zip(figure.axes, cmp["cases"].items(), strict=False):
+        std, s = c["data_std"], c["summary"][stat]
+        ours, theirs, level, our_star, their_star = ax.get_lines()
+        for line, side in ((ours, "ours"), (theirs, "theirs")):
+            points = c["envelope"][side][stat]
+            assert list(line.get_xdata()) == [p[0] for p in points]
+            assert list(line.get_ydata()) == pytest.approx([p[1] / std for p in points], rel=1e-12)
+        assert list(level.get_ydata()) == pytest.approx([s["theirs"][stat] / std] * 2, rel=1e-12)
+        for star, side in ((our_star, "ours"), (their_star, "theirs")):
+            assert (list(star.get_xdata()), list(star.get_ydata())) == ([s[side]["nfe"]], [s[side][stat] / std])
+        assert ax.get_title() == f"{case}\nratio {comparison.fmt_ratio(s['ratio'])}"
+        assert ax.get_ylabel() == ("median sample error" if median else "RMSE") + " / data std"
+        assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert len([ax for ax in figure.axes if ax.axison]) == len(cmp["cases"])
