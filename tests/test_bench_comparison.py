@@ -79,6 +79,8 @@ def test_best_within_skips_failures_and_names_the_winner() -> None:
     assert (best["label"], best["rmse"]) == ("b", 4e-3)
     assert best_within(rows, 10, "median_err")["label"] == "c"
     assert best_within(rows, 4, "rmse") is None
+    tie = {"first": [cell(10, 10, 4e-3)], "second": [cell(10, 10, 4e-3)]}
+    assert best_within(tie, 10, "rmse")["label"] == "first"  # a tie goes to the first in order
 
 
 def test_compare_ratio_and_goal() -> None:
@@ -203,6 +205,7 @@ def test_a_candidate_grid_function_is_scanned_until_overshoot_grids_in_a_row_are
     fixed = {case.name: [case.grid(n) for n in (12, 12, 2, 12, 12, 12, 4)]}
     cells = our_runs(runner, Candidate("2M fixed", "dpm_solver_pp_2m", grid=fixed), 11)
     assert [c["n_steps"] for c in cells] == [2, 4]
+    assert [c["sigma_last"] for c in cells] == [float(case.grid(n)[-2]) for n in (2, 4)]  # last nonzero sigma
 
 
 def test_register_candidate_validates(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,6 +369,8 @@ def test_comfy_comparison_end_to_end(comfy_result: dict[str, Any]) -> None:
     tail = case["summary"]["rmse"]["tail"]  # ... and where the RMSE sits
     assert 0 < tail["ours_worst_share"] <= tail["ours_top_share"] <= 1 and tail["ratio_without_ours_worst"] > 0
     assert res["samples"] == {"ve_mixture/karras": 16} and res["enabled"] is True
+    for side in ("ours", "theirs"):  # the curves cover every budget from 2 to their budget (20)
+        assert [b for b, _ in case["envelope"][side]["rmse"]] == list(range(2, 21)), side
     text = comparison.comparison_markdown({"comparison": res})
     assert f"ComfyUI {res['comfyui']['version']} imported in-process from `{COMFYUI_PATH}`" in text
     assert "Also run beyond the issue's list: none." in text and "### ve_mixture/karras: ComfyUI samplers" in text
@@ -405,4 +410,5 @@ def test_the_comparison_figure_draws_each_side_s_best_per_budget_and_the_two_com
         assert ax.get_title() == f"{case}\nratio {comparison.fmt_ratio(s['ratio'])}"
         assert ax.get_ylabel() == ("median sample error" if median else "RMSE") + " / data std"
         assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert len(figure.axes) == 3 * math.ceil(len(cmp["cases"]) / 3)  # three per row, spare panels switched off
     assert len([ax for ax in figure.axes if ax.axison]) == len(cmp["cases"])

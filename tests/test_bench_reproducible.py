@@ -137,6 +137,9 @@ def test_a_committed_comparison_selects_from_its_runs_what_the_code_selects(docu
             again = compare(ours, theirs, int(budget), int(budget), cell["rmse"]["end"])
             assert _without_sample_error_parts(again) == _without_sample_error_parts(cell), (name, budget)
         assert budget_rows(theirs, cmp["budgets"]) == c["theirs_table"], name
+        for cells in (*ours.values(), *theirs.values()):
+            for cell in cells:
+                assert cell["rel_rmse"] == (None if cell["rmse"] is None else cell["rmse"] / c["data_std"]), name
         if name in CASES:
             runner = CaseRunner(CASES[name], 1)
             budgets = range(2, max([*cmp["budgets"], cmp["their_budget"]]) + 1)
