@@ -94,6 +94,8 @@ def test_compare_ratio_and_goal() -> None:
     none = compare({"x": [cell(20, 20, 1e-3)]}, theirs, 10, 20)
     assert none["rmse"]["ratio"] is None and none["rmse"]["met"] is False
     assert compare(ours, {}, 10, 20)["rmse"]["met"] is None
+    level = compare({"x": [cell(10, 10, 4e-3)]}, {"p": [cell(20, 20, 4e-3)]}, 10, 20)["rmse"]
+    assert level["ratio"] == 1.0 and level["met"] is True  # reaching their error is the goal
     exact = compare(ours, {"p": [cell(20, 20, 0.0)]}, 10, 20)["rmse"]  # their error 0: no ratio, not beaten
     assert exact["ratio"] is None and exact["met"] is False
 
