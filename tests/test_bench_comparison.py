@@ -188,6 +188,20 @@ def test_candidate_with_fixed_grids_and_options(runner: CaseRunner) -> None:
     assert cells[0]["sample_errors"] == pytest.approx(m.sample_errors, rel=1e-12) and len(m.sample_errors) == 8
 
 
+def test_our_runs_keep_grids_of_two_intervals_or_more_and_adaptive_runs_within_the_budget(
+        runner: CaseRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One interval has no ODE to solve (a singlestep 3S fits one at 2 and 3 calls): the sizes start at 2. An
+    adaptive run that used exactly the largest budget counts."""
+    from samplers.bench.measure import Measurement
+
+    assert [c["n_steps"] for c in our_runs(runner, Candidate("3S", "dpm_solver_pp_3s"), 4)] == [2]
+    ladder = [Measurement(4, 5, 1e-2, 1e-2, rtol=0.1), Measurement(6, 8, 1e-3, 1e-3, rtol=0.01),
+              Measurement(7, 9, 1e-4, 1e-4, rtol=0.001)]
+    monkeypatch.setattr(runner, "ladder", lambda entry, options=None: ladder)
+    cells = our_runs(runner, Candidate("adaptive", "dpm_solver_pp_adaptive"), 8)
+    assert [(c["nfe"], c["rtol"]) for c in cells] == [(5, 0.1), (8, 0.01)]
+
+
 def test_a_candidate_is_frozen() -> None:
     candidate = Candidate("2M", "dpm_solver_pp_2m")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -284,7 +298,7 @@ for name in ("ve_mixture/karras", "ve_mixture_cfg7.5/exponential", "flow_mixture
     out["family"][name] = [isinstance(m, ms.CONST), isinstance(m, ms.EPS), float(m.sigma_min), float(m.sigma_max),
                            case.problem.sigma_min, case.problem.sigma_max]
 case = cases["ve_mixture/karras"]
-runner = CaseRunner(case, 16)
+runner = CaseRunner(case, 24)  # not the problem's dimension (16)
 cr = ComfyCaseRunner(comfy, runner)
 for s in BUILTIN + EXTRA:
     if not s.adaptive:
@@ -370,7 +384,9 @@ def test_comfy_comparison_end_to_end(comfy_result: dict[str, Any]) -> None:
         assert lo <= s["ratio"] <= hi and lo < hi
     tail = case["summary"]["rmse"]["tail"]  # ... and where the RMSE sits
     assert 0 < tail["ours_worst_share"] <= tail["ours_top_share"] <= 1 and tail["ratio_without_ours_worst"] > 0
-    assert res["samples"] == {"ve_mixture/karras": 16} and res["enabled"] is True
+    assert res["samples"] == {"ve_mixture/karras": 24} and res["enabled"] is True
+    assert {label: d["grid"] for label, d in res["ours"].items()} == {SAMPLERS["dpm_solver_pp_2m"].label: "case",
+                                                                      SAMPLERS["dpm_solver_pp_adaptive"].label: "case"}
     for side in ("ours", "theirs"):  # the curves cover every budget from 2 to their budget (20)
         assert [b for b, _ in case["envelope"][side]["rmse"]] == list(range(2, 21)), side
     text = comparison.comparison_markdown({"comparison": res})
@@ -412,5 +428,6 @@ def test_the_comparison_figure_draws_each_side_s_best_per_budget_and_the_two_com
         assert ax.get_title() == f"{case}\nratio {comparison.fmt_ratio(s['ratio'])}"
         assert ax.get_ylabel() == ("median sample error" if median else "RMSE") + " / data std"
         assert ax.get_xscale() == ax.get_yscale() == "log"
+        assert max(cmp["budgets"]) in ax.get_xticks()
     assert len(figure.axes) == 3 * math.ceil(len(cmp["cases"]) / 3)  # three per row, spare panels switched off
     assert len([ax for ax in figure.axes if ax.axison]) == len(cmp["cases"])
