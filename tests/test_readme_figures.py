@@ -57,6 +57,11 @@ TAILS = {
     "131072 noises": (("131072:flow_mixture/simple",),
                       "its {top[0]} worst noises hold {ours_top_share[0]} of our squared error and "
                       "{theirs_top_share[0]} of {theirs[0]}'s"),
+    "131072 noises, VE Karras": (("131072:ve_mixture/karras",),
+                                 "its {top[0]} worst noises hold "
+                                 "{ours_top_share[0]} of our squared error and {theirs_top_share[0]} of {theirs[0]}'s "
+                                 "(our worst noise ends at {ours_worst[0]} relative error, {theirs[0]}'s worst at "
+                                 "{theirs_worst[0]})"),
     "demo eps, exponential": (("digits_eps/exponential",),
                               "(where {theirs[0]}'s {top[0]} worst noises hold {theirs_top_share[0]} of its squared "
                               "error, our {top[0]} worst {ours_top_share[0]} of ours)"),
@@ -69,6 +74,7 @@ LARGE = {
     "open by RMSE": (32768, ("ve_mixture/karras", "ve_mixture/exponential", "flow_mixture/simple"), False),
     "CFG": (32768, ("ve_mixture_cfg7.5/karras", "ve_mixture_cfg7.5/exponential"), True),
     "open by RMSE, 131072 noises": (131072, ("flow_mixture/simple",), False),
+    "VE Karras, 131072 noises": (131072, ("ve_mixture/karras",), True),
 }
 """The cases measured again on more noises (docs/comparison_lownfe_<noises>/<case>.json), in the README's sentences
 on them: (noises, cases in the sentence's order, whether their RMSE goal is met there; the median goal is met in
@@ -134,6 +140,17 @@ def test_the_many_noise_verdicts_are_stated(group: str) -> None:
     assert f"{rmse} by RMSE, and {median} by median" in text
     assert all(s["rmse"]["met"] == rmse_met for s in summaries)
     assert all(s["median_err"]["met"] for s in summaries)
+
+
+@pytest.mark.parametrize("case", ["flow_mixture/simple", "ve_mixture/karras"])
+def test_the_rmse_ratio_s_path_over_the_noise_counts_is_the_documents(case: str) -> None:
+    """'from 4096 to 32768 to 131072 noises its RMSE ratio went a, b, c': the table's document, then the two runs
+    on more noises."""
+    ratios = [_comparison(DOCS / DOCUMENT_OF[case])["cases"][case]["summary"]["rmse"]["ratio"],
+              *(_summary(_large_document(case, n), case)["rmse"]["ratio"] for n in (32768, 131072))]
+    assert [_comparison(DOCS / DOCUMENT_OF[case])["samples"][case]] == [4096]
+    text = re.sub(r"\s+", " ", _readme())
+    assert f"from 4096 to 32768 to 131072 noises its RMSE ratio went {', '.join(map(fmt_ratio, ratios))}" in text
 
 
 def _tail_fields(key: str) -> dict[str, str]:
