@@ -1,0 +1,39 @@
+"""samplers/bench/report.py beyond what the committed documents exercise (tests/test_docs_rendered.py renders every
+one of them): the number formats at their edges, and the overhead section's warning for a loaded machine."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+from samplers.bench.report import fmt_err, fmt_ratio, overhead_section
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_an_error_is_three_significant_digits_and_a_failure_says_so() -> None:
+    assert fmt_err(1.23456e-3) == "1.23e-03"
+    assert fmt_err(None) == fmt_err(math.inf) == fmt_err(math.nan) == "fail"
+
+
+def test_a_ratio_has_two_decimals_between_0_01_and_100_and_an_exponent_outside() -> None:
+    assert (fmt_ratio(0.01), fmt_ratio(99.994), fmt_ratio(100.0), fmt_ratio(0.00999)) == ("0.01", "99.99", "1.0e+02",
+                                                                                           "1.0e-02")
+    assert fmt_ratio(None) == "—"
+
+
+def test_the_overhead_section_warns_when_the_multithreaded_model_call_was_slowed_by_load() -> None:
+    """More than 3x the 1-thread model call at 2 threads: the machine was busy, the 2-thread columns are unreliable."""
+    res = json.loads((DOCS / "bench.json").read_text())
+    threads = {r["threads"]: r for r in res["overhead"]}
+    assert "Warning" not in overhead_section(res)
+    single = threads[1]["model_us_per_call"]
+    for factor, warned in ((3.0, False), (3.5, True)):
+        loaded = copy.deepcopy(res)
+        next(r for r in loaded["overhead"] if r["threads"] == 2)["model_us_per_call"] = factor * single
+        text = overhead_section(loaded)
+        assert ("Warning: the bare model call took" in text) == warned, factor
+        if warned:
+            assert f"took {factor * single:.0f} µs at 2 threads vs {single:.0f} µs at 1 thread" in text
