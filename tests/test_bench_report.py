@@ -37,3 +37,29 @@ def test_the_overhead_section_warns_when_the_multithreaded_model_call_was_slowed
         assert ("Warning: the bare model call took" in text) == warned, factor
         if warned:
             assert f"took {factor * single:.0f} µs at 2 threads vs {single:.0f} µs at 1 thread" in text
+
+
+def test_the_accuracy_section_notes_a_grid_whose_last_sigma_moves_from_two_distinct_values_on() -> None:
+    """On flow 'simple' grids the last nonzero sigma depends on the step count: the note appears as soon as a
+    case's cells have two distinct values, and not with one."""
+    from samplers.bench.report import accuracy_section
+
+    res = json.loads((DOCS / "bench.json").read_text())
+    flow = res["accuracy"]["flow_mixture/simple"]
+    lasts = sorted({c["sigma_last"] for cells in flow.values() for c in cells}, reverse=True)
+    for kept, noted in ((lasts[:2], True), (lasts[:1], False)):
+        res["accuracy"] = {"flow_mixture/simple": {label: [c for c in cells if c["sigma_last"] in kept]
+                                                   for label, cells in flow.items()}}
+        text = accuracy_section(res)
+        assert ("Note: on this grid the last nonzero sigma depends on the step count" in text) == noted, kept
+        if noted:
+            assert f"({lasts[0]:.3g} down to {lasts[1]:.3g} here)" in text
+
+
+def test_a_study_bucket_without_data_says_so() -> None:
+    from samplers.bench.report import _bucket_lines
+
+    some = {"n": 1, "wins": {"a": 1, "b": 0, "tie": 0}, "geomean_ratio": 0.5, "winner": "a"}
+    assert _bucket_lines({"NFE <= 10": {"n": 0}, "NFE > 10": some}, "a", "b") == [
+        "- NFE <= 10: no data",
+        "- NFE > 10: a/b error ratio (geometric mean) 0.50; a better in 1/1, b in 0, ties 0 -> **a**"]
