@@ -127,6 +127,7 @@ def test_per_sample_errors_match_the_cell_and_leave_the_json() -> None:
         assert len(e) == 8
         assert math.sqrt(sum(v * v for v in e) / 8) == pytest.approx(c["rmse"], rel=1e-12)
         assert sorted(e)[3] == pytest.approx(c["median_err"], rel=1e-12)  # torch's median: the lower middle
+        assert c["rel_rmse"] == c["rmse"] / runner.data_std
     stripped = comparison.without_sample_errors({"cases": {"c": {"ours_runs": {"2M": cells}}}})
     assert all("sample_errors" not in c for c in stripped["cases"]["c"]["ours_runs"]["2M"])
     assert "sample_errors" in cells[0]  # a copy: the input keeps them

@@ -63,3 +63,16 @@ def test_a_study_bucket_without_data_says_so() -> None:
     assert _bucket_lines({"NFE <= 10": {"n": 0}, "NFE > 10": some}, "a", "b") == [
         "- NFE <= 10: no data",
         "- NFE > 10: a/b error ratio (geometric mean) 0.50; a better in 1/1, b in 0, ties 0 -> **a**"]
+
+
+def test_the_overhead_table_takes_plan_times_from_the_thread_cpu_time_run() -> None:
+    """Plan building is pure Python, so its column comes from the run timed in thread CPU time, not wall clock."""
+    res = json.loads((DOCS / "bench.json").read_text())
+    assert [r["clock"] for r in res["overhead"]] == ["wall clock", "thread CPU time"]
+    for entry in res["overhead"][0]["samplers"].values():
+        if entry.get("plan_us_per_run") is not None:
+            entry["plan_us_per_run"] = 987654.0
+    text = overhead_section(res)
+    assert "987654" not in text
+    cpu = next(e["plan_us_per_run"] for e in res["overhead"][1]["samplers"].values() if e.get("plan_us_per_run"))
+    assert f"| {cpu:.0f} |" in text
