@@ -28,7 +28,7 @@ from .accuracy import deterministic
 from .bootstrap import LEVEL, RESAMPLES, ratio_interval
 from .cases import Case
 from .comfy_builtin import BUILTIN, COMFYUI_ENV, EXTRA, Comfy, ComfyCaseRunner, ComfySampler
-from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, budget_rank, is_adaptive, measured
+from .measure import ADAPTIVE_GRID, DTYPE, OVERSHOOT, CaseRunner, is_adaptive, measured, pick_at_budget
 from .report import budget_table_rows, fmt_err, fmt_ratio, table
 from .tail import error_tail
 
@@ -102,13 +102,10 @@ def default_candidates(entries: Mapping[str, SamplerEntry]) -> list[Candidate]:
 # --- selection (pure functions on cells: {"n_steps", "nfe", "rmse", "median_err", ["rtol"], ...}) -------------
 
 def at_budget(cells: Sequence[Mapping[str, Any]], budget: int) -> Mapping[str, Any] | None:
-    """The cell a table shows at `budget` (measure.budget_rank: the largest grid whose model calls fit; for
+    """The cell a table shows at `budget` (measure.pick_at_budget: the largest grid whose model calls fit; for
     adaptive runs, with 'rtol', the one with the most calls within the budget, then the smaller RMSE). None when
     nothing counts."""
-    ranked = [(rank, c) for c in cells
-              if (rank := budget_rank(c["n_steps"], c["nfe"], c["rmse"], c.get("rtol") is not None, budget))
-              is not None]
-    return max(ranked, key=lambda pair: pair[0])[1] if ranked else None
+    return pick_at_budget(cells, budget, lambda c: (c["n_steps"], c["nfe"], c["rmse"], c.get("rtol") is not None))
 
 
 def best_within(rows: Mapping[str, Sequence[Mapping[str, Any]]], budget: int, stat: str

@@ -9,9 +9,9 @@ and chained: a new one starts from the nearest cached state above it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -21,6 +21,7 @@ from .chain import ChainedReference
 from .problems import reference_solution
 
 DTYPE = torch.float64
+R = TypeVar("R")
 
 OVERSHOOT = 3
 ADAPTIVE_GRID = 20
@@ -60,6 +61,14 @@ def budget_rank(n_steps: int, nfe: int, rmse: float | None, adaptive: bool, budg
     if nfe > budget or (adaptive and failed):
         return None
     return (nfe if adaptive else n_steps, nfe, -math.inf if failed else -rmse)
+
+
+def pick_at_budget(runs: Iterable[R], budget: int, describe: Callable[[R], tuple[int, int, float | None, bool]]
+                   ) -> R | None:
+    """The run a table shows at `budget`: the highest budget_rank of describe(run) = (n_steps, nfe, rmse,
+    adaptive), the first of equals; None when no run counts."""
+    ranked = [(rank, run) for run in runs if (rank := budget_rank(*describe(run), budget)) is not None]
+    return max(ranked, key=lambda pair: pair[0])[1] if ranked else None
 
 
 def _rmse_and_per_sample(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -207,9 +216,7 @@ class CaseRunner:
         """Run with the most intervals that fit the NFE budget (None when nothing fits). Adaptive samplers:
         the tolerance of RTOL_LADDER whose run used the most model calls within the budget."""
         if is_adaptive(entry):
-            ranked = [(rank, m) for m in self.ladder(entry, options)
-                      if (rank := budget_rank(m.n_steps, m.nfe, m.rmse, True, budget)) is not None]
-            return max(ranked, key=lambda pair: pair[0])[1] if ranked else None
+            return pick_at_budget(self.ladder(entry, options), budget, lambda m: (m.n_steps, m.nfe, m.rmse, True))
         n = self.fit(entry, budget, options)
         return None if n is None else self.run(entry, n, options)
 
