@@ -12,13 +12,13 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, NoReturn
 
 import torch
 
 from .cli import DemoError, _check_matplotlib, _csv, prepare_out
-from .sds import SIGMA_END, SIGMA_START, demo_inputs, greyness, load_training_digits, run_model
+from .sds import SIGMA_END, SIGMA_START, Variant, demo_inputs, greyness, load_training_digits, run_model
 from .weights_io import MODEL_NAMES, WeightsError, load_model
 
 PROG = "python -m dpmsolver_demo sds"
@@ -71,46 +71,57 @@ def run(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         res = run_model(dm, dm.schedule, x0, digits, args.steps, args.seed)
         panels.append({"model": name, "title": TITLES[name], "sha256": dm.sha256, "x0": x0, **res})
         log(f"{name}: {time.perf_counter() - t0:.1f} s")
-    return {"captions": captions, "panels": panels, "digits_greyness": _mean(greyness(digits))}
+    return {"captions": captions, "panels": panels, "digits_greyness": float(greyness(digits).mean())}
 
 
-def _mean(t: torch.Tensor) -> float:
-    return float(t.mean())
+def _mean(values: list[float]) -> float:
+    return float(torch.tensor(values, dtype=torch.float64).mean())
 
 
-def table(res: dict[str, Any]) -> str:
+def table(data: dict[str, Any]) -> str:
     """Markdown: per model, the inputs' measures and each variant's (means over the 8 images), model calls, time."""
     lines = ["| model | recipe | σ (VE terms) | model calls | CPU s | nearest-digit RMS | closer | denoising error "
              "| greyness | change from input | change with seed |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for p in res["panels"]:
+    for p in data["panels"]:
         before = p["before"]
         lines.append(f"| {p['model']} | before (inputs) | — | — | — | {_mean(before['distance']):.3f} | — | "
                      f"{_mean(before['denoising']):.4f} | {_mean(before['greyness']):.3f} | — | — |")
-        for o in p["outcomes"]:
-            m = o.measures
-            closer = int((m["distance"] < before["distance"]).sum())
-            lines.append(f"| {p['model']} | {o.variant.label} | {o.variant.sigmas_text()} | {o.model_calls} | "
-                         f"{o.seconds:.2f} | {_mean(m['distance']):.3f} | {closer}/{len(m['distance'])} | "
-                         f"{_mean(m['denoising']):.4f} | {_mean(m['greyness']):.3f} | {_mean(m['change']):.3f} | "
-                         f"{_mean(m['seed_change']):.3f} |")
+        for v in p["variants"]:
+            variant = Variant(**{f.name: v[f.name] for f in fields(Variant)})
+            closer = sum(a < b for a, b in zip(v["distance"], before["distance"], strict=True))
+            lines.append(f"| {p['model']} | {variant.label} | {variant.sigmas_text()} | {v['model_calls']} | "
+                         f"{v['cpu_seconds']:.2f} | {_mean(v['distance']):.3f} | {closer}/{len(v['distance'])} | "
+                         f"{_mean(v['denoising']):.4f} | {_mean(v['greyness']):.3f} | {_mean(v['change']):.3f} | "
+                         f"{_mean(v['seed_change']):.3f} |")
     return "\n".join(lines)
 
 
-def notes(res: dict[str, Any], args: argparse.Namespace) -> str:
+def notes(data: dict[str, Any]) -> str:
     """What the table's numbers are, under the table."""
-    return (f"Means over the 8 inputs (seed {args.seed}), {args.steps} steps each, DreamFusion weighting, "
-            f"{args.threads} CPU thread(s); model calls and CPU seconds per run of 8 images (SDI's include its "
+    return (f"Means over the 8 inputs (seed {data['seed']}), {data['steps']} steps each, DreamFusion weighting, "
+            f"{data['threads']} CPU thread(s); model calls and CPU seconds per run of 8 images (SDI's include its "
             "inversions, 4 calls per step). Nearest-digit RMS: per-pixel RMS distance to the nearest of the 1797 "
             "training digits (pixels in [-1, 1], data std 0.54); closer: images nearer to a digit than before. "
             "Denoising error: the network's own loss mean |D(alpha x + sigma eps, sigma) - x|^2 over 8 sigmas of "
             f"{SIGMA_START:g} → {SIGMA_END:g} and 4 fixed noises (what SDS descends). Greyness: mean(1 - |x|), the "
-            f"training digits' is {res['digits_greyness']:.3f}; over-smoothing raises it. Change with seed: RMS "
+            f"training digits' is {data['digits_greyness']:.3f}; over-smoothing raises it. Change with seed: RMS "
             "change of the result when only the SDS seed changes.")
 
 
-def _json(res: dict[str, Any], args: argparse.Namespace, seconds: float, cpu: float, argv: Sequence[str]
-          ) -> dict[str, Any]:
+def results_text(data: dict[str, Any]) -> str:
+    """The table and its notes, as the command prints them."""
+    return table(data) + "\n\n" + notes(data) + "\n"
+
+
+def results_document(data: dict[str, Any]) -> str:
+    """sds_results.md, rendered from the JSON the command writes beside it."""
+    return f"Regenerate: `{data['command']}`\n\n{results_text(data)}"
+
+
+def results_json(res: dict[str, Any], args: argparse.Namespace, seconds: float, cpu: float, argv: Sequence[str]
+                 ) -> dict[str, Any]:
+    """Everything the document shows, with the per-image measures behind its means."""
     panels = []
     for p in res["panels"]:
         variants = [{**asdict(o.variant), "sigma_end": SIGMA_END, "model_calls": o.model_calls,
@@ -137,8 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DemoError, WeightsError, ImportError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    text = table(res) + "\n\n" + notes(res, args) + "\n"
-    print(text)
     written = []
     if not args.no_plots:
         from .sds_figure import write_before_after
@@ -147,9 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_before_after(str(picture), res["panels"], res["captions"])
         written.append(picture)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    data = results_json(res, args, seconds, cpu, argv)
+    print(results_text(data))
     md, js = out / "sds_results.md", out / "sds_results.json"
-    md.write_text(f"Regenerate: `{' '.join([PROG, *argv])}`\n\n{text}", encoding="utf-8")
-    js.write_text(json.dumps(_json(res, args, seconds, cpu, argv), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    md.write_text(results_document(data), encoding="utf-8")
+    js.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     written += [md, js]
     print(f"wrote {', '.join(str(w) for w in written)} in {seconds:.1f} s ({cpu:.1f} s CPU)")
     return 0
