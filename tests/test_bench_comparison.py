@@ -268,6 +268,13 @@ def test_section_without_comfyui_says_how_to_enable(monkeypatch: pytest.MonkeyPa
     assert "## Comparison with ComfyUI's built-in samplers" in text and "COMFYUI_PATH=" in text
 
 
+def test_a_report_without_a_comparison_or_with_its_own_hint_says_how_to_enable() -> None:
+    """A result with no comparison record (an older JSON) gets the standard hint; a disabled one its own."""
+    assert comparison.ENABLE_HINT in comparison.comparison_markdown({})
+    text = comparison.comparison_markdown({"comparison": {"enabled": False, "how_to_enable": "set it, then run"}})
+    assert text.endswith("set it, then run\n") and comparison.ENABLE_HINT not in text
+
+
 # --- with a real ComfyUI (subprocess) ----------------------------------------------------------------------------
 
 COMFY_SCRIPT = r"""
@@ -434,4 +441,5 @@ def test_the_comparison_figure_draws_each_side_s_best_per_budget_and_the_two_com
         assert max(cmp["budgets"]) in ax.get_xticks()
     columns = min(3, len(cmp["cases"]))  # three per row, spare panels switched off
     assert len(figure.axes) == columns * math.ceil(len(cmp["cases"]) / columns)
-    assert len([ax for ax in figure.axes if ax.axison]) == len(cmp["cases"])
+    spare = len(figure.axes) - len(cmp["cases"])
+    assert [ax.axison for ax in figure.axes] == [True] * len(cmp["cases"]) + [False] * spare
