@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from samplers import SAMPLERS
-from samplers.bench.cli import main
+from samplers.bench.cli import FULL, QUICK, main, parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +33,29 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     return json.loads(json_path.read_text()), buf.getvalue(), png_path
 
 
+@pytest.mark.parametrize("document", ["bench.json", "bench_networks.json"])
+def test_the_full_settings_are_those_the_committed_benchmark_ran_with(document: str) -> None:
+    """The README regenerates docs/bench.* and bench_networks.* with no size options: the defaults must be the
+    settings those documents record."""
+    config = json.loads((ROOT / "docs" / document).read_text())["config"]
+    assert {key: config[key] for key in FULL} == FULL
+    assert config["quick"] is False
+
+
+def test_quick_is_what_its_help_says() -> None:
+    (action,) = [a for a in parser()._actions if "--quick" in a.option_strings]
+    budgets = ",".join(map(str, QUICK["budgets"]))
+    assert f"budgets {budgets}, {QUICK['samples']} samples" in action.help
+
+
 def test_json_has_all_sections(quick: tuple[dict, str, Path]) -> None:
     res, _, _ = quick
-    for key in ("machine", "config", "samplers", "cases", "accuracy", "study", "overhead", "runtime_s"):
+    for key in ("machine", "config", "samplers", "cases", "accuracy", "study", "overhead", "adaptive", "distribution",
+                "noise_cost", "reference_ode_solves", "comparison", "runtime_s"):
         assert key in res
+    assert set(res["runtime_s"]) == {"accuracy", "comparison", "study", "adaptive", "distribution", "noise", "overhead",
+                                     "total"}
+    assert res["comparison"]["enabled"] is False  # no COMFYUI_PATH here
     for key in ("torch", "cpu", "torch_threads"):
         assert key in res["machine"]
     assert res["config"]["quick"] is True
