@@ -117,7 +117,7 @@ def _without_sample_error_parts(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_comparison_document_is_checked() -> None:
-    assert len(COMPARISON_DOCUMENTS) == 11
+    assert len(COMPARISON_DOCUMENTS) == 12
 
 
 @pytest.mark.parametrize("document", COMPARISON_DOCUMENTS)

@@ -27,7 +27,7 @@ RENDERERS: dict[str, Callable[[Any], str]] = {
     **{stem: _with_newline(cli.markdown) for stem in (
         "bench", "bench_networks", "comparison", "comparison_networks", "comparison_lownfe",
         "comparison_lownfe_networks", "comparison_lownfe_131072/flow_mixture_simple",
-        "comparison_lownfe_131072/ve_mixture_karras",
+        "comparison_lownfe_131072/ve_mixture_karras", "comparison_lownfe_131072/ve_mixture_exponential",
         *(f"comparison_lownfe_32768/{case}" for case in (
             "flow_mixture_simple", "ve_mixture_karras", "ve_mixture_exponential", "ve_mixture_cfg7.5_karras",
             "ve_mixture_cfg7.5_exponential")))},
