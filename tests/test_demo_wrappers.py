@@ -107,3 +107,26 @@ def test_flow_wrapper() -> None:
     assert m.sigma_max == 1.0 and m.sigma_min == pytest.approx(3 * 0.001 / (1 + 2 * 0.001))
     # a scalar sigma broadcasts over the batch
     assert torch.allclose(m(x[:1], 1.0), x0[:1], atol=1e-6)
+
+
+@pytest.mark.parametrize("wrapper", [DiscreteEpsModel, FlowVModel])
+def test_a_scalar_sigma_gives_the_network_one_timestep_per_image(wrapper) -> None:
+    """The networks take timesteps of shape (B,): a scalar sigma is expanded over the batch, and gives the same D as
+    the same sigma per image."""
+    m = wrapper(Recorder(lambda x, t: x * t.view(-1, 1, 1, 1) / 1000))
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    scalar = m(x, 0.5)
+    _, t = m.net.seen[-1]
+    assert t.shape == (3,) and bool((t == t[0]).all())
+    assert torch.equal(scalar, m(x, torch.full((3,), 0.5, dtype=torch.float64)))
+
+
+def test_t_to_sigma_interpolates_the_end_segments_and_clamps_outside_the_table() -> None:
+    """log sigma is linear in t in the first and last segments as well, and t outside [0, 999] is clamped."""
+    m = _eps_model()
+    t = torch.tensor([0.25, 998.5, 998.75], dtype=torch.float64)
+    k = t.floor().long()
+    expect = torch.exp((1 - (t - k)) * m.log_sigmas[k] + (t - k) * m.log_sigmas[k + 1])
+    assert torch.allclose(m.t_to_sigma(t), expect, rtol=1e-14, atol=0)
+    assert torch.equal(m.t_to_sigma(torch.tensor([-3.0, -0.5, 999.5, 1200.0], dtype=torch.float64)),
+                       m.sigmas[[0, 0, 999, 999]])
