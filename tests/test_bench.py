@@ -56,6 +56,8 @@ def test_json_has_all_sections(quick: tuple[dict, str, Path]) -> None:
     assert set(res["runtime_s"]) == {"accuracy", "comparison", "study", "adaptive", "distribution", "noise", "overhead",
                                      "total"}
     assert res["comparison"]["enabled"] is False  # no COMFYUI_PATH here
+    sections = sum(v for k, v in res["runtime_s"].items() if k != "total")
+    assert sections <= res["runtime_s"]["total"] <= sections + 10  # the run's wall time, setup included
     for key in ("torch", "cpu", "torch_threads"):
         assert key in res["machine"]
     assert res["config"]["quick"] is True

@@ -268,6 +268,16 @@ def test_section_without_comfyui_says_how_to_enable(monkeypatch: pytest.MonkeyPa
     assert "## Comparison with ComfyUI's built-in samplers" in text and "COMFYUI_PATH=" in text
 
 
+def test_the_comparison_figure_needs_the_comparison(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    figure = tmp_path / "comparison.png"
+    rc = main(["--quick", "--skip", "accuracy,study,overhead,adaptive,distribution,noise", "--problems",
+               "ve_mixture/karras", "--plot-comparison", str(figure)])
+    assert rc == 0 and not figure.exists()
+    assert "--plot-comparison needs the comparison section (ComfyUI); no figure written" in capsys.readouterr().err
+
+
 def test_a_report_without_a_comparison_or_with_its_own_hint_says_how_to_enable() -> None:
     """A result with no comparison record (an older JSON) gets the standard hint; a disabled one its own."""
     assert comparison.ENABLE_HINT in comparison.comparison_markdown({})

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dpmsolver_demo.cli import main
-from dpmsolver_demo.sampling import run_at_budget
+from dpmsolver_demo.sampling import ConvergedReference, initial_noise, make_grid, run_at_budget
 from dpmsolver_demo.weights_io import load_model
 from samplers import SAMPLERS
 
@@ -128,3 +128,19 @@ def test_stochastic_samplers_are_seeded() -> None:
     c = run_at_budget(entry, model, x, 6, seed=2)
     assert a is not None and b is not None and c is not None
     assert torch.equal(a.out, b.out) and not torch.equal(a.out, c.out)
+
+
+@pytest.mark.parametrize("name", ["digits_eps", "digits_flow"])
+def test_the_reference_counts_every_network_call(name: str) -> None:
+    """A panel's reference_nfe is the number of times the reference ran the network (its solves and its final
+    denoises), over every grid it was asked for."""
+    model = load_model(name)
+    calls: list[int] = []
+    hook = model.net.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        ref = ConvergedReference(model, initial_noise(model, 2, 0), h=0.5)
+        for n in (3, 5):
+            ref.target(make_grid(model, n))
+    finally:
+        hook.remove()
+    assert ref.model_calls == len(calls) > 0
