@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from dpmsolver_demo.cli import main
-from dpmsolver_demo.sampling import ConvergedReference, initial_noise, make_grid, run_at_budget
+from dpmsolver_demo.sampling import (
+    ADAPTIVE_RTOLS,
+    ConvergedReference,
+    CountingModel,
+    initial_noise,
+    make_grid,
+    run_at_budget,
+)
 from dpmsolver_demo.weights_io import load_model
 from samplers import SAMPLERS
 
@@ -144,3 +151,28 @@ def test_the_reference_counts_every_network_call(name: str) -> None:
     finally:
         hook.remove()
     assert ref.model_calls == len(calls) > 0
+
+
+def test_initial_noise_starts_where_the_host_starts() -> None:
+    """sigma_max * N(0, I) for the SD-style model (sigma_max 14.6), N(0, I) at sigma = 1 for the flow model."""
+    for name, scale in (("digits_eps", 14.614642), ("digits_flow", 1.0)):
+        x = initial_noise(load_model(name), 4096, 0, torch.float64)
+        assert float(x.std()) == pytest.approx(scale, rel=0.01), name
+
+
+def test_an_adaptive_sampler_at_a_budget_takes_the_tolerance_spending_the_most_calls_within_it() -> None:
+    model = load_model("digits_eps")
+    entry = SAMPLERS["dpm_solver_pp_adaptive"]
+    x = initial_noise(model, 2, 0)
+    calls = {}
+    for rtol in ADAPTIVE_RTOLS:  # every tolerance without a budget: the calls each one spends
+        counter = CountingModel(model)
+        with torch.no_grad():
+            entry(counter, x.clone(), make_grid(model, 20), disable=True, rtol=rtol, atol=rtol * 0.0078 / 0.05,
+                  schedule="ve")
+        calls[rtol] = counter.calls
+    budget = sorted(set(calls.values()))[len(set(calls.values())) // 2]
+    run = run_at_budget(entry, model, x, budget)
+    assert run is not None and run.nfe == budget
+    assert run.rtol == max(r for r, c in calls.items() if c == budget)  # the loosest tolerance that spends it
+    assert run_at_budget(entry, model, x, min(calls.values()) - 1) is None
