@@ -58,6 +58,7 @@ def test_json_has_all_sections(quick: tuple[dict, str, Path]) -> None:
     assert res["comparison"]["enabled"] is False  # no COMFYUI_PATH here
     sections = sum(v for k, v in res["runtime_s"].items() if k != "total")
     assert sections <= res["runtime_s"]["total"] <= sections + 10  # the run's wall time, setup included
+    assert len(res["overhead"]) == 1  # --quick times the host's thread count only
     for key in ("torch", "cpu", "torch_threads"):
         assert key in res["machine"]
     assert res["config"]["quick"] is True
