@@ -12,7 +12,7 @@ import torch
 
 from samplers import SAMPLERS, grids
 from samplers.bench.chain import ChainedReference
-from samplers.bench.measure import fit_intervals
+from samplers.bench.measure import ATOL_PER_RTOL, fit_intervals
 from samplers.registry import SamplerEntry
 from samplers.schedules import resolve_schedule
 
@@ -101,7 +101,7 @@ def run_at_budget(entry: SamplerEntry, model: Any, x: torch.Tensor, budget: int,
             info: dict[str, Any] = {}
             try:
                 with torch.no_grad():
-                    out = entry(counter, x.clone(), sigmas, disable=True, rtol=rtol, atol=rtol * 0.0078 / 0.05,
+                    out = entry(counter, x.clone(), sigmas, disable=True, rtol=rtol, atol=rtol * ATOL_PER_RTOL,
                                 max_nfe=budget, info=info, **opts)
             except Exception:  # over budget (max_nfe) or failed: try no tighter tolerance
                 break

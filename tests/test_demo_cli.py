@@ -23,6 +23,7 @@ from dpmsolver_demo.sampling import (
 )
 from dpmsolver_demo.weights_io import load_model
 from samplers import SAMPLERS
+from samplers.bench.measure import ATOL_PER_RTOL
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -168,7 +169,7 @@ def test_an_adaptive_sampler_at_a_budget_takes_the_tolerance_spending_the_most_c
     for rtol in ADAPTIVE_RTOLS:  # every tolerance without a budget: the calls each one spends
         counter = CountingModel(model)
         with torch.no_grad():
-            entry(counter, x.clone(), make_grid(model, 20), disable=True, rtol=rtol, atol=rtol * 0.0078 / 0.05,
+            entry(counter, x.clone(), make_grid(model, 20), disable=True, rtol=rtol, atol=rtol * ATOL_PER_RTOL,
                   schedule="ve")
         calls[rtol] = counter.calls
     budget = sorted(set(calls.values()))[len(set(calls.values())) // 2]
