@@ -150,13 +150,12 @@ def run(args: argparse.Namespace, budgets: Sequence[int], log: Any = print) -> d
         for sampler in args.samplers:
             runs[sampler] = {b: run_at_budget(SAMPLERS[sampler], dm, x, b, seed=args.seed) for b in budgets}
         ref, check = ConvergedReference(dm, x, args.reference_h), ConvergedReference(dm, x, 2 * args.reference_h)
-        grids = {n: make_grid(dm, n) for n in {*budgets, *(r.n_steps for rs in runs.values() for r in rs.values()
-                                                             if r is not None and r.rtol is None)}}
-        adaptive_grid = make_grid(dm, 20)
-        lasts = sorted(grids.items(), key=lambda kv: -float(kv[1][-2]))  # chain the reference downwards
-        for _, sigmas in lasts:
+        grids = [make_grid(dm, n) for n in budgets] + [r.sigmas for rs in runs.values() for r in rs.values()
+                                                         if r is not None]
+        lasts = sorted(grids, key=lambda sigmas: -float(sigmas[-2]))  # chain the reference downwards
+        for sigmas in lasts:
             ref.target(sigmas)
-        check_mse = max(mse(ref.target(sigmas), check.target(sigmas)) for _, sigmas in lasts)
+        check_mse = max(mse(ref.target(sigmas), check.target(sigmas)) for sigmas in lasts)
         cells: dict[str, dict[int, dict[str, Any] | None]] = {}
         for sampler, rs in runs.items():
             cells[sampler] = {}
@@ -164,10 +163,10 @@ def run(args: argparse.Namespace, budgets: Sequence[int], log: Any = print) -> d
                 if r is None:
                     cells[sampler][b] = None
                     continue
-                target = ref.target(adaptive_grid if r.rtol is not None else grids[r.n_steps])
+                target = ref.target(r.sigmas)
                 cells[sampler][b] = {"nfe": r.nfe, "n_steps": r.n_steps, "rtol": r.rtol, "mse": mse(r.out, target),
                                      "out": r.out}
-        shown = ref.target(grids[max(budgets)])
+        shown = ref.target(make_grid(dm, max(budgets)))
         panels.append({"model": name, "title": TITLES[name], "schedule": dm.schedule, "grid": grid_name(dm.schedule),
                        "sigma_min": dm.sigma_min, "sigma_max": dm.sigma_max, "reference": shown,
                        "reference_nfe": ref.model_calls, "reference_check_mse": check_mse, "runs": cells,

@@ -26,6 +26,9 @@ FLOW_LAMBDA_START = -9.0
 """The reference's first step from flow sigma = 1 (lambda = -inf) lands at lambda = -9 (alpha ~ 1.2e-4), where
 the first-order step's error (~alpha^2) is negligible."""
 ADAPTIVE_RTOLS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001)
+"""The tolerances an adaptive run at a budget tries, loosest first (the first one over budget ends the search)."""
+ADAPTIVE_SPAN_STEPS = 20
+"""An adaptive run spans the demo's 20-interval grid (its ends only: the solver picks its own steps)."""
 
 
 def grid_name(schedule: str) -> str:
@@ -68,12 +71,14 @@ def fit_steps(entry: SamplerEntry, grid: Callable[[int], torch.Tensor], budget: 
 @dataclass
 class Run:
     """One sampler run at an NFE budget: the grid's intervals (accepted steps for adaptive samplers), the model
-    calls actually made, the output, and for adaptive samplers the tolerance used."""
+    calls actually made, the output, the grid it ran on (its reference ends where this grid ends) and for adaptive
+    samplers the tolerance used."""
 
     budget: int
     n_steps: int
     nfe: int
     out: torch.Tensor
+    sigmas: torch.Tensor
     rtol: float | None = None
 
 
@@ -95,7 +100,7 @@ def run_at_budget(entry: SamplerEntry, model: Any, x: torch.Tensor, budget: int,
     opts = sampler_options(entry, model.schedule, seed)
     if is_adaptive(entry):
         best: Run | None = None
-        sigmas = make_grid(model, 20)
+        sigmas = make_grid(model, ADAPTIVE_SPAN_STEPS)
         for rtol in ADAPTIVE_RTOLS:
             counter = CountingModel(model)
             info: dict[str, Any] = {}
@@ -106,15 +111,15 @@ def run_at_budget(entry: SamplerEntry, model: Any, x: torch.Tensor, budget: int,
             except Exception:  # over budget (max_nfe) or failed: try no tighter tolerance
                 break
             if counter.calls <= budget and (best is None or counter.calls > best.nfe):
-                best = Run(budget, int(info.get("accepted", 0)), counter.calls, out, rtol)
+                best = Run(budget, int(info.get("accepted", 0)), counter.calls, out, sigmas, rtol)
         return best
     n = fit_steps(entry, lambda k: make_grid(model, k), budget, **opts)
     if n is None:
         return None
-    counter = CountingModel(model)
+    sigmas, counter = make_grid(model, n), CountingModel(model)
     with torch.no_grad():
-        out = entry(counter, x.clone(), make_grid(model, n), disable=True, **opts)
-    return Run(budget, n, counter.calls, out)
+        out = entry(counter, x.clone(), sigmas, disable=True, **opts)
+    return Run(budget, n, counter.calls, out, sigmas)
 
 
 class ConvergedReference(ChainedReference):

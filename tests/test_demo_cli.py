@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -17,7 +20,9 @@ from dpmsolver_demo.sampling import (
     ADAPTIVE_RTOLS,
     ConvergedReference,
     CountingModel,
+    grid_name,
     initial_noise,
+    is_adaptive,
     make_grid,
     run_at_budget,
 )
@@ -177,3 +182,62 @@ def test_an_adaptive_sampler_at_a_budget_takes_the_tolerance_spending_the_most_c
     assert run is not None and run.nfe == budget
     assert run.rtol == max(r for r, c in calls.items() if c == budget)  # the loosest tolerance that spends it
     assert run_at_budget(entry, model, x, min(calls.values()) - 1) is None
+
+
+def test_an_adaptive_runs_error_is_measured_where_its_span_ends(tmp_path: Path) -> None:
+    """The flow grid's last nonzero sigma depends on its step count (shift(1/n)), so an adaptive run's reference
+    must end where the run's own span ends: measured there, a tight run is within 1e-6 MSE; at the end of the
+    21-interval grid its error is ~3e-6, at the 10-interval grid's ~1e-3."""
+    rc, _, err = _run(["--samplers", "dpm_solver_adaptive,dpm_solver_pp_2m", "--nfe", "10,60", "--images", "2",
+                       "--models", "digits_flow", "--reference-h", "0.08", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0, err
+    (panel,) = json.loads((tmp_path / "results.json").read_text())["panels"]
+    cell = panel["runs"]["dpm_solver_adaptive"]["60"]
+    assert cell["rtol"] is not None and 0 < cell["mse"] < 1e-6, cell
+    assert panel["grid"] == grid_name("flow")
+
+
+def test_the_grid_label_names_the_grid_the_demo_builds() -> None:
+    assert "Karras" in grid_name("ve") and "simple" not in grid_name("ve")
+    assert "simple" in grid_name("flow") and "shift 3" in grid_name("flow")
+
+
+@pytest.mark.parametrize("name", ["digits_eps", "digits_flow"])
+def test_the_tolerance_ladder_goes_from_loose_to_past_the_default_budgets(name: str) -> None:
+    """The search stops at the first tolerance over budget, so the ladder must tighten strictly; its tightest
+    tolerance spends more than the demo's largest default budget (20), so no default budget is cut short."""
+    assert all(a > b for a, b in itertools.pairwise(ADAPTIVE_RTOLS))
+    model = load_model(name)
+    x = initial_noise(model, 2, 0)
+    for key, entry in SAMPLERS.items():
+        if is_adaptive(entry):
+            counter = CountingModel(model)
+            with torch.no_grad():
+                entry(counter, x.clone(), make_grid(model, 20), disable=True, rtol=ADAPTIVE_RTOLS[-1],
+                      atol=ADAPTIVE_RTOLS[-1] * ATOL_PER_RTOL, schedule=model.schedule)
+            assert counter.calls > 20, (key, counter.calls)
+
+
+class _SameCallsAtEveryTolerance:
+    """An adaptive sampler stand-in that spends 5 calls whatever the tolerance and returns x * rtol."""
+
+    spec = SimpleNamespace(structure="adaptive")
+    stochastic = False
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __call__(self, model: Any, x: torch.Tensor, sigmas: torch.Tensor, *, rtol: float, info: dict[str, Any],
+                 **_: Any) -> torch.Tensor:
+        for _ in range(5):
+            model(x, sigmas[:1].expand(x.shape[0]))
+        info["accepted"] = 4
+        return x * rtol
+
+
+def test_a_tie_in_calls_goes_to_the_loosest_tolerance() -> None:
+    model = load_model("digits_eps")
+    x = initial_noise(model, 2, 0)
+    run = run_at_budget(_SameCallsAtEveryTolerance(), model, x, 10)  # type: ignore[arg-type]
+    assert run is not None and (run.nfe, run.n_steps) == (5, 4)
+    assert run.rtol == ADAPTIVE_RTOLS[0]
+    assert torch.equal(run.out, x * ADAPTIVE_RTOLS[0])
+    assert torch.equal(run.sigmas, make_grid(model, 20))
