@@ -14,9 +14,11 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+import torch
 
 from samplers import SAMPLERS
-from samplers.bench.cli import FULL, QUICK, main, parser
+from samplers.bench import cli
+from samplers.bench.cli import FULL, QUICK, main, overhead_thread_counts, parser, single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +72,35 @@ def test_json_has_all_sections(quick: tuple[dict, str, Path]) -> None:
     assert set(res["samplers"]) == deterministic
     for rows in res["accuracy"].values():
         assert set(rows) == deterministic
+
+
+def test_the_recorded_settings_are_those_the_run_used(quick: tuple[dict, str, Path]) -> None:
+    """The JSON's accuracy thread count is what the accuracy section runs with, and every sampler's structure (the
+    figure's line style) is its spec's."""
+    res, _, _ = quick
+    with single_thread():
+        assert res["config"]["accuracy_threads"] == torch.get_num_threads()
+    for name, structure in res["structures"].items():
+        spec = SAMPLERS[name].spec
+        assert structure == (spec.structure if spec is not None else "other"), name
+    assert {"singlestep", "multistep"} <= set(res["structures"].values())
+
+
+def test_the_overhead_section_times_one_thread_beside_the_hosts_in_a_full_cpu_run() -> None:
+    assert overhead_thread_counts(2, "cpu", False, None) == [2, 1]
+    assert overhead_thread_counts(1, "cpu", False, None) == [1]
+    assert overhead_thread_counts(2, "cpu", True, None) == [2]  # --quick
+    assert overhead_thread_counts(2, "cuda", False, None) == [2]
+    assert overhead_thread_counts(2, "cpu", False, [4, 3]) == [4, 3]  # --threads
+
+
+def test_plot_and_plot_median_draw_their_own_figures(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    drawn: list[tuple[str, bool]] = []
+    monkeypatch.setattr(cli, "_figure", lambda res, path, median: drawn.append((path, median)))
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["--quick", "--skip", ",".join(cli.SECTIONS), "--plot", "mean.png", "--plot-median", "median.png"])
+    assert rc == 0 and drawn == [("mean.png", False), ("median.png", True)]
 
 
 def test_errors_finite_and_nfe_within_budget(quick: tuple[dict, str, Path]) -> None:

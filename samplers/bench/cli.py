@@ -96,6 +96,14 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def overhead_thread_counts(host: int, device: str, quick: bool, chosen: Sequence[int] | None) -> list[int]:
+    """The torch thread counts the overhead section times: --threads when given; else the host's count, and for a
+    full CPU run on a host with more than one thread also 1 thread (the README's table has both columns)."""
+    if chosen:
+        return list(chosen)
+    return [host, 1] if host > 1 and device == "cpu" and not quick else [host]
+
+
 def _network_cases(args: argparse.Namespace) -> list[Any]:
     """The demo-network cases matching --problems when --networks is given (loads the networks), else []."""
     if not args.networks:
@@ -186,11 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["runtime_s"]["network_distribution"] = time.perf_counter() - t
     if "overhead" not in args.skip:
         t = time.perf_counter()
-        host = torch.get_num_threads()
-        both = host > 1 and args.device == "cpu" and not args.quick
-        counts = args.threads or ([host, 1] if both else [host])
         res["overhead"] = []
-        for threads in counts:
+        for threads in overhead_thread_counts(torch.get_num_threads(), args.device, bool(args.quick), args.threads):
             _log(f"overhead: per-call timing at 1x4x128x128 float32 on {args.device}, {threads} thread(s)")
             res["overhead"].append(measure_overhead(
                 chosen, steps=cfg["overhead_steps"], repeats=cfg["overhead_repeats"],
