@@ -12,7 +12,7 @@ import torch
 
 from samplers import SAMPLERS, grids
 from samplers.bench.chain import ChainedReference
-from samplers.bench.measure import ATOL_PER_RTOL, fit_intervals
+from samplers.bench.measure import ATOL_PER_RTOL, RTOL_LADDER, fit_intervals
 from samplers.registry import SamplerEntry
 from samplers.schedules import resolve_schedule
 
@@ -25,8 +25,9 @@ REFERENCE_H = 0.04
 FLOW_LAMBDA_START = -9.0
 """The reference's first step from flow sigma = 1 (lambda = -inf) lands at lambda = -9 (alpha ~ 1.2e-4), where
 the first-order step's error (~alpha^2) is negligible."""
-ADAPTIVE_RTOLS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001)
-"""The tolerances an adaptive run at a budget tries, loosest first (the first one over budget ends the search)."""
+ADAPTIVE_RTOLS = RTOL_LADDER
+"""The tolerances an adaptive run at a budget tries, the benchmark's, loosest first (the first one over budget ends
+the search)."""
 ADAPTIVE_SPAN_STEPS = 20
 """An adaptive run spans the demo's 20-interval grid (its ends only: the solver picks its own steps)."""
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..options import OPTIONS
 from ..registry import SamplerEntry
 from .cases import Case
 from .chain import ChainedReference
@@ -30,7 +31,7 @@ nonzero sigma matter to them."""
 RTOL_LADDER = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4)
 QUICK_LADDER = (0.5, 0.1, 0.05, 0.01, 0.001)
 """Tolerances an adaptive sampler is run at (atol = rtol * ATOL_PER_RTOL, the ratio of the defaults)."""
-ATOL_PER_RTOL = 0.0078 / 0.05
+ATOL_PER_RTOL = OPTIONS["atol"].default / OPTIONS["rtol"].default
 
 
 def fit_intervals(count: Callable[[int], int], budget: int) -> int | None:
