@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 
-from .. import grids
 from ..noise import SeededNoise
 from ..schedules import VE
 from .arguments import positive_int, positive_ints
-from .overhead import SHAPE
+from .overhead import SHAPE, timing_grid
 
 
 def _torchsde_run(x: torch.Tensor, sigmas: list[float], seed: int) -> Callable[[], None] | None:
@@ -67,7 +66,7 @@ def measure_noise_cost(steps: int = 20, repeats: int = 5, seed: int = 0, batch: 
 
     try:
         x = torch.zeros((batch, *SHAPE[1:]), dtype=torch.float32, device=device)
-        sigmas = grids.karras(steps, 0.029, 14.6).tolist()
+        sigmas = timing_grid(steps).tolist()
         pairs = [(s, t) for s, t in itertools.pairwise(sigmas) if t > 0.0]
 
         def ours() -> None:

@@ -30,9 +30,15 @@ from ..sigmas import read_grid
 from .arguments import names_in
 from .comfytwin import TWINS, comfyui_path, twin_pairs, twin_runs
 from .measure import is_adaptive
+from .problems import SD_SIGMA_MAX, SD_SIGMA_MIN
 
 SHAPE = (1, 4, 128, 128)
 MIN_REPEATS = 3
+
+
+def timing_grid(steps: int) -> torch.Tensor:
+    """The grid every timing runs on: Karras (rho 7) over Stable Diffusion's sigma range, 14.6 to 0.029, then 0."""
+    return grids.karras(steps, SD_SIGMA_MIN, SD_SIGMA_MAX)
 
 
 def trivial_model(x: torch.Tensor, sigma: torch.Tensor, **extra_args: Any) -> torch.Tensor:
@@ -114,7 +120,7 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
              device: torch.device, max_s: float) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(SHAPE, generator=gen, dtype=torch.float32).to(device)
-    sigmas = grids.karras(steps, 0.029, 14.6).to(torch.float32).to(device)  # where a host keeps them
+    sigmas = timing_grid(steps).to(torch.float32).to(device)  # where a host keeps them
     sigma_vec = torch.full((SHAPE[0],), 1.0, device=device)
 
     def sync() -> None:
@@ -192,8 +198,9 @@ def _measure(entries: Mapping[str, SamplerEntry], steps: int, repeats: int, targ
             if theirs["min_overhead_us_per_call"] > 0 else None,
         }
     return {"shape": list(SHAPE), "dtype": "float32", "device": str(device), "threads": torch.get_num_threads(),
-            "clock": "thread CPU time" if cpu_clock else "wall clock", "grid": f"karras({steps}) 14.6 -> 0.029, then 0",
-            "steps": steps, "repeats": len(samples["model"]), "model_us_per_call": model_s * 1e6, "euler": euler,
+            "clock": "thread CPU time" if cpu_clock else "wall clock",
+            "grid": f"karras({steps}) {SD_SIGMA_MAX:g} -> {SD_SIGMA_MIN:g}, then 0", "steps": steps,
+            "repeats": len(samples["model"]), "model_us_per_call": model_s * 1e6, "euler": euler,
             "samplers": rows, "comfyui": comfyui, "comfyui_path": str(comfyui_path()) if twins else None}
 
 

@@ -25,6 +25,8 @@ import torch
 Family = Literal["ve", "flow"]
 Model = Callable[..., torch.Tensor]
 
+SD_SIGMA_MIN, SD_SIGMA_MAX = 0.029, 14.6
+"""Stable Diffusion's sigma range (SD1.x/SDXL's 1000-step table, rounded): the VE problems' and the timing grids'."""
 SEED = 20240611  # fixed seed: every problem is identical across runs and machines
 
 
@@ -331,10 +333,10 @@ def ve_mixture(cfg_scale: float | None = None, dim: int = 16) -> Problem:
     means, stds = _mixture_params(dim)
     uncond = GaussianMixture(means, stds, torch.tensor(_WEIGHTS, dtype=torch.float64), family="ve")
     if cfg_scale is None:
-        return Problem("ve_mixture", "ve", uncond, 14.6, 0.029, dim, data=uncond)
+        return Problem("ve_mixture", "ve", uncond, SD_SIGMA_MAX, SD_SIGMA_MIN, dim, data=uncond)
     cond = GaussianMixture(means, stds, torch.tensor(_COND_WEIGHTS, dtype=torch.float64), family="ve")
     model = GuidedMixture(uncond, cond, float(cfg_scale))
-    return Problem(f"ve_mixture_cfg{cfg_scale:g}", "ve", model, 14.6, 0.029, dim, data=cond)
+    return Problem(f"ve_mixture_cfg{cfg_scale:g}", "ve", model, SD_SIGMA_MAX, SD_SIGMA_MIN, dim, data=cond)
 
 
 def flow_mixture(dim: int = 16, shift: float = 3.0) -> Problem:

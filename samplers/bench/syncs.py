@@ -22,11 +22,10 @@ from typing import Any
 
 import torch
 
-from .. import grids
 from ..registry import SAMPLERS
 from .comfy_builtin import BUILTIN, ComfyModel, comfyui_path, load_comfy
 from .measure import is_adaptive
-from .overhead import SHAPE, trivial_model
+from .overhead import SHAPE, timing_grid, trivial_model
 from .report import document, publish
 
 STEPS = (10, 20)
@@ -82,7 +81,7 @@ def measure_syncs(device: str = "cuda") -> dict[str, Any]:
     if not torch.device(device).type == "cuda" or not torch.cuda.is_available():
         raise RuntimeError(f"syncs: device {device!r} must be an available CUDA device (the counter is CUDA's)")
     x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).to(device)
-    grid_of = {n: grids.karras(n, 0.029, 14.6).to(torch.float32).to(device) for n in STEPS}
+    grid_of = {n: timing_grid(n).to(torch.float32).to(device) for n in STEPS}
     ours = {name: (lambda s, e=entry: e(trivial_model, x, s, disable=True)) for name, entry in SAMPLERS.items()}
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
                               "shape": list(SHAPE), "steps": list(STEPS), "ours": {}, "comfyui": {}}
