@@ -75,8 +75,9 @@ def test_json_has_all_sections(quick: tuple[dict, str, Path]) -> None:
 
 
 def test_the_recorded_settings_are_those_the_run_used(quick: tuple[dict, str, Path]) -> None:
-    """The JSON's accuracy thread count is what the accuracy section runs with, and every sampler's structure (the
-    figure's line style) is its spec's."""
+    """The JSON's accuracy thread count is what the accuracy section runs with, every sampler's structure (the
+    figure's line style) is its spec's, each case's noise count is the run's, and the samplers left out of the
+    accuracy table are listed."""
     res, _, _ = quick
     with single_thread():
         assert res["config"]["accuracy_threads"] == torch.get_num_threads()
@@ -84,6 +85,34 @@ def test_the_recorded_settings_are_those_the_run_used(quick: tuple[dict, str, Pa
         spec = SAMPLERS[name].spec
         assert structure == (spec.structure if spec is not None else "other"), name
     assert {"singlestep", "multistep"} <= set(res["structures"].values())
+    assert {case["samples"] for case in res["cases"].values()} == {QUICK["samples"]}
+    skipped = set(res["skipped_stochastic"])  # what the accuracy table leaves out: SDE samplers and SDS
+    assert skipped == set(SAMPLERS) - set(res["samplers"]) >= {n for n, e in SAMPLERS.items() if e.stochastic}
+
+
+def test_each_study_covers_the_samplers_it_is_about(quick: tuple[dict, str, Path]) -> None:
+    """The option studies take every ODE sampler with the option except the predictor-correctors, which have
+    their own studies (corrector, PC order)."""
+    res, _, _ = quick
+
+    def having(option: str, pc: bool) -> set[str]:
+        return {n for n in res["samplers"] if option in SAMPLERS[n].defaults
+                and bool(SAMPLERS[n].spec is not None and SAMPLERS[n].spec.corrector) is pc}
+
+    def studied(study: str) -> set[str]:
+        return {row["sampler"] for row in res["study"][study]["rows"]}
+
+    for option in ("third_order", "lower_order_final", "solver_type"):
+        assert studied(option) == having(option, False) != set(), option
+    assert studied("corrector") == studied("pc_order") == having("corrector", True) != set()
+
+
+def test_a_result_that_is_not_a_number_is_refused_rather_than_written_as_invalid_json(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(cli, "run", lambda args: {"runtime_s": {"total": math.nan}})
+    monkeypatch.setattr(cli, "markdown", lambda res: "")
+    with pytest.raises(ValueError, match="JSON"), contextlib.redirect_stdout(io.StringIO()):
+        main(["--json", str(tmp_path / "bench.json")])
 
 
 def test_the_overhead_section_times_one_thread_beside_the_hosts_in_a_full_cpu_run() -> None:

@@ -33,6 +33,7 @@ from .study import (
     lower_order_final_study,
     pc_order_study,
     solver_type_study,
+    structure_of,
     third_order_study,
 )
 
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "dtype": "float64", "accuracy_threads": 1, "reference": "DOP853 in log sigma, rtol = atol = 1e-12"},
         "samplers": {n: e.label for n, e in ode.items()},
         "labels": {n: e.label for n, e in chosen.items()},
-        "structures": {n: (e.spec.structure if e.spec is not None else "other") for n, e in ode.items()},
+        "structures": {n: structure_of(e) for n, e in ode.items()},
         "skipped_stochastic": [n for n in chosen if n not in ode],
         "cases": {c.name: {"problem": c.problem.name, "family": c.problem.family, "grid": c.grid_name,
                            "schedule": c.schedule, "sigma_max": c.problem.sigma_max,

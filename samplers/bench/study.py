@@ -64,7 +64,7 @@ def _pairwise_budgets(runners: Sequence[CaseRunner], entries: Mapping[str, Sampl
             for budget in budgets:
                 a = runner.at_budget(entry, budget, {option: first})
                 b = runner.at_budget(entry, budget, {option: second})
-                rows.append({"case": runner.case.name, "sampler": name, "structure": _structure(entry),
+                rows.append({"case": runner.case.name, "sampler": name, "structure": structure_of(entry),
                              "budget": budget, str(first): a.as_dict() if a else None,
                              str(second): b.as_dict() if b else None,
                              "ratio": ratio(a, b), "ratio_median": ratio(a, b, "median_err")})
@@ -114,7 +114,8 @@ def pc_order_study(runners: Sequence[CaseRunner], entries: Mapping[str, SamplerE
     return _budget_study(runners, planned, budgets, "order", 3, 2)
 
 
-def _structure(entry: SamplerEntry) -> str:
+def structure_of(entry: SamplerEntry) -> str:
+    """The sampler's step structure (singlestep, multistep, adaptive, ...), or 'other' for a sampler with no spec."""
     spec = entry.spec
     return spec.structure if spec is not None else "other"
 
@@ -134,7 +135,7 @@ def lower_order_final_study(runners: Sequence[CaseRunner], entries: Mapping[str,
             for n in steps:
                 a = runner.run(entry, n, {"lower_order_final": True})
                 b = runner.run(entry, n, {"lower_order_final": False})
-                rows.append({"case": runner.case.name, "sampler": name, "structure": _structure(entry),
+                rows.append({"case": runner.case.name, "sampler": name, "structure": structure_of(entry),
                              "n_steps": n, "True": a.as_dict(), "False": b.as_dict(), "ratio": ratio(a, b),
                              "ratio_median": ratio(a, b, "median_err")})
     per_step: dict[str, Any] = {}
