@@ -3,6 +3,7 @@ CUDA device (the counting itself: tests/test_cuda.py); and the benches' shared p
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,38 @@ def test_without_cuda_the_command_says_what_it_needs(capsys: pytest.CaptureFixtu
     assert "must be an available CUDA device" in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="device 'cpu'"):
         syncs.measure_syncs("cpu")
+
+
+def test_the_counter_counts_each_sync_warning_and_restores_the_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off CUDA, torch's warn mode is stood in for: every warning with the sync text counts, even repeated from one
+    line, the one-off prototype notice does not, and the mode goes back to "default" when the run fails too."""
+    modes: list[str] = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def run() -> None:
+        warnings.warn("Sync debug mode is a prototype feature", UserWarning, stacklevel=1)
+        for _ in range(3):
+            warnings.warn(f"Operation {syncs.SYNC_WARNING}", UserWarning, stacklevel=1)
+
+    assert syncs.count_syncs(run) == 3 and modes == ["warn", "default"]
+    with pytest.raises(ZeroDivisionError):
+        syncs.count_syncs(lambda: 1 / 0)
+    assert modes[2:] == ["warn", "default"]
+
+
+def test_a_device_other_than_cuda_is_refused_where_cuda_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(RuntimeError, match="device 'cpu' must be an available CUDA device"):
+        syncs.measure_syncs("cpu")
+
+
+def test_the_command_prints_the_table_of_a_measurement(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"device": "GPU", "torch": "2.x", "shape": [1, 4, 128, 128], "steps": [10, 20],
+              "ours": {"a": {"10": 2, "20": 2, "per_step": 0.0, "per_run_fixed": 2.0}}, "comfyui": {}}
+    monkeypatch.setattr(syncs, "measure_syncs", lambda device: result)
+    assert syncs.main([]) == 0
+    assert capsys.readouterr().out == syncs.syncs_document(result)
 
 
 def test_publish_prints_and_writes_the_json_and_the_markdown(tmp_path: Path,
