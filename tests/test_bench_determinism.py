@@ -45,3 +45,10 @@ def test_the_command_writes_a_document_that_renders_from_its_json(tmp_path: Path
                            f"batch {determinism.BATCH}, {determinism.STEPS} steps, seed {determinism.SEED}\n\n")
     assert [(r["model"], r["sampler"]) for r in data["rows"]] == [("digits_eps", "dpm_solver_pp_2m"),
                                                                   ("digits_flow", "dpm_solver_pp_2m")]
+
+
+@pytest.mark.parametrize("document", ["determinism_cuda.json", "determinism_cuda_tf32.json"])
+def test_the_defaults_are_the_settings_the_committed_runs_record(document: str) -> None:
+    """The README regenerates docs/determinism_cuda*.md with no size options: the defaults must be theirs."""
+    data = json.loads((Path(__file__).resolve().parents[1] / "docs" / document).read_text())
+    assert (data["batch"], data["steps"], data["seed"]) == (determinism.BATCH, determinism.STEPS, determinism.SEED)
