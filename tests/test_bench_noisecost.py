@@ -1,0 +1,47 @@
+"""samplers/bench/noisecost.py: what it times, on how many threads, and its defaults (the figures: README, speed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from samplers.bench.noisecost import main, measure_noise_cost
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_each_source_is_timed_per_step_within_the_runs_own_time() -> None:
+    """Every per-step time is positive and, times the steps and repeats, fits in the wall time of the whole call
+    (thread CPU time on one thread cannot exceed it); the default grid is the one the committed benchmark timed."""
+    start = time.perf_counter()
+    r = measure_noise_cost(repeats=2, batch=1)
+    wall = time.perf_counter() - start
+    recorded = json.loads((ROOT / "docs" / "bench.json").read_text())["noise_cost"][0]
+    assert r["steps"] == recorded["steps"] and r["clock"] == recorded["clock"] == "thread CPU time"
+    assert {"seeded_brownian", "randn"} <= set(r["ms_per_step"])
+    for name, ms in r["ms_per_step"].items():
+        assert 0 < ms * r["steps"] * r["repeats"] / 1e3 <= wall, name
+    assert r["ratio_to_randn"]["randn"] == 1.0
+
+
+def test_the_noise_is_timed_on_one_thread_and_the_hosts_count_comes_back() -> None:
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    torch.set_num_threads(2)
+    try:
+        r = measure_noise_cost(steps=4, repeats=1, batch=1)
+        seen.append(torch.get_num_threads())
+    finally:
+        torch.set_num_threads(before)
+    assert r["threads"] == 1 and seen == [2]
+
+
+def test_the_command_prints_one_row_per_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--batches", "1,2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "noise for a 20-step Karras grid on cpu (one thread, thread CPU time)" in out
+    assert "| 1x4x128x128 |" in out and "| 2x4x128x128 |" in out
