@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from samplers.bench.noisecost import main, measure_noise_cost
+from samplers.bench.noisecost import _torchsde_run, main, measure_noise_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,10 +24,32 @@ def test_each_source_is_timed_per_step_within_the_runs_own_time() -> None:
     wall = time.perf_counter() - start
     recorded = json.loads((ROOT / "docs" / "bench.json").read_text())["noise_cost"][0]
     assert r["steps"] == recorded["steps"] and r["clock"] == recorded["clock"] == "thread CPU time"
-    assert {"seeded_brownian", "randn"} <= set(r["ms_per_step"])
-    for name, ms in r["ms_per_step"].items():
-        assert 0 < ms * r["steps"] * r["repeats"] / 1e3 <= wall, name
+    ms = r["ms_per_step"]
+    assert {"seeded_brownian", "randn"} <= set(ms)
+    for name, per_step in ms.items():
+        assert 0 < per_step * r["steps"] * r["repeats"] / 1e3 <= wall, name
+    assert 1e-3 < ms["randn"] < 1e3  # milliseconds: randn of 65536 floats takes well over 1 us and under 1 s
     assert r["ratio_to_randn"]["randn"] == 1.0
+    if r["torchsde"]:
+        assert r["ratio_to_torchsde"] == ms["seeded_brownian"] / ms["torchsde_brownian_tree"]
+
+
+def test_the_torchsde_run_asks_each_tree_for_every_increment_above_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[float, float]] = []
+
+    class Tree:
+        def __init__(self, t0: float, w0: torch.Tensor, t1: float, entropy: int) -> None:
+            self.w0 = w0
+
+        def __call__(self, t: float, s: float) -> torch.Tensor:
+            asked.append((t, s))
+            return self.w0
+
+    monkeypatch.setitem(sys.modules, "torchsde", types.SimpleNamespace(BrownianTree=Tree))
+    run = _torchsde_run(torch.zeros(2, 4, 8, 8), [14.6, 3.0, 0.5, 0.0], seed=0)
+    assert run is not None
+    run()
+    assert asked == [(3.0, 14.6), (3.0, 14.6), (0.5, 3.0), (0.5, 3.0)]  # two trees (batch 2), no step to 0
 
 
 def test_the_noise_is_timed_on_one_thread_and_the_hosts_count_comes_back() -> None:
