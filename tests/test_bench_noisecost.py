@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -30,6 +31,7 @@ def test_each_source_is_timed_per_step_within_the_runs_own_time() -> None:
         assert 0 < per_step * r["steps"] * r["repeats"] / 1e3 <= wall, name
     assert 1e-3 < ms["randn"] < 1e3  # milliseconds: randn of 65536 floats takes well over 1 us and under 1 s
     assert r["ratio_to_randn"]["randn"] == 1.0
+    assert r["torchsde"] is (importlib.util.find_spec("torchsde") is not None)
     if r["torchsde"]:
         assert r["ratio_to_torchsde"] == ms["seeded_brownian"] / ms["torchsde_brownian_tree"]
 
