@@ -38,10 +38,12 @@ def test_each_source_is_timed_per_step_within_the_runs_own_time() -> None:
 
 def test_the_torchsde_run_asks_each_tree_for_every_increment_above_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[tuple[float, float]] = []
+    domains: list[tuple[float, float]] = []
 
     class Tree:
         def __init__(self, t0: float, w0: torch.Tensor, t1: float, entropy: int) -> None:
             self.w0 = w0
+            domains.append((t0, t1))
 
         def __call__(self, t: float, s: float) -> torch.Tensor:
             asked.append((t, s))
@@ -52,6 +54,7 @@ def test_the_torchsde_run_asks_each_tree_for_every_increment_above_zero(monkeypa
     assert run is not None
     run()
     assert asked == [(3.0, 14.6), (3.0, 14.6), (0.5, 3.0), (0.5, 3.0)]  # two trees (batch 2), no step to 0
+    assert domains == [(0.5, 14.6)] * 2  # each tree spans the nonzero sigmas
 
 
 def test_the_noise_is_timed_on_one_thread_and_the_hosts_count_comes_back() -> None:

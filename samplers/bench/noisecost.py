@@ -92,7 +92,7 @@ def measure_noise_cost(steps: int = 20, repeats: int = 5, seed: int = 0, batch: 
         per_step = {name: statistics.median(v) * 1e3 for name, v in times.items()}
     finally:
         torch.set_num_threads(before)
-    return {"shape": [batch, *SHAPE[1:]], "dtype": "float32", "device": str(x.device), "threads": threads,
+    return {"shape": list(x.shape), "dtype": "float32", "device": str(x.device), "threads": threads,
             "clock": "wall clock" if on_cuda else "thread CPU time",
             "steps": len(pairs), "repeats": repeats, "ms_per_step": per_step,
             "ratio_to_randn": {k: v / per_step["randn"] for k, v in per_step.items()},
