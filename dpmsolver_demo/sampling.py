@@ -12,7 +12,7 @@ import torch
 
 from samplers import SAMPLERS, grids
 from samplers.bench.chain import ChainedReference
-from samplers.bench.measure import ATOL_PER_RTOL, RTOL_LADDER, fit_intervals
+from samplers.bench.measure import ATOL_PER_RTOL, RTOL_LADDER, fit_intervals, is_adaptive
 from samplers.registry import SamplerEntry
 from samplers.schedules import resolve_schedule
 
@@ -50,10 +50,6 @@ def initial_noise(model: Any, count: int, seed: int, dtype: torch.dtype = torch.
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(count, 1, 8, 8, generator=g, dtype=torch.float64)
     return (z * (model.sigma_max if model.schedule == "ve" else 1.0)).to(dtype)
-
-
-def is_adaptive(entry: SamplerEntry) -> bool:
-    return getattr(entry.spec, "structure", None) == "adaptive"
 
 
 def sampler_options(entry: SamplerEntry, schedule: str, seed: int) -> dict[str, Any]:

@@ -22,13 +22,12 @@ from dpmsolver_demo.sampling import (
     CountingModel,
     grid_name,
     initial_noise,
-    is_adaptive,
     make_grid,
     run_at_budget,
 )
 from dpmsolver_demo.weights_io import load_model
 from samplers import SAMPLERS
-from samplers.bench.measure import ATOL_PER_RTOL
+from samplers.bench.measure import ATOL_PER_RTOL, is_adaptive
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
