@@ -254,26 +254,6 @@ def test_cli_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--quick", "--problems", "no_such_problem", "--skip", "overhead"])
 
 
-def test_chained_reference_treats_a_sigma_within_rounding_of_a_cached_one_as_that_one() -> None:
-    import torch
-
-    from samplers.bench.chain import ChainedReference
-
-    solves: list[tuple[float, float]] = []
-
-    class Halving(ChainedReference):
-        def solve(self, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
-            assert sigma_to < sigma_from * (1 - 1e-12), "a zero-length solve would divide by zero in lambda"
-            solves.append((sigma_from, sigma_to))
-            return x * (sigma_to / sigma_from)
-
-    ref = Halving(1.0, torch.ones(3))
-    at_half = ref.state_at(0.5)
-    assert ref.state_at(0.5 * (1 - 1e-15)) is at_half and ref.state_at(0.5 * (1 + 1e-15)) is at_half
-    assert torch.equal(ref.state_at(0.25), torch.full((3,), 0.25))
-    assert solves == [(1.0, 0.5), (0.5, 0.25)]
-
-
 @pytest.mark.parametrize("argv", [["--batches", "x"], ["--batches", "0"], ["--repeats", "0"]])
 def test_noisecost_command_refuses_bad_arguments(argv: list[str]) -> None:
     from samplers.bench.noisecost import main
