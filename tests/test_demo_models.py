@@ -49,3 +49,20 @@ def test_frechet_distance() -> None:
     b = a * 2.0 + 3.0
     expect = float((a.mean(0) - b.mean(0)).square().sum() + torch.cov(a.T).trace())
     assert frechet_distance(a, b) == pytest.approx(expect, rel=1e-9)
+
+
+@pytest.mark.parametrize(("name", "sigmas", "sums", "pixels"), [
+    ("digits_eps", [14.0, 1.0, 0.05], [-43.1251733, -23.9140202, -4.87595456], [0.064197981, 0.727244056, 1.2779483]),
+    ("digits_flow", [1.0, 0.5, 0.02], [-26.0147921, -21.2835382, -4.02755987], [0.220813152, 0.753305511, 1.35602924]),
+])
+def test_networks_give_their_recorded_outputs(name: str, sigmas: list[float], sums: list[float],
+                                              pixels: list[float]) -> None:
+    """D of the committed weights at a fixed input in float64, as recorded: pins the architecture, the timestep
+    embedding and the sigma-space wrappers (a change that still loads the weights and still denoises would
+    otherwise pass, and leave the committed figures describing another network)."""
+    model = load_model(name, dtype=torch.float64)
+    x = (torch.arange(192, dtype=torch.float64) * 0.37).sin().mul(1.5).reshape(3, 1, 8, 8)
+    with torch.no_grad():
+        d = model(x, torch.tensor(sigmas, dtype=torch.float64))
+    assert d.sum((1, 2, 3)).tolist() == pytest.approx(sums, rel=1e-7)
+    assert d[:, 0, 3, 4].tolist() == pytest.approx(pixels, rel=1e-7)
