@@ -153,9 +153,10 @@ def test_samplers_without_a_plan_report_none(clock: FakeClock) -> None:
     assert row["plan_us_per_run"] is None and row["plan_build_us"] is None
 
 
-@pytest.mark.parametrize(("repeats", "max_s", "done"), [(5, 0.0, overhead.MIN_REPEATS), (4, 1e9, 4)])
+@pytest.mark.parametrize(("repeats", "max_s", "done"), [(5, 0.0, 3), (4, 1e9, 4)])
 def test_repeats_stop_after_the_minimum_once_the_time_limit_passes(clock: FakeClock, repeats: int, max_s: float,
                                                                     done: int) -> None:
+    """Past `max_s` a loaded machine still gets 3 repeats, the fewest a median of interleaved runs is worth."""
     res = overhead.measure_overhead({}, steps=STEPS, repeats=repeats, threads=1, max_s=max_s)
     assert res["repeats"] == done
 
@@ -188,6 +189,15 @@ def test_the_euler_baseline_is_explicit_euler_in_sigma() -> None:
     assert torch.equal(out, torch.full((2, 3), 8.0 * 0.75 * 0.75))
     assert torch.equal(overhead.euler_loop(overhead.trivial_model, x, torch.tensor([2.0, 0.0])), x / 2)
 
+    seen: list[torch.Tensor] = []
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        seen.append(sigma)
+        return overhead.trivial_model(x, sigma)
+
+    overhead.euler_loop(model, x, torch.tensor([4.0, 2.0, 1.0]))  # one call per interval, sigma per sample
+    assert [s.tolist() for s in seen] == [[4.0, 4.0], [2.0, 2.0]]
+
 
 def test_timing_grid_is_karras_over_stable_diffusions_range() -> None:
     grid = overhead.timing_grid(STEPS)
@@ -204,6 +214,23 @@ def test_twin_table_formats_each_twin_and_a_missing_ratio() -> None:
     assert lines[0].startswith("| ours | ComfyUI twin |") and lines[1] == "|---|---|---|---|---|---|---|"
     assert lines[2] == "| dpm_solver_pp_2m | sample_dpmpp_2m | 1234 | 1501 | 12.3 | 45.7 | 0.27 (—) |"
     assert len(lines) == 3
+
+
+def test_command_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m samplers.bench.overhead` times the ComfyUI twins' samplers, 20 steps, 15 repeats, one thread, on
+    the CPU, for up to 120 s (the module docstring's usage line)."""
+    calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    def fake(entries: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        calls.append((list(entries), kwargs))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(overhead, "measure_overhead", fake)
+    with pytest.raises(SystemExit):
+        overhead.main([])
+    assert calls == [(list(overhead.TWINS), {"steps": 20, "repeats": 15, "threads": 1, "device": "cpu",
+                                             "max_s": 120.0})]
+    assert "[--steps 20] [--repeats 15] [--threads 1]" in overhead.__doc__
 
 
 def test_command_without_comfyui_says_no_twin_was_timed(monkeypatch: pytest.MonkeyPatch,
