@@ -49,6 +49,7 @@ class Costly:
         return getattr(self._entry, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        assert kwargs.get("disable") is True, "a progress bar would be timed as the sampler's overhead"
         self._clock.advance(self._run_s)
         return self._entry(*args, **kwargs)
 
@@ -134,15 +135,19 @@ def test_overhead_per_call_is_the_run_time_beyond_its_model_calls(clock: FakeClo
         "overhead_ratio": ours_us / twin_us, "min_overhead_ratio": ours_us / twin_us})
 
 
-def test_no_ratio_against_an_overhead_of_zero(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An Euler loop or twin that costs only its model calls has no overhead to divide by: the ratio is None."""
-    monkeypatch.setitem(EXTRA_S, "euler", 0.0)
-    monkeypatch.setitem(EXTRA_S, "twin", 0.0)
+@pytest.mark.parametrize("extra_s", [0.0, 2.0**-22])
+def test_a_ratio_needs_an_overhead_above_zero(clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+                                              extra_s: float) -> None:
+    """An Euler loop or twin that costs only its model calls has no overhead to divide by: the ratio is None. Any
+    overhead above zero, a fraction of a microsecond per call included, gives a ratio."""
+    monkeypatch.setitem(EXTRA_S, "euler", extra_s)
+    monkeypatch.setitem(EXTRA_S, "twin", extra_s)
     res = overhead.measure_overhead({"dpm_solver_pp_2m": SAMPLERS["dpm_solver_pp_2m"]}, steps=STEPS, repeats=3,
                                     threads=1)
     row, twin = res["samplers"]["dpm_solver_pp_2m"], res["comfyui"]["sample_fake_2m"]
-    assert row["ratio_to_euler"] is None and row["min_ratio_to_euler"] is None
-    assert twin["overhead_ratio"] is None and twin["min_overhead_ratio"] is None
+    ratios = [row["ratio_to_euler"], row["min_ratio_to_euler"], twin["overhead_ratio"], twin["min_overhead_ratio"]]
+    assert ratios == ([None] * 4 if extra_s == 0 else [0.0] * 4)
+    assert 0 <= res["euler"]["overhead_us_per_call"] < 1
 
 
 def test_samplers_without_a_plan_report_none(clock: FakeClock) -> None:
@@ -153,10 +158,12 @@ def test_samplers_without_a_plan_report_none(clock: FakeClock) -> None:
     assert row["plan_us_per_run"] is None and row["plan_build_us"] is None
 
 
-@pytest.mark.parametrize(("repeats", "max_s", "done"), [(5, 0.0, 3), (4, 1e9, 4)])
-def test_repeats_stop_after_the_minimum_once_the_time_limit_passes(clock: FakeClock, repeats: int, max_s: float,
-                                                                    done: int) -> None:
+@pytest.mark.parametrize(("repeats", "max_s", "done"), [(5, 0.0, 3), (4, 1e3, 4)])
+def test_repeats_stop_after_the_minimum_once_the_time_limit_passes(clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+                                                                    repeats: int, max_s: float, done: int) -> None:
     """Past `max_s` a loaded machine still gets 3 repeats, the fewest a median of interleaved runs is worth."""
+    ticks = iter(range(10**6, 10**6 + 1000))  # a wall clock far from 0 that moves 1 s per reading
+    monkeypatch.setattr(overhead.time, "perf_counter", lambda: float(next(ticks)))
     res = overhead.measure_overhead({}, steps=STEPS, repeats=repeats, threads=1, max_s=max_s)
     assert res["repeats"] == done
 
@@ -231,6 +238,12 @@ def test_command_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatc
     assert calls == [(list(overhead.TWINS), {"steps": 20, "repeats": 15, "threads": 1, "device": "cpu",
                                              "max_s": 120.0})]
     assert "[--steps 20] [--repeats 15] [--threads 1]" in overhead.__doc__
+
+
+def test_command_help_is_the_module_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        overhead.main(["--help"])
+    assert "Per-model-call sampler overhead with a trivial model" in " ".join(capsys.readouterr().out.split())
 
 
 def test_command_without_comfyui_says_no_twin_was_timed(monkeypatch: pytest.MonkeyPatch,
