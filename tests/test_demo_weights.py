@@ -16,6 +16,7 @@ from dpmsolver_demo.net import NetConfig
 from dpmsolver_demo.weights_io import (
     MODEL_NAMES,
     WeightsError,
+    from_tensors,
     load_model,
     load_safetensors,
     recorded_checksums,
@@ -95,6 +96,59 @@ def test_safetensors_round_trip(tmp_path: Path) -> None:
         assert back[k].dtype == v.dtype and torch.equal(back[k], v)
     header_len = int.from_bytes(path.read_bytes()[:8], "little")
     assert header_len % 8 == 0
+
+
+def test_the_header_is_padded_to_8_bytes_and_written_in_one_order(tmp_path: Path) -> None:
+    """The tensor data starts 8-byte aligned whatever the header's length, and the same tensors and metadata give
+    the same bytes whatever order the metadata was given in (the committed weights' SHA-256 depends on it)."""
+    tensors = {"w": torch.arange(3, dtype=torch.float32)}
+    for extra in range(8):
+        path = tmp_path / f"pad{extra}.safetensors"
+        save_safetensors(path, tensors, {"k": "v" * extra})
+        assert int.from_bytes(path.read_bytes()[:8], "little") % 8 == 0, extra
+        assert torch.equal(load_safetensors(path)[0]["w"], tensors["w"])
+    save_safetensors(tmp_path / "ab.safetensors", tensors, {"a": "1", "b": "2"})
+    save_safetensors(tmp_path / "ba.safetensors", tensors, {"b": "2", "a": "1"})
+    assert (tmp_path / "ab.safetensors").read_bytes() == (tmp_path / "ba.safetensors").read_bytes()
+
+
+def test_a_file_of_metadata_only_loads_and_a_header_past_the_end_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "meta.safetensors"
+    save_safetensors(path, {}, {"k": "v"})  # the header is the whole file after its length
+    assert load_safetensors(path) == ({}, {"k": "v"})
+    data = path.read_bytes()
+    path.write_bytes((len(data) - 4).to_bytes(8, "little") + data[8:])  # 4 bytes longer than what follows
+    with pytest.raises(WeightsError, match="header length beyond the end of the file"):
+        load_safetensors(path)
+
+
+def test_state_dicts_that_do_not_fit_the_network_are_refused() -> None:
+    tensors, meta = load_safetensors(weights_path("digits_eps"))
+    missing = dict(tensors)
+    missing.pop(next(iter(missing)))
+    extra = {**tensors, "spare.weight": torch.zeros(1)}
+    for bad in (missing, extra):
+        with pytest.raises(WeightsError, match="do not fit the demo network"):
+            from_tensors("digits_eps", bad, meta)
+
+
+@pytest.mark.parametrize(("name", "schedule", "sigma_min", "sigma_max"),
+                         [("digits_eps", "ve", 0.029168, 14.614646), ("digits_flow", "flow", 0.002994, 1.0)])
+def test_loaded_models_are_frozen_and_say_their_sigma_range(name: str, schedule: str, sigma_min: float,
+                                                             sigma_max: float) -> None:
+    model = load_model(name)
+    assert model.schedule == schedule
+    assert model.sigma_min == pytest.approx(sigma_min, rel=1e-4) and model.sigma_max == pytest.approx(sigma_max, 1e-6)
+    assert (model.sigma_min, model.sigma_max) == (model.model.sigma_min, model.model.sigma_max)
+    assert not any(p.requires_grad for p in model.net.parameters())  # no autograd graph through the weights
+    assert not model.net.training
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_the_default_architecture_is_the_committed_one(name: str) -> None:
+    """`python -m dpmsolver_demo.train` at its defaults builds the network the committed weights were trained as."""
+    _, meta = load_safetensors(weights_path(name))
+    assert json.loads(meta["config"]) == NetConfig().as_dict()
 
 
 def test_files_read_by_the_safetensors_package() -> None:
