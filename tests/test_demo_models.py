@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dpmsolver_demo.data import DATA_STD, frechet_distance, load_digits
+from dpmsolver_demo.net import NetConfig, TinyUNet, timestep_embedding
 from dpmsolver_demo.weights_io import load_model
 
 
@@ -66,3 +67,18 @@ def test_networks_give_their_recorded_outputs(name: str, sigmas: list[float], su
         d = model(x, torch.tensor(sigmas, dtype=torch.float64))
     assert d.sum((1, 2, 3)).tolist() == pytest.approx(sums, rel=1e-7)
     assert d[:, 0, 3, 4].tolist() == pytest.approx(pixels, rel=1e-7)
+
+
+@pytest.mark.parametrize("freq", [1, 2, 3])
+def test_timestep_embedding_frequencies_run_geometrically_from_min_to_max(freq: int) -> None:
+    """sin and cos of t times `freq` frequencies from min_freq to max_freq, geometrically spaced (one: min_freq)."""
+    t = torch.tensor([0.0, 10.0, 500.0], dtype=torch.float64)
+    lo, hi = 0.002, 0.05
+    scales = [lo * (hi / lo) ** (k / max(1, freq - 1)) for k in range(freq)]
+    angles = t[:, None] * torch.tensor(scales, dtype=torch.float64)[None]
+    expected = torch.cat([angles.sin(), angles.cos()], dim=1)
+    torch.testing.assert_close(timestep_embedding(t, freq, lo, hi), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_network_without_a_config_is_the_default_one() -> None:
+    assert TinyUNet().config == NetConfig()
