@@ -8,6 +8,7 @@ plan builders cost a known extra amount per run, so every figure of the result h
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -258,3 +259,30 @@ def test_command_without_comfyui_says_no_twin_was_timed(monkeypatch: pytest.Monk
     assert any(line.startswith("| dpm_solver_adaptive | ") and line.endswith(" | — | — |")
                for line in out.splitlines())
     assert out.rstrip().endswith("COMFYUI_PATH is not set: no ComfyUI twins timed.")
+
+
+@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="COMFYUI_PATH is not set")
+def test_comfyui_twins_are_timed_without_a_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each twin is ComfyUI's own function, called as KSAMPLER calls it with its seed and `disable=True`: a
+    progress bar would be timed as ComfyUI's overhead."""
+    from samplers.bench.comfy_builtin import comfyui_path, load_comfy
+    from samplers.bench.comfytwin import TWINS, twin_runs
+
+    load_comfy(str(comfyui_path()))
+    import comfy.k_diffusion.sampling as sampling
+
+    seen: dict[str, dict[str, Any]] = {}
+
+    def recorder(name: str) -> Callable[..., torch.Tensor]:
+        def run(model: Any, x: torch.Tensor, sigmas: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            seen[name] = kwargs
+            return x
+        return run
+
+    for name in TWINS.values():
+        monkeypatch.setattr(sampling, name, recorder(name))
+    runs = twin_runs(overhead.trivial_model, torch.zeros(1, 4, 8, 8), overhead.timing_grid(STEPS), seed=5)
+    assert set(runs) == set(TWINS.values())
+    for run in runs.values():
+        run()
+    assert seen == {name: {"extra_args": {"seed": 5}, "disable": True} for name in TWINS.values()}
