@@ -1,0 +1,61 @@
+"""The distribution statistics of sampled batches (samplers/bench/distribution.py), on samples whose mean,
+variance and modes are known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from samplers.bench.distribution import REFERENCES, distribution_cases, mixture_stats, run_distribution
+from samplers.bench.problems import GaussianMixture
+from samplers.registry import SAMPLERS
+
+MIX = GaussianMixture(means=[[-2.0, 0.0], [2.0, 0.0]], stds=[[1.0, 1.0], [1.0, 1.0]], weights=[0.25, 0.75])
+"""Mean (1, 0); variance (4, 1) per dimension (within 1, between 3 and 0), so the data std is sqrt(2.5)."""
+
+
+def test_samples_with_the_mixtures_mean_and_modes() -> None:
+    """-2, 2, 2, 2 in the first dimension: mean 1, unbiased variance 4, one sample in each quarter of the modes; all
+    0 in the second: variance 0 against 1, a relative error of 1 in one of the two dimensions."""
+    x = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])
+    stats = mixture_stats(x, MIX)
+    assert stats["mean_err"] == 0.0 and stats["mode_tv"] == 0.0
+    assert stats["var_err"] == pytest.approx(math.sqrt(0.5), rel=1e-15)
+
+
+def test_a_shifted_mean_is_measured_in_data_stds_and_missing_modes_in_total_variation() -> None:
+    x = torch.tensor([[-1.5, 0.0], [2.5, 0.0], [2.5, 0.0], [2.5, 0.0]]).reshape(4, 1, 2)  # any sample shape
+    assert mixture_stats(x, MIX)["mean_err"] == pytest.approx(math.sqrt(0.5**2 / 2) / math.sqrt(2.5), rel=1e-15)
+    one_mode = torch.tensor([[2.0, 0.0]] * 4)
+    assert mixture_stats(one_mode, MIX)["mode_tv"] == pytest.approx(0.25, rel=1e-15)  # (0.25 + 0.25) / 2
+
+
+def test_modes_are_assigned_by_likelihood_with_weights_and_spreads() -> None:
+    """At the midpoint the heavier component wins; a wider component pays log(std) per dimension."""
+    assert mixture_stats(torch.tensor([[0.0, 0.0]] * 4), MIX)["mode_tv"] == pytest.approx(0.25)  # all to 2
+    wide = GaussianMixture(means=[[-2.0, 0.0], [2.0, 0.0]], stds=[[2.0, 2.0], [1.0, 1.0]], weights=[0.5, 0.5])
+    # x = 0.5: nearer the wide component in its own stds (1.25 against 1.5), but log 2 per dimension tips it
+    assert mixture_stats(torch.tensor([[0.5, 0.0]] * 2), wide)["mode_tv"] == pytest.approx(0.5)
+    assert mixture_stats(torch.tensor([[0.5, 0.0], [-2.0, 0.0]]), wide)["mode_tv"] == 0.0
+
+
+def test_the_run_covers_the_stochastic_samplers_and_the_references() -> None:
+    names = ["dpm_solver_pp_2m_sde", "dpm_solver_pp_2m", "dpm_solver_pp_pc", "dpm_solver_1"]
+    res = run_distribution({n: SAMPLERS[n] for n in names}, [3], 16)
+    assert [c.name for c in distribution_cases()] == list(res["cases"]) == ["ve_mixture/karras", "flow_mixture/simple"]
+    assert res["samples"] == 16 and res["steps"] == [3] and res["noise_seed"] == 0
+    rows = res["cases"]["ve_mixture/karras"]["rows"]
+    assert list(rows) == ["dpm_solver_pp_2m_sde", "dpm_solver_pp_2m", "dpm_solver_pp_pc",
+                          "dpm_solver_pp_pc:corrector=langevin"]  # dpm_solver_1: neither stochastic nor a reference
+    assert [r[1] for r in REFERENCES] == [rows[k]["label"] for k in list(rows)[1:]]
+    assert rows["dpm_solver_pp_pc:corrector=langevin"]["options"] == {"corrector": "langevin"}
+    cell = rows["dpm_solver_pp_2m_sde"]["cells"][0]
+    assert cell["n_steps"] == 3 and cell["nfe"] == 3 and set(cell) >= {"mean_err", "var_err", "mode_tv"}
+    floor = res["cases"]["ve_mixture/karras"]["floor"]
+    assert 0 < floor["mean_err"] < 1 and 0 <= floor["mode_tv"] < 1
+    case = distribution_cases()[0]
+    again = SAMPLERS["dpm_solver_pp_2m_sde"](case.problem.model, case.problem.prior_noise(16), case.grid(3),
+                                             disable=True, schedule="ve", seed=0)
+    assert {k: cell[k] for k in ("mean_err", "var_err", "mode_tv")} == mixture_stats(again, case.problem.data)
