@@ -12,22 +12,22 @@ from samplers.bench.distribution import REFERENCES, distribution_cases, mixture_
 from samplers.bench.problems import SEED, GaussianMixture
 from samplers.registry import SAMPLERS
 
-MIX = GaussianMixture(means=[[0.0, 0.0], [4.0, 0.0]], stds=[[1.0, 1.0], [1.0, 1.0]], weights=[0.25, 0.75])
-"""Mean (3, 0); variance (4, 1) per dimension (within 1, between 3 and 0), so the data std is sqrt(2.5)."""
+MIX = GaussianMixture(means=[[0.0, 0.0], [4.0, 0.0]], stds=[[1.0, 2.0], [1.0, 2.0]], weights=[0.25, 0.75])
+"""Mean (3, 0); variance (4, 4) per dimension (within 1 and 4, between 3 and 0), so the data std is 2."""
 
 
 def test_samples_with_the_mixtures_mean_and_modes() -> None:
     """0, 4, 4, 4 in the first dimension: mean 3, unbiased variance 4, a quarter of the samples in the first mode;
-    all 0 in the second: variance 0 against 1, a relative error of 1 in one of the two dimensions."""
-    x = torch.tensor([[0.0, 0.0], [4.0, 0.0], [4.0, 0.0], [4.0, 0.0]])
+    -2, 2, -2, 2 in the second: mean 0, unbiased variance 16/3 against 4, a relative error of 1/3 there."""
+    x = torch.tensor([[0.0, -2.0], [4.0, 2.0], [4.0, -2.0], [4.0, 2.0]])
     stats = mixture_stats(x, MIX)
     assert stats["mean_err"] == 0.0 and stats["mode_tv"] == 0.0
-    assert stats["var_err"] == pytest.approx(math.sqrt(0.5), rel=1e-15)
+    assert stats["var_err"] == pytest.approx(math.sqrt(1 / 18), rel=1e-14)
 
 
 def test_a_shifted_mean_is_measured_in_data_stds_and_missing_modes_in_total_variation() -> None:
-    x = torch.tensor([[0.5, 0.0], [4.5, 0.0], [4.5, 0.0], [4.5, 0.0]]).reshape(4, 1, 2)  # any sample shape
-    assert mixture_stats(x, MIX)["mean_err"] == pytest.approx(math.sqrt(0.5**2 / 2) / math.sqrt(2.5), rel=1e-15)
+    x = torch.tensor([[0.5, -2.0], [4.5, 2.0], [4.5, -2.0], [4.5, 2.0]]).reshape(4, 1, 2)  # any sample shape
+    assert mixture_stats(x, MIX)["mean_err"] == pytest.approx(math.sqrt(0.5**2 / 2) / 2, rel=1e-15)
     one_mode = torch.tensor([[4.0, 0.0]] * 4)
     assert mixture_stats(one_mode, MIX)["mode_tv"] == pytest.approx(0.25, rel=1e-15)  # (0.25 + 0.25) / 2
 
@@ -39,8 +39,10 @@ def test_modes_are_assigned_by_likelihood_with_weights_and_spreads() -> None:
     # x = 0.5: nearer the wide component in its own stds (1.25 against 1.5), but log 2 per dimension tips it
     assert mixture_stats(torch.tensor([[0.5, 0.0]] * 2), wide)["mode_tv"] == pytest.approx(0.5)
     assert mixture_stats(torch.tensor([[0.5, 0.0], [-2.0, 0.0]]), wide)["mode_tv"] == 0.0
-    # x = -0.5: 0.75 of the wide component's stds from it, 2.5 from the narrow one: the wide one
+    # x = -0.5: 0.75 of the wide component's stds from it, 2.5 from the narrow one: the wide one. x = 0.2: 1.1
+    # against 1.8, so the halved squares favour the wide one by 1.015, less than the 2 log 2 its spread costs
     assert mixture_stats(torch.tensor([[-0.5, 0.0], [0.5, 0.0]]), wide)["mode_tv"] == 0.0
+    assert mixture_stats(torch.tensor([[-0.5, 0.0], [0.2, 0.0]]), wide)["mode_tv"] == 0.0
 
 
 def test_the_run_covers_the_stochastic_samplers_and_the_references() -> None:
