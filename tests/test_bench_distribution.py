@@ -48,6 +48,7 @@ def test_modes_are_assigned_by_likelihood_with_weights_and_spreads() -> None:
 def test_the_run_covers_the_stochastic_samplers_and_the_references() -> None:
     names = ["dpm_solver_pp_2m_sde", "dpm_solver_pp_2m", "dpm_solver_pp_pc", "dpm_solver_1"]
     res = run_distribution({n: SAMPLERS[n] for n in names}, [3], 16)
+    case = distribution_cases()[0]
     assert [c.name for c in distribution_cases()] == list(res["cases"]) == ["ve_mixture/karras", "flow_mixture/simple"]
     assert res["samples"] == 16 and res["steps"] == [3] and res["noise_seed"] == 0
     rows = res["cases"]["ve_mixture/karras"]["rows"]
@@ -60,9 +61,8 @@ def test_the_run_covers_the_stochastic_samplers_and_the_references() -> None:
     floor = res["cases"]["ve_mixture/karras"]["floor"]
     assert 0 < floor["mean_err"] < 1 and 0 <= floor["mode_tv"] < 1
     assert res["floor_seed"] == "problems.SEED + 2"  # the floor is that of exact draws with the seed recorded
-    mix = distribution_cases()[0].problem.data
+    mix = case.problem.data
     assert floor == mixture_stats(mix.sample_data(16, torch.Generator().manual_seed(SEED + 2)), mix)
-    case = distribution_cases()[0]
     again = SAMPLERS["dpm_solver_pp_2m_sde"](case.problem.model, case.problem.prior_noise(16), case.grid(3),
                                              disable=True, schedule="ve", seed=0)
-    assert {k: cell[k] for k in ("mean_err", "var_err", "mode_tv")} == mixture_stats(again, case.problem.data)
+    assert {k: cell[k] for k in ("mean_err", "var_err", "mode_tv")} == mixture_stats(again, mix)

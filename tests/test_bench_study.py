@@ -20,26 +20,25 @@ def m(rmse: float, median: float | None = None, nfe: int = 10) -> Measurement:
     return Measurement(n_steps=nfe, nfe=nfe, rmse=rmse, rel_rmse=rmse, median_err=rmse if median is None else median)
 
 
-def entry(option: str, structure: str | None) -> Any:
+def entry(name: str, option: str, structure: str | None) -> Any:
     spec = None if structure is None else SimpleNamespace(structure=structure)
-    return SimpleNamespace(defaults={option: None, "schedule": "ve"}, spec=spec)
+    return SimpleNamespace(name=name, defaults={option: None, "schedule": "ve"}, spec=spec)
 
 
 class FakeRunner:
     """errors[(sampler, setting)] = {budget or steps: rmse}; the median error is half the RMSE. A budget missing
     from the table is one no grid fits (None)."""
 
-    def __init__(self, name: str, errors: dict[tuple[str, Any], dict[int, float]], option: str,
-                 names: dict[int, str]) -> None:
+    def __init__(self, name: str, errors: dict[tuple[str, Any], dict[int, float]], option: str) -> None:
         self.case = SimpleNamespace(name=name)
-        self.errors, self.option, self.names = errors, option, names
+        self.errors, self.option = errors, option
 
     def at_budget(self, e: Any, budget: int, options: dict[str, Any]) -> Measurement | None:
-        rmse = self.errors.get((self.names[id(e)], options[self.option]), {}).get(budget)
+        rmse = self.errors.get((e.name, options[self.option]), {}).get(budget)
         return None if rmse is None else m(rmse, rmse / 2, budget)
 
     def run(self, e: Any, n: int, options: dict[str, Any]) -> Measurement:
-        return m(self.errors[(self.names[id(e)], options[self.option])][n], nfe=n)
+        return m(self.errors[(e.name, options[self.option])][n], nfe=n)
 
 
 def test_ratio_is_a_over_b_when_both_are_finite_and_positive() -> None:
@@ -86,11 +85,11 @@ def test_budgets_fall_into_the_nfe_buckets_above_their_low_end_up_to_their_high_
 
 
 def test_a_budget_study_compares_each_sampler_with_the_option_at_each_budget() -> None:
-    samplers = {"p": entry("opt", "multistep"), "q": entry("opt", "singlestep"), "r": entry("other", "multistep")}
-    names = {id(e): n for n, e in samplers.items()}
+    samplers = {n: entry(n, o, s) for n, o, s in [("p", "opt", "multistep"), ("q", "opt", "singlestep"),
+                                                    ("r", "other", "multistep")]}
     errors = {("p", "on"): {8: 1.0, 20: 1.0}, ("p", "off"): {8: 2.0, 20: 0.5},
               ("q", "on"): {8: 3.0}, ("q", "off"): {8: 3.0}}
-    res = study._budget_study([FakeRunner("c1", errors, "opt", names)], samplers, [8, 20], "opt", "on", "off")
+    res = study._budget_study([FakeRunner("c1", errors, "opt")], samplers, [8, 20], "opt", "on", "off")
     assert res["first"] == "on" and res["second"] == "off"
     rows = {(r["sampler"], r["budget"]): r for r in res["rows"]}
     assert set(rows) == {("p", 8), ("p", 20), ("q", 8), ("q", 20)}  # r has no such option
@@ -106,18 +105,17 @@ def test_a_budget_study_compares_each_sampler_with_the_option_at_each_budget() -
 
 
 def test_the_pc_order_study_compares_order_3_with_2_for_the_predictor_correctors_only() -> None:
-    pc, plain = entry("order", "multistep"), entry("order", "multistep")
+    pc, plain = entry("pc", "order", "multistep"), entry("plain", "order", "multistep")
     pc.defaults["corrector"] = "unic"
-    names = {id(pc): "pc", id(plain): "plain"}
     errors = {("pc", 3): {10: 1.0}, ("pc", 2): {10: 4.0}, ("plain", 3): {10: 1.0}, ("plain", 2): {10: 1.0}}
-    res = study.pc_order_study([FakeRunner("c", errors, "order", names)], {"pc": pc, "plain": plain}, [10])
+    res = study.pc_order_study([FakeRunner("c", errors, "order")], {"pc": pc, "plain": plain}, [10])
     assert (res["first"], res["second"]) == ("3", "2")
     assert [(r["sampler"], r["ratio"]) for r in res["rows"]] == [("pc", 0.25)]
 
 
 def test_structure_of_names_the_spec_or_other() -> None:
-    assert study.structure_of(entry("x", "adaptive")) == "adaptive"
-    assert study.structure_of(entry("x", None)) == "other"
+    assert study.structure_of(entry("x", "y", "adaptive")) == "adaptive"
+    assert study.structure_of(entry("x", "y", None)) == "other"
 
 
 def test_threshold_is_the_on_below_rule_that_misfits_the_least() -> None:
@@ -134,11 +132,10 @@ def test_threshold_is_the_on_below_rule_that_misfits_the_least() -> None:
 
 
 def test_lower_order_final_study_at_equal_steps_and_at_equal_nfe() -> None:
-    samplers = {"m": entry("lower_order_final", "multistep"), "s": entry("lower_order_final", "singlestep")}
-    names = {id(e): n for n, e in samplers.items()}
+    samplers = {n: entry(n, "lower_order_final", s) for n, s in [("m", "multistep"), ("s", "singlestep")]}
     errors = {("m", True): {4: 1.0, 8: 2.0, 10: 1.0}, ("m", False): {4: 4.0, 8: 1.0, 10: 2.0},
               ("s", True): {4: 1.0, 8: 1.0, 10: 1.0}, ("s", False): {4: 2.0, 8: 1.0, 10: 1.0}}
-    res = study.lower_order_final_study([FakeRunner("c", errors, "lower_order_final", names)], samplers, [4, 8],
+    res = study.lower_order_final_study([FakeRunner("c", errors, "lower_order_final")], samplers, [4, 8],
                                         budgets=[10])
     assert len(res["rows"]) == 4 and (res["first"], res["second"]) == ("True", "False")
     at4, at8 = res["per_step"]["4"], res["per_step"]["8"]
@@ -154,4 +151,4 @@ def test_lower_order_final_study_at_equal_steps_and_at_equal_nfe() -> None:
     assert set(equal["by_structure"]) == {"multistep", "singlestep"}
     assert equal["by_structure"]["multistep"]["NFE<=10"]["geomean_ratio"] == 0.5
     assert "equal_nfe" not in study.lower_order_final_study(
-        [FakeRunner("c", errors, "lower_order_final", names)], samplers, [4])
+        [FakeRunner("c", errors, "lower_order_final")], samplers, [4])
