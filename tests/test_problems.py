@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -305,6 +306,19 @@ def test_problems_are_deterministic_and_well_formed() -> None:
     assert isinstance(guided.model, GuidedMixture) and guided.model.scale == 7.5
     assert guided.data is guided.model.cond
     assert float(guided.model.cond.weights.max()) > 0.5
+
+
+def test_a_problem_without_a_shift_or_data_is_refused_by_name() -> None:
+    """The flow grids' shift and the error scale's data std come from the problem; neither is guessed."""
+    from samplers.bench.cases import Case
+
+    assert flow_mixture(shift=2.0).flow_shift == 2.0
+    bare = dataclasses.replace(flow_mixture(), name="bare", shift=None, data=None)
+    with pytest.raises(ValueError, match="problem bare: a flow problem has no flow time shift"):
+        _ = bare.flow_shift
+    case = Case("bare/simple", bare, "flow_simple", lambda n: torch.linspace(1, 0, n + 1), "flow")
+    with pytest.raises(ValueError, match="case bare/simple: its problem has no data mixture"):
+        _ = case.data_std
 
 
 def test_malformed_mixtures_are_refused_by_name() -> None:

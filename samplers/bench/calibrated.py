@@ -82,7 +82,7 @@ CANDIDATES: tuple[Candidate, ...] = (
 def long_flow_case(case: Case, steps: int = LONG_FLOW_STEPS) -> Case:
     """The flow case with grids sigma = shift(t), t uniform from 1 down to 1/steps (then 0) for every n: the ends of
     the case's `steps`-interval 'simple' grid, so fewer intervals solve the same ODE as that grid."""
-    shift = case.problem.shift if case.problem.shift is not None else 3.0
+    shift = case.problem.flow_shift
 
     last = [v for v in case.grid(steps).tolist() if v > 0][-1]
 

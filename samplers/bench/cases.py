@@ -35,7 +35,9 @@ class Case:
     @property
     def data_std(self) -> float:
         """RMS over dimensions of the per-dimension std of the data the samples should follow."""
-        return mixture_std(self.problem.data) if self.problem.data is not None else 1.0
+        if self.problem.data is None:
+            raise ValueError(f"case {self.name}: its problem has no data mixture to measure errors against")
+        return mixture_std(self.problem.data)
 
 
 def mixture_std(mix: GaussianMixture) -> float:
@@ -58,7 +60,7 @@ def ve_cases(problem: Problem) -> list[Case]:
 def all_cases() -> list[Case]:
     """VE mixture without and with CFG on Karras and exponential grids; flow mixture on the 'simple' grid."""
     flow = flow_mixture()
-    shift = flow.shift if flow.shift is not None else 3.0
+    shift = flow.flow_shift
     return [
         *ve_cases(ve_mixture()),
         *ve_cases(ve_mixture(CFG_SCALE)),

@@ -191,9 +191,8 @@ def model_sampling_for(comfy: Comfy, case: Case) -> Any:
     ms = comfy.model_sampling
     problem = case.problem
     if problem.family == "flow":
-        shift = problem.shift if problem.shift is not None else 1.0
         cls = type("FlowModelSampling", (ms.ModelSamplingDiscreteFlow, ms.CONST), {})
-        settings: dict[str, Any] = {"shift": shift, "multiplier": 1000}
+        settings: dict[str, Any] = {"shift": problem.flow_shift, "multiplier": 1000}
     elif problem.family == "ve":
         cls = type("VEModelSampling", (ms.ModelSamplingContinuousEDM, ms.EPS), {})
         settings = {"sigma_min": problem.sigma_min * 0.5, "sigma_max": problem.sigma_max * 2.0, "sigma_data": 1.0}

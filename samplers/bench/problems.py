@@ -302,6 +302,13 @@ class Problem:
             generator = torch.Generator().manual_seed(SEED + 1)
         return self.data.prior_noise(n, self.sigma_max, generator, dtype=dtype)
 
+    @property
+    def flow_shift(self) -> float:
+        """The time shift of a flow problem's grids, sigma = s t / (1 + (s - 1) t); a flow problem must have one."""
+        if self.shift is None:
+            raise ValueError(f"problem {self.name}: a {self.family} problem has no flow time shift")
+        return self.shift
+
 
 _STD_LEVELS: Sequence[float] = (0.1, 0.2, 0.3, 0.45, 0.6)
 _MEAN_NORMS: Sequence[float] = (1.0, 1.25, 1.5, 1.75, 2.0)
