@@ -13,8 +13,8 @@ import torch
 from signatures import keyword_defaults
 
 from samplers import grids
+from samplers.bench.problems import SEED, ve_mixture
 from samplers.bench.problems import reference_solution as exact_solution
-from samplers.bench.problems import ve_mixture
 from samplers.calibrate import (
     FORMAT,
     CalibratedGrid,
@@ -341,14 +341,15 @@ def test_a_grid_nothing_improves_is_returned_unchanged() -> None:
 
 @pytest.fixture(scope="module")
 def calibrated_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], Path]:
-    """samplers.bench.calibrated on one case and candidate: 16 calibration noises, 16 evaluation noises."""
+    """samplers.bench.calibrated on one case and candidate: 16 calibration noises, 12 evaluation noises (not the
+    mixture's 16 dimensions)."""
     from samplers.bench import calibrated as bench
     from samplers.bench.cases import select_cases
 
     folder = tmp_path_factory.mktemp("calibrated")
     case = select_cases(["ve_mixture/karras"])[0]
     results = bench.run_calibrated([case], [5], [bench.Candidate("dpm_solver_2m")], samples=16, max_evals=30,
-                                   grids_dir=folder, evaluation=(16, 4))
+                                   grids_dir=folder, evaluation=(12, 4))
     return results, folder
 
 
@@ -358,8 +359,10 @@ def test_calibrated_benchmark_runs_and_reports(calibrated_bench: tuple[dict[str,
     results, folder = calibrated_bench
     case = results["cases"]["ve_mixture/karras"]
     row = case["nfes"]["5"]["dpm_solver_2m"]
-    assert case["evaluation_samples"] == 16 and case["calibration_samples"] == 16
+    assert case["evaluation_samples"] == results["evaluation_samples"] == 12 and case["calibration_samples"] == 16
+    assert (results["calibration_seed"], results["evaluation_seed"]) == (bench.CALIBRATION_SEED, SEED + 1)
     assert row["nfe"] == 5 and row["calibration_after"] < row["calibration_before"]
+    assert row["n_steps"] == 5 and len(row["sigmas"]) == 6 and 0 < row["seconds"] < 600
     assert math.isfinite(row["standard_rmse"]) and math.isfinite(row["calibrated_rmse"])
     assert load_grid(folder / "ve_mixture_karras_dpm_solver_2m_5.safetensors", "dpm_solver_2m", 5).nfe == 5
     text = bench.report(results)
@@ -374,7 +377,9 @@ def test_evaluate_only_measures_the_saved_grids_again(calibrated_bench: tuple[di
 
     results, _ = calibrated_bench
     row = results["cases"]["ve_mixture/karras"]["nfes"]["5"]["dpm_solver_2m"]
-    same = bench.evaluate_calibrated(results, (16, 4))["cases"]["ve_mixture/karras"]
+    again = bench.evaluate_calibrated(results, (12, 4))
+    assert again["evaluation_seed"] == SEED + 1
+    same = again["cases"]["ve_mixture/karras"]
     for field in ("standard_rmse", "standard_median", "calibrated_rmse", "calibrated_median"):
         assert same["nfes"]["5"]["dpm_solver_2m"][field] == pytest.approx(row[field], rel=1e-12), field
     other = bench.evaluate_calibrated(results, (40, 4))
