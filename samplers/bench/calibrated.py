@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         patterns = args.problems
         extra: list[Case] = []
         if args.networks:
-            extra = list(select_network_cases(patterns or None, args.network_evaluation_samples))
+            extra = list(select_network_cases(patterns, args.network_evaluation_samples))
         cases = select_cases(patterns, extra)
         if not args.no_long_flow:
             cases += [long_flow_case(c) for c in cases if c.schedule == "flow"]
