@@ -10,12 +10,22 @@ from typing import Any
 import pytest
 import torch
 
-from samplers.bench.calibrated import case_named, evaluation_runner
+from samplers.bench.calibrated import CALIBRATION_SEED, EVALUATION_SAMPLES, case_named, evaluation_runner
 from samplers.bench.cases import select_cases
 from samplers.bench.comparison import our_runs
-from samplers.bench.learned import RUNS, comparison_candidates, grid_rows, plan_file
+from samplers.bench.learned import (
+    LEARN_SAMPLES,
+    NETWORK_LEARN_SAMPLES,
+    RUNS,
+    comfyui_best,
+    comparison_candidates,
+    grid_rows,
+    merged_cases,
+    plan_file,
+)
 from samplers.bench.measure import CaseRunner
 from samplers.bench.networks import is_network
+from samplers.bench.problems import SEED
 from samplers.calibrate import reference_solution
 from samplers.learned import LearnedPlan, learn_plan, load_learned, plan_objective, save_learned
 from samplers.registry import SAMPLERS
@@ -156,7 +166,11 @@ def test_a_run_with_a_learned_grid_records_and_saves_the_grid_it_reached(tmp_pat
 
     run = LearnRun("ve_mixture_cfg7.5/exponential", "dpm_solver_3m;third_order=consistent", 10, 0.02, True)
     results = run_learned([run], samples=16, plans_dir=tmp_path, evaluation=(128, 32))
+    assert {k: v for k, v in results.items() if k != "cases"} == {
+        "calibration_seed": CALIBRATION_SEED, "calibration_samples": 16, "evaluation_seed": SEED + 1,
+        "evaluation_samples": 128}
     row = results["cases"][run.case]["candidates"][run.key]
+    assert 0 < row["seconds"] < 600
     calibrated = grid_rows(run.case)[run.key]["sigmas"]
     assert row["learn_grid"] is True
     assert (row["sigmas"][0], row["sigmas"][-2:]) == (calibrated[0], calibrated[-2:])
@@ -247,18 +261,20 @@ def test_runs_picks_runs_and_update_keeps_the_case_s_other_rows(tmp_path: Path,
     selection that leaves nothing, or an unknown row, is refused."""
     from samplers.bench.learned import main
 
-    out = tmp_path / "learned"
+    out, plans = tmp_path / "new" / "results" / "learned", tmp_path / "new" / "saved" / "plans"
     common = ["--problems", "ve_mixture/exponential", "--samples", "8", "--steps", "1", "--plans",
-              str(tmp_path / "plans"), "--out", str(out), "--update", "--evaluation-samples", "64"]
+              str(plans), "--out", str(out), "--update", "--evaluation-samples", "64"]
     main([*common, "--runs", "dpm_solver_pp_pc;objective=mean"])
     first = json.loads(out.with_suffix(".json").read_text())["cases"]["ve_mixture/exponential"]["candidates"]
-    (tmp_path / "plans" / "ve_mixture_exponential_dpm_solver_pp_pc_objective-mean_10.safetensors").unlink()
+    assert out.with_suffix(".json").read_text() == json.dumps(json.loads(out.with_suffix(".json").read_text()),
+                                                              indent=1) + "\n"
+    (plans / "ve_mixture_exponential_dpm_solver_pp_pc_objective-mean_10.safetensors").unlink()
     main([*common, "--runs", "dpm_solver_pp_pc"])
     rows = json.loads(out.with_suffix(".json").read_text())["cases"]["ve_mixture/exponential"]["candidates"]
     assert list(first) == ["dpm_solver_pp_pc;objective=mean"]
     assert list(rows) == ["dpm_solver_pp_pc", "dpm_solver_pp_pc;objective=mean"]
     assert rows["dpm_solver_pp_pc;objective=mean"] == first["dpm_solver_pp_pc;objective=mean"]
-    saved = [p.name for p in (tmp_path / "plans").iterdir()]
+    saved = [p.name for p in plans.iterdir()]
     assert saved == ["ve_mixture_exponential_dpm_solver_pp_pc_10.safetensors"]
     capsys.readouterr()
     for runs in ("dpm_solver_pp_pc;third_order=consistent", "no_such_run"):
@@ -284,6 +300,14 @@ def test_the_committed_plans_and_results_are_those_of_runs() -> None:
         row = results[run.case]["candidates"][run.row]
         assert row["objective_after"] == pytest.approx(learned.objective_after, rel=1e-12), stem
         assert row["calibration_samples"] == int(info["calibration_samples"]), stem
+        default = NETWORK_LEARN_SAMPLES if is_network(run.case) else LEARN_SAMPLES
+        assert (row["steps"], row["lr"], row["learn_grid"], row.get("start"), row["calibration_samples"]) == (
+            run.steps, run.lr, run.learn_grid, run.start, run.samples or default), stem
+        assert (row.get("objective", "rmse"), row.get("history", 0)) == (run.objective, run.history), stem
+    record = json.loads((docs / "learned.json").read_text())
+    assert {k: v for k, v in record.items() if k != "cases"} == {
+        "calibration_seed": CALIBRATION_SEED, "calibration_samples": LEARN_SAMPLES, "evaluation_seed": SEED + 1,
+        "evaluation_samples": EVALUATION_SAMPLES}
 
 
 def test_a_starting_grid_has_the_same_figures_in_the_learned_and_calibrated_results() -> None:
@@ -323,7 +347,9 @@ def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: py
     run = next(r for r in RUNS if r.case == "ve_mixture/exponential" and r.objective == "rmse")
     results = bench.run_learned([run], samples=16, steps=2, plans_dir=tmp_path, evaluation=(48, 8))
     row = results["cases"][run.case]["candidates"][run.row]
-    again = bench.evaluate_learned(results, tmp_path, evaluation=(48, 8))["cases"][run.case]
+    remeasured = bench.evaluate_learned(results, tmp_path, evaluation=(48, 8))
+    assert (remeasured["evaluation_seed"], remeasured["evaluation_samples"]) == (SEED + 1, 48)
+    again = remeasured["cases"][run.case]
     for field in ("calibrated_rmse", "calibrated_median", "learned_rmse", "learned_median"):
         assert again["candidates"][run.row][field] == pytest.approx(row[field], rel=1e-12), field
 
@@ -360,3 +386,43 @@ def test_evaluate_only_measures_the_saved_plans_again(tmp_path: Path, capsys: py
     with pytest.raises(SystemExit):
         bench.main(["--evaluate-only", "--network-evaluation-samples", "0", "--out", str(out)])
     assert "must be >= 1, got (4096, 0)" in capsys.readouterr().err
+
+
+def test_a_run_from_another_case_needs_its_last_nonzero_sigma_too(tmp_path: Path) -> None:
+    """The ends compared are the first sigma, the last nonzero one and the last: grids that share only the first and
+    the final 0 are not one ODE."""
+    from samplers.bench.learned import LearnRun, start_row
+
+    def cases(own: list[float]) -> dict[str, Any]:
+        return {"cases": {name: {"schedule": "ve", "nfes": {"10": {"dpm_solver_3m": {
+            "label": "DPM-Solver 3M", "sampler": "dpm_solver_3m", "options": {}, "sigmas": grid}}}}
+            for name, grid in (("a/karras", VE_GRID), ("a/exponential", own))}}
+
+    _write(tmp_path / "calibrated.json", cases([*VE_GRID[:-2], 0.03, 0.0]))
+    run = LearnRun("a/exponential", "dpm_solver_3m", 1, 0.02, start="a/karras")
+    with pytest.raises(ValueError, match="a/exponential: the grid of a/karras"):
+        start_row(run, tmp_path)
+    _write(tmp_path / "calibrated.json", cases([14.6, 2.0, 0.5, 0.029, 0.0]))
+    assert start_row(run, tmp_path)["sigmas"] == VE_GRID
+
+
+def test_comfyui_best_reads_the_comparison_of_the_case_s_kind(tmp_path: Path) -> None:
+    assert comfyui_best("ve_mixture/karras", tmp_path) is None
+    best = {"label": "dpmpp_2m", "rmse": 0.5}
+    for source, case in (("comparison.json", "ve_mixture/karras"), ("comparison_networks.json", "digits_eps/karras")):
+        _write(tmp_path / source, {"comparison": {"cases": {case: {"summary": {"rmse": {"theirs": best}}}}}})
+    assert comfyui_best("ve_mixture/karras", tmp_path) == best
+    assert comfyui_best("digits_eps/karras", tmp_path) == best
+    assert comfyui_best("ve_mixture/exponential", tmp_path) is None
+
+
+def test_merged_cases_order_the_rows_as_runs_do() -> None:
+    """A kept row and a fresh one of the same case come out in the order of RUNS, whichever was kept."""
+    plain, mean = "dpm_solver_pp_pc;third_order=consistent", "dpm_solver_pp_pc;third_order=consistent;objective=mean"
+    kept = {"ve_mixture/karras": {"evaluation_samples": 1, "candidates": {mean: {"kept": True}}},
+            "not/a/run": {"candidates": {}}}
+    fresh = {"ve_mixture/karras": {"evaluation_samples": 2, "candidates": {plain: {"kept": False}}}}
+    merged = merged_cases(kept, fresh)
+    assert list(merged) == ["ve_mixture/karras"]
+    assert list(merged["ve_mixture/karras"]["candidates"]) == [plain, mean]
+    assert merged["ve_mixture/karras"]["evaluation_samples"] == 2
