@@ -261,7 +261,7 @@ def test_runs_picks_runs_and_update_keeps_the_case_s_other_rows(tmp_path: Path,
     selection that leaves nothing, or an unknown row, is refused."""
     from samplers.bench.learned import main
 
-    out, plans = tmp_path / "new" / "results" / "learned", tmp_path / "new" / "saved" / "plans"
+    out, plans = tmp_path / "new" / "results" / "learned", tmp_path / "saved" / "plans" / "here"
     common = ["--problems", "ve_mixture/exponential", "--samples", "8", "--steps", "1", "--plans",
               str(plans), "--out", str(out), "--update", "--evaluation-samples", "64"]
     main([*common, "--runs", "dpm_solver_pp_pc;objective=mean"])
@@ -404,6 +404,10 @@ def test_a_run_from_another_case_needs_its_last_nonzero_sigma_too(tmp_path: Path
         start_row(run, tmp_path)
     _write(tmp_path / "calibrated.json", cases([14.6, 2.0, 0.5, 0.029, 0.0]))
     assert start_row(run, tmp_path)["sigmas"] == VE_GRID
+    _write(tmp_path / "calibrated.json", {"cases": {name: {"schedule": "ve", "nfes": {"10": {"dpm_solver_3m": {
+        "label": "DPM-Solver 3M", "sampler": "dpm_solver_3m", "options": {}, "sigmas": grid}}}}
+        for name, grid in (("a/karras", FLOW_GRID), ("a/exponential", [1.0, 0.5, 0.25, 0.136]))}})
+    assert start_row(run, tmp_path)["sigmas"] == FLOW_GRID  # no final 0 on either: the same ends
 
 
 def test_comfyui_best_reads_the_comparison_of_the_case_s_kind(tmp_path: Path) -> None:
@@ -426,3 +430,34 @@ def test_merged_cases_order_the_rows_as_runs_do() -> None:
     assert list(merged) == ["ve_mixture/karras"]
     assert list(merged["ve_mixture/karras"]["candidates"]) == [plain, mean]
     assert merged["ve_mixture/karras"]["evaluation_samples"] == 2
+
+
+@pytest.mark.parametrize(("case", "key", "cap"), [("flow_mixture/simple", "dpm_solver_pp_pc@ve", 1.0),
+                                                  ("ve_mixture/karras", "dpm_solver_pp_pc;third_order=consistent",
+                                                   None)])
+def test_a_flow_case_learns_with_its_calls_capped_at_sigma_max(case: str, key: str, cap: float | None,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow model sampled in the VE form is defined up to sigma = 1: its learned shifts may not call it above; a VE
+    case has no cap but its schedule's."""
+    from samplers.bench import learned as bench
+
+    class Stop(Exception):
+        pass
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        raise Stop(kwargs["max_sigma"])
+
+    monkeypatch.setattr(bench, "learn_plan", record)
+    with pytest.raises(Stop) as stopped:
+        bench.run_learned([bench.LearnRun(case, key, 1, 0.02)], samples=2, evaluation=(4, 4))
+    assert stopped.value.args == (cap,)
+
+
+def test_measuring_a_plan_shows_no_progress_bar(plans: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from samplers.bench.learned import _evaluate
+
+    learned = load_learned(plans / "ve.safetensors")
+    runner = CaseRunner(select_cases(["ve_mixture/karras"])[0], 4)
+    capsys.readouterr()
+    plain, learnt = _evaluate(runner, learned, learned.grid, {})
+    assert capsys.readouterr().err == "" and plain != learnt
