@@ -31,6 +31,7 @@ from .calibrated import (
     CALIBRATION_SAMPLES,
     CALIBRATION_SEED,
     EVALUATION_SAMPLES,
+    MAX_EVALS,
     NETWORK_CALIBRATION_SAMPLES,
     NETWORK_EVALUATION_SAMPLES,
     add_evaluation_arguments,
@@ -204,7 +205,7 @@ def _start_grid(case: Case, sampler: str, form: str, nfe: int) -> torch.Tensor |
 
 
 def calibrated_study(case: Case, runner: CaseRunner, nfe: int = 10, pairs: Sequence[tuple[str, str]] = CALIBRATED,
-                     max_evals: int = 400) -> list[dict[str, Any]]:
+                     max_evals: int = MAX_EVALS) -> list[dict[str, Any]]:
     """Grids calibrated (calibrate_grid, from the log-sigma grid, ends kept, no final denoise) on noises of
     CALIBRATION_SEED and evaluated on the runner's noises."""
     network = is_network(case)
