@@ -1,0 +1,53 @@
+"""samplers/bench/networks.py: the demo-network reference is as accurate as its docstring says, and the committed
+network distribution was made with today's settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dpmsolver_demo.sampling import ConvergedReference, initial_noise, make_grid
+from dpmsolver_demo.weights_io import load_model
+from samplers.bench import networks
+from samplers.registry import SAMPLERS
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_the_network_reference_is_within_1e_12_mse_of_half_its_step() -> None:
+    """The flow network on its 10-interval grid (the case whose reference converges slowest): at REFERENCE_H the
+    MSE against a solve with half the step is ~1e-13, at twice REFERENCE_H ~8e-12."""
+    (case,) = networks.select_network_cases(["digits_flow/simple"], 2)
+    x = case.problem.prior_noise(2)
+    refs = networks.NetworkReferences(case, x)
+    grid = case.grid(10)
+    finer = ConvergedReference(case.problem.demo, x, networks.REFERENCE_H / 2).target(grid).to(torch.float64)
+    out = refs.target(grid)
+    assert out.dtype == torch.float64 and float(((out - finer) ** 2).mean()) < 1e-12
+    assert refs.ode_solves == 1
+    refs.target(grid)
+    refs.target(case.grid(20))
+    assert refs.ode_solves == 2  # one solve per grid end, cached
+
+
+def test_the_committed_network_distribution_ran_with_todays_settings() -> None:
+    """docs/bench_networks.json's distribution section: its sample count, seed, budgets and samplers are today's
+    defaults, and its converged ODE rows cost the calls a reference of step 2 * REFERENCE_H makes today."""
+    record = json.loads((DOCS / "bench_networks.json").read_text())["network_distribution"]
+    assert (record["samples"], record["seed"], record["budgets"]) == (
+        networks.DIST_SAMPLES, networks.DIST_SEED, list(networks.DIST_BUDGETS))
+    assert list(record["samplers"]) == list(networks._dist_entries(SAMPLERS))
+    assert list(networks._dist_entries(SAMPLERS))[-len(networks.DIST_COMPARE):] == list(networks.DIST_COMPARE)
+    assert list(record["models"]) == ["digits_eps", "digits_flow"]
+    for name, model in record["models"].items():
+        demo = load_model(name)
+        reference = ConvergedReference(demo, initial_noise(demo, 1, networks.DIST_SEED), 2 * networks.REFERENCE_H)
+        reference.target(make_grid(demo, 50))
+        assert reference.model_calls == model["ode_calls"], name
+
+
+def test_no_stochastic_sampler_no_distribution_rows() -> None:
+    deterministic = {name: SAMPLERS[name] for name in networks.DIST_COMPARE}
+    assert networks._dist_entries(deterministic) == {}
