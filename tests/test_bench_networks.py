@@ -51,3 +51,16 @@ def test_the_committed_network_distribution_ran_with_todays_settings() -> None:
 def test_no_stochastic_sampler_no_distribution_rows() -> None:
     deterministic = {name: SAMPLERS[name] for name in networks.DIST_COMPARE}
     assert networks._dist_entries(deterministic) == {}
+
+
+def test_the_network_cases_are_those_the_committed_benchmark_describes() -> None:
+    """Each case's problem, family, grid, schedule, sigma range, data std and dimension (that of one noise) as
+    docs/bench_networks.json records them."""
+    committed = json.loads((DOCS / "bench_networks.json").read_text())["cases"]
+    for case in networks.network_cases(1):
+        problem = case.problem
+        assert case.problem.prior_noise(1)[0].numel() == problem.dim
+        today = {"problem": problem.name, "family": problem.family, "grid": case.grid_name, "schedule": case.schedule,
+                 "sigma_max": problem.sigma_max, "sigma_min": problem.sigma_min, "data_std": case.data_std,
+                 "dim": problem.dim}
+        assert committed[case.name] == today, case.name

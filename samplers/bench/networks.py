@@ -142,7 +142,7 @@ def select_network_cases(patterns: Sequence[str] | None, samples: int = NETWORK_
 
 
 def _dist_entries(entries: Mapping[str, SamplerEntry]) -> dict[str, SamplerEntry]:
-    chosen = {n: e for n, e in entries.items() if getattr(e, "stochastic", False)}
+    chosen = {n: e for n, e in entries.items() if e.stochastic}
     if chosen:
         chosen.update({n: entries[n] for n in DIST_COMPARE if n in entries})
     return chosen
