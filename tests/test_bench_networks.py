@@ -4,8 +4,10 @@ network distribution was made with today's settings."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from dpmsolver_demo.sampling import ConvergedReference, initial_noise, make_grid
@@ -64,3 +66,21 @@ def test_the_network_cases_are_those_the_committed_benchmark_describes() -> None
                  "sigma_max": problem.sigma_max, "sigma_min": problem.sigma_min, "data_std": case.data_std,
                  "dim": problem.dim}
         assert committed[case.name] == today, case.name
+
+
+def test_the_committed_floor_is_drawn_again_from_the_whole_data_set() -> None:
+    """The estimator's floor: DIST_SAMPLES images drawn five times (seed DIST_SEED) from all 1797 digits, against all
+    of them; with no sampler and no model only the floor is computed. Its figures are the committed ones (to the
+    last digits a CPU's linear algebra may move)."""
+    committed = json.loads((DOCS / "bench_networks.json").read_text())["network_distribution"]
+    res = networks.run_distribution({}, models=())
+    assert res["floor"]["what"] == committed["floor"]["what"] == "512 random data images vs all 1797 (5 draws)"
+    for key in ("mean", "min", "max"):
+        assert res["floor"][key] == pytest.approx(committed["floor"][key], rel=1e-6), key
+    assert res["models"] == {} and res["samplers"] == {}
+
+
+@pytest.mark.parametrize(("value", "text"), [(None, "fail"), (math.nan, "fail"), (math.inf, "fail"),
+                                             (0.12345, "0.123")])
+def test_distance_cells(value: float | None, text: str) -> None:
+    assert networks._fd(value) == text
