@@ -82,6 +82,8 @@ def test_the_committed_floor_is_drawn_again_from_the_whole_data_set() -> None:
     for key in ("mean", "min", "max"):
         assert res["floor"][key] == pytest.approx(committed["floor"][key], rel=1e-6), key
     assert res["models"] == {} and res["samplers"] == {}
+    fields = ("samples", "seed", "budgets", "data_size", "feature_space")
+    assert {key: res[key] for key in fields} == {key: committed[key] for key in fields}
 
 
 @pytest.mark.parametrize(("value", "text"), [(None, "fail"), (math.nan, "fail"), (math.inf, "fail"),
