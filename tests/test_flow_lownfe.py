@@ -212,7 +212,7 @@ def test_the_grid_families_have_the_intervals_asked_for(final):
     flow = _case("flow_mixture/simple")
     end = flowgrids.ode_end(flow)
     log_sigma, simple = (flowgrids.GRID_FAMILIES[name] for name in ("log σ", "simple (t to 1/20)"))
-    assert log_sigma(flow, 0, final) is None and (log_sigma(flow, 1, True) is None) is True
+    assert log_sigma(flow, 0, final) is None and log_sigma(flow, 1, True) is None
     for n in (1, 2, 7):
         for family in (log_sigma, simple):
             grid = family(flow, n, final)
