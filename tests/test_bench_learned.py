@@ -265,9 +265,9 @@ def test_runs_picks_runs_and_update_keeps_the_case_s_other_rows(tmp_path: Path,
     common = ["--problems", "ve_mixture/exponential", "--samples", "8", "--steps", "1", "--plans",
               str(plans), "--out", str(out), "--update", "--evaluation-samples", "64"]
     main([*common, "--runs", "dpm_solver_pp_pc;objective=mean"])
-    first = json.loads(out.with_suffix(".json").read_text())["cases"]["ve_mixture/exponential"]["candidates"]
-    assert out.with_suffix(".json").read_text() == json.dumps(json.loads(out.with_suffix(".json").read_text()),
-                                                              indent=1) + "\n"
+    text = out.with_suffix(".json").read_text()
+    first = json.loads(text)["cases"]["ve_mixture/exponential"]["candidates"]
+    assert text == json.dumps(json.loads(text), indent=1) + "\n"
     (plans / "ve_mixture_exponential_dpm_solver_pp_pc_objective-mean_10.safetensors").unlink()
     main([*common, "--runs", "dpm_solver_pp_pc"])
     rows = json.loads(out.with_suffix(".json").read_text())["cases"]["ve_mixture/exponential"]["candidates"]
@@ -393,20 +393,18 @@ def test_a_run_from_another_case_needs_its_last_nonzero_sigma_too(tmp_path: Path
     the final 0 are not one ODE."""
     from samplers.bench.learned import LearnRun, start_row
 
-    def cases(own: list[float]) -> dict[str, Any]:
+    def cases(karras: list[float], own: list[float]) -> dict[str, Any]:
         return {"cases": {name: {"schedule": "ve", "nfes": {"10": {"dpm_solver_3m": {
             "label": "DPM-Solver 3M", "sampler": "dpm_solver_3m", "options": {}, "sigmas": grid}}}}
-            for name, grid in (("a/karras", VE_GRID), ("a/exponential", own))}}
+            for name, grid in (("a/karras", karras), ("a/exponential", own))}}
 
-    _write(tmp_path / "calibrated.json", cases([*VE_GRID[:-2], 0.03, 0.0]))
+    _write(tmp_path / "calibrated.json", cases(VE_GRID, [*VE_GRID[:-2], 0.03, 0.0]))
     run = LearnRun("a/exponential", "dpm_solver_3m", 1, 0.02, start="a/karras")
     with pytest.raises(ValueError, match="a/exponential: the grid of a/karras"):
         start_row(run, tmp_path)
-    _write(tmp_path / "calibrated.json", cases([14.6, 2.0, 0.5, 0.029, 0.0]))
+    _write(tmp_path / "calibrated.json", cases(VE_GRID, [14.6, 2.0, 0.5, 0.029, 0.0]))
     assert start_row(run, tmp_path)["sigmas"] == VE_GRID
-    _write(tmp_path / "calibrated.json", {"cases": {name: {"schedule": "ve", "nfes": {"10": {"dpm_solver_3m": {
-        "label": "DPM-Solver 3M", "sampler": "dpm_solver_3m", "options": {}, "sigmas": grid}}}}
-        for name, grid in (("a/karras", FLOW_GRID), ("a/exponential", [1.0, 0.5, 0.25, 0.136]))}})
+    _write(tmp_path / "calibrated.json", cases(FLOW_GRID, [1.0, 0.5, 0.25, 0.136]))
     assert start_row(run, tmp_path)["sigmas"] == FLOW_GRID  # no final 0 on either: the same ends
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from samplers import SAMPLERS
+from samplers import SAMPLERS, grids
 from samplers.bench import flowgrids
 from samplers.bench.cases import all_cases
 from samplers.bench.comparison import Candidate, our_runs
@@ -228,7 +228,7 @@ def test_the_grid_families_have_the_intervals_asked_for(final):
             else:
                 assert values[-1] == pytest.approx(end, rel=1e-12)
     ts = [1.0 - 0.95 * i / (2 if final else 3) for i in range(3 if final else 4)]
-    expected = [flowgrids.grids.flow_shift(t, 3.0) for t in ts] + ([0.0] if final else [])
+    expected = [grids.flow_shift(t, 3.0) for t in ts] + ([0.0] if final else [])
     assert simple(flow, 3, final).tolist() == pytest.approx(expected, rel=1e-12)
 
 
@@ -259,7 +259,7 @@ def test_measuring_a_cell_shows_no_progress_bar(capsys):
 
 
 def test_calibrated_study_defaults_and_pairs(monkeypatch):
-    """Ten calls, calibrate.MAX_EVALS runs per restart, the calibration counts of samplers.bench.calibrated, every
+    """Ten calls, calibrated.MAX_EVALS runs per restart, the calibration counts of samplers.bench.calibrated, every
     pair of CALIBRATED (the calibration itself stubbed: it is samplers/calibrate.py's, tested there)."""
     flow = _case("flow_mixture/simple")
     runner = CaseRunner(flow, 4)
